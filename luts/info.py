@@ -1,0 +1,85 @@
+"""Summaries of a LUT file: its metadata, rows per operator and scan coverage per layer config."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pandas as pd
+
+from profiler.keyspace import LayerRecord, OpKey, grid_for
+from profiler.table import key_of_row, read_lut
+
+
+@dataclass
+class ConfigCoverage:
+    layers: list[str]
+    key: OpKey
+    grid: int       # keys the scan grid of this config holds
+    measured: int   # of those, rows present in the file
+
+    @property
+    def coverage(self) -> float:
+        return self.measured / self.grid if self.grid else 0.0
+
+
+@dataclass
+class LutSummary:
+    path: str
+    meta: dict
+    rows: int
+    rows_per_op: dict[str, int]
+    converged: float          # fraction of rows whose 95% CI reached the target
+    device_seconds: float
+    configs: list[ConfigCoverage]
+
+
+def summarize(path: str | os.PathLike) -> LutSummary:
+    df, meta = read_lut(path)
+    present = {key_of_row(r) for r in df.to_dict("records")}
+    configs = []
+    for c in meta.get("configs", []):
+        rec = LayerRecord(c["layers"][0], OpKey(**c["key"]), c["fixed_in"], c["fixed_out"])
+        grid = grid_for(rec, int(c["step"]))
+        configs.append(ConfigCoverage(c["layers"], rec.key, len(grid),
+                                      sum(k in present for k in grid)))
+    per_op = df.groupby("op").size().sort_values(ascending=False)
+    return LutSummary(str(path), meta, len(df), {k: int(v) for k, v in per_op.items()},
+                      float(df["converged"].mean()) if len(df) else 0.0,
+                      float(df["seconds"].sum()), configs)
+
+
+def format_summary(s: LutSummary, all_ops: bool = False) -> str:
+    m = s.meta
+    lines = [f"LUT {s.path}  (schema v{m.get('schema_version')})",
+             f"  device   {m.get('device_kind')}: {m.get('device_name')}"
+             + (f"  [driver {m['driver']}]" if m.get("driver") else ""),
+             f"  software torch {m.get('torch')}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}",
+             f"  timing   {m.get('dtype')}, batch {m.get('batch')}, {m.get('memory_format')}, "
+             f"{m.get('timing_mode')}, algos {m.get('algos')}, threads {m.get('threads')}",
+             f"  protocol {m.get('protocol')}",
+             f"  hosts    {', '.join(m.get('hosts', [m.get('host')]) or [])}   "
+             f"created {m.get('created')}  updated {m.get('updated')}"]
+    for src in m.get("sources", []):
+        lines.append(f"  source   {src['model']} @ {src['input_size']}px, step {src['step']}"
+                     + (f", layers {' '.join(src['layers'])}" if src.get("layers") else ""))
+    ops = ", ".join(f"{op} {n}" for op, n in s.rows_per_op.items())
+    lines += [f"  rows     {s.rows} ({ops})",
+              f"  {100 * s.converged:.0f}% of rows reached the 95% CI target; "
+              f"{s.device_seconds:.1f} device-seconds of timing", ""]
+    shown = [c for c in s.configs if all_ops or c.key.op == "conv2d"]
+    if shown:
+        lines.append(f"  {'layer(s)':<34} {'op':<12} {'k':>5} {'s':>3} {'fmap':>9} "
+                     f"{'c_in x c_out':>13} {'grid':>5} {'have':>5} {'cover':>6}")
+        for c in shown:
+            k = c.key
+            name = c.layers[0] + (f" +{len(c.layers) - 1}" if len(c.layers) > 1 else "")
+            lines.append(f"  {name:<34} {k.op:<12} {f'{k.kernel_h}x{k.kernel_w}':>5} "
+                         f"{k.stride_h:>3} {f'{k.in_h}x{k.in_w}':>9} "
+                         f"{f'{k.c_in}x{k.c_out}':>13} {c.grid:>5} {c.measured:>5} "
+                         f"{100 * c.coverage:>5.0f}%")
+    return "\n".join(lines)
+
+
+def rows_frame(path: str | os.PathLike) -> pd.DataFrame:
+    return read_lut(path)[0]

@@ -1,0 +1,50 @@
+"""Describe the machine a table is measured on, for the LUT's metadata."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import subprocess
+
+import torch
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def describe_device(device: str, index: int = 0) -> dict:
+    """Name and software versions of ``device`` ('cpu' or 'cuda')."""
+    info = {
+        "device_kind": device,
+        "host": socket.gethostname(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "driver": None,
+        "cpu": cpu_name(),
+    }
+    if device == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(index)
+        cap = torch.cuda.get_device_capability(index)
+        info["compute_capability"] = f"{cap[0]}.{cap[1]}"
+        info["driver"] = _nvidia_driver()
+    else:
+        info["device_name"] = info["cpu"]
+    return info

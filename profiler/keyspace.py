@@ -1,0 +1,272 @@
+"""The key space of a model: which operators it runs at which shapes, and the scan grid.
+
+A single forward pass at the given input size is recorded at the functional
+level (a ``TorchFunctionMode``), so operators written inline in ``forward``
+(``out += identity`` in ResNets, ``F.adaptive_avg_pool2d`` in MobileNetV2) are
+seen as well as modules. Each call gets the name of the module that made it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+CONV = "conv2d"
+ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu",
+               "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "gelu": "gelu",
+               "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "hardtanh": "hardtanh",
+               "hardtanh_": "hardtanh"}
+ADDS = {"add": False, "__add__": False, "__radd__": False, "add_": True, "__iadd__": True}
+_IN_PLACE_NAMES = {"relu_", "sigmoid_", "hardtanh_"}
+# Functions that move no data worth timing; anything else unknown is reported.
+_IGNORED = {"flatten", "view", "reshape", "dropout", "contiguous", "size", "dim", "__get__",
+            "__getitem__", "__setitem__", "__len__", "__bool__", "numel", "unsqueeze",
+            "squeeze", "to", "float", "detach", "clone", "type", "__format__", "__eq__"}
+
+
+class KeySpaceError(ValueError):
+    """The model cannot be turned into a key space (no conv, no matching layer, ...)."""
+
+
+@dataclass(frozen=True, order=True)
+class OpKey:
+    """One row key of a LUT. Unused fields keep their defaults.
+
+    conv2d uses every field; channel-wise ops (batch_norm2d, activations, add,
+    pools) set c_in == c_out == channels; adaptive pools store their output size
+    in kernel_h/kernel_w; linear has in_h == in_w == 0 (no spatial dims).
+    """
+
+    op: str
+    c_in: int
+    c_out: int
+    kernel_h: int = 1
+    kernel_w: int = 1
+    stride_h: int = 1
+    stride_w: int = 1
+    pad_h: int = 0
+    pad_w: int = 0
+    dil_h: int = 1
+    dil_w: int = 1
+    groups: int = 1
+    bias: bool = False
+    inplace: bool = False
+    in_h: int = 0
+    in_w: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def config(self) -> tuple:
+        """The key without its channel counts: what stays fixed under pruning."""
+        d = asdict(self)
+        for name in ("c_in", "c_out", "groups"):
+            d.pop(name)
+        return tuple(d.values())
+
+
+KEY_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(OpKey))
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    """One operator call of the traced forward pass."""
+
+    name: str
+    key: OpKey
+    fixed_in: bool = False   # input is the network's input: c_in cannot be pruned
+    fixed_out: bool = False  # a classifier's outputs: c_out cannot be pruned
+
+
+@dataclass
+class Trace:
+    layers: list[LayerRecord]
+    unmodelled: Counter  # calls of compute ops the table does not hold, by name
+
+    def filtered(self, patterns: Sequence[str]) -> "Trace":
+        """Keep layers whose name matches any glob pattern (all when no pattern)."""
+        if not patterns:
+            return self
+        kept = [r for r in self.layers if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
+        if not kept:
+            raise KeySpaceError(f"no layer matches --layers {' '.join(patterns)}")
+        return Trace(kept, self.unmodelled)
+
+
+def _pair(v) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _conv_key(args, kwargs) -> OpKey:
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    a = dict(zip(names, args), **kwargs)
+    x, w = a["input"], a["weight"]
+    kh, kw = w.shape[2], w.shape[3]
+    stride, dil = _pair(a.get("stride", 1)), _pair(a.get("dilation", 1))
+    pad = a.get("padding", 0)
+    if isinstance(pad, str):  # 'valid' or 'same' (stride 1 only, as torch requires)
+        pad = (0, 0) if pad == "valid" else (dil[0] * (kh - 1) // 2, dil[1] * (kw - 1) // 2)
+    pad = _pair(pad)
+    return OpKey(CONV, x.shape[1], w.shape[0], kh, kw, *stride, *pad, *dil,
+                 groups=int(a.get("groups", 1)), bias=a.get("bias") is not None,
+                 in_h=x.shape[2], in_w=x.shape[3])
+
+
+def _channel_key(op: str, x: torch.Tensor, inplace: bool = False, **kw) -> OpKey:
+    h, w = (x.shape[2], x.shape[3]) if x.dim() == 4 else (0, 0)
+    return OpKey(op, x.shape[1], x.shape[1], inplace=inplace, in_h=h, in_w=w, **kw)
+
+
+def _pool_key(op: str, args, kwargs) -> OpKey:
+    names = ("input", "kernel_size", "stride", "padding", "dilation")
+    a = dict(zip(names, args), **kwargs)
+    k = _pair(a["kernel_size"])
+    s = _pair(a.get("stride") or k)
+    kw = dict(kernel_h=k[0], kernel_w=k[1], stride_h=s[0], stride_w=s[1])
+    kw.update(zip(("pad_h", "pad_w"), _pair(a.get("padding", 0))))
+    if op == "max_pool2d":
+        kw.update(zip(("dil_h", "dil_w"), _pair(a.get("dilation", 1))))
+    return _channel_key(op, a["input"], **kw)
+
+
+def _key_for(fname: str, args, kwargs) -> OpKey | None:
+    """The key of one functional call, or None when the table does not model it."""
+    if fname == "conv2d":
+        return _conv_key(args, kwargs)
+    if fname == "batch_norm":
+        return _channel_key("batch_norm2d", args[0])
+    if fname in ACTIVATIONS:
+        # F.relu(x, True), F.hardtanh(x, 0., 6., True): the only bool argument is `inplace`.
+        inplace = fname in _IN_PLACE_NAMES or bool(kwargs.get("inplace")) \
+            or any(a is True for a in args[1:])
+        return _channel_key(ACTIVATIONS[fname], args[0], inplace=inplace)
+    if fname in ADDS:
+        x, y = args[0], args[1] if len(args) > 1 else kwargs.get("other")
+        if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape \
+                and x.dim() in (2, 4):
+            return _channel_key("add", x, inplace=ADDS[fname])
+        return None
+    if fname in ("max_pool2d", "_max_pool2d", "avg_pool2d"):
+        return _pool_key(fname.lstrip("_"), args, kwargs)
+    if fname == "adaptive_avg_pool2d":
+        out = _pair(args[1] if len(args) > 1 else kwargs["output_size"])
+        return _channel_key("adaptive_avg_pool2d", args[0], kernel_h=out[0], kernel_w=out[1])
+    if fname == "linear":
+        w, b = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
+        return OpKey("linear", w.shape[1], w.shape[0], bias=b is not None)
+    return None
+
+
+class _Recorder(TorchFunctionMode):
+    def __init__(self, names: dict[int, str], net_input: torch.Tensor) -> None:
+        super().__init__()
+        self.names, self.net_input = names, net_input
+        self.stack: list[str] = []
+        self.layers: list[LayerRecord] = []
+        self.unmodelled: Counter = Counter()
+        self._count: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        fname = getattr(func, "__name__", str(func))
+        key = None
+        if args and isinstance(args[0], torch.Tensor):
+            key = _key_for(fname, args, kwargs)
+        out = func(*args, **kwargs)
+        if key is not None:
+            owner = self.stack[-1] if self.stack else ""
+            base = f"{owner}.{key.op}" if fname in ADDS or not owner else owner
+            n = self._count[base]
+            self._count[base] += 1
+            fixed_in = args[0] is self.net_input
+            self.layers.append(LayerRecord(base if n == 0 else f"{base}#{n}", key, fixed_in))
+        elif isinstance(out, torch.Tensor) and out.dim() >= 2 and fname not in _IGNORED \
+                and not fname.startswith("_") and fname not in ADDS:
+            self.unmodelled[fname] += 1
+        return out
+
+
+def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trace:
+    """Run one batch-1 forward pass at ``input_size`` and record every modelled operator."""
+    names = {id(m): n for n, m in model.named_modules()}
+    x = torch.randn(1, in_channels, input_size, input_size)
+    rec = _Recorder(names, x)
+
+    def pre(mod, _inp):
+        rec.stack.append(names.get(id(mod), type(mod).__name__))
+
+    def post(mod, _inp, _out):
+        rec.stack.pop()
+
+    handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
+    handles += [m.register_forward_hook(post) for m in model.modules()]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), rec:
+            out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    layers = rec.layers
+    # A linear layer producing the network's output is the classifier: its outputs are fixed.
+    if isinstance(out, torch.Tensor) and layers and layers[-1].key.op == "linear":
+        layers[-1] = replace(layers[-1], fixed_out=True)
+    if not any(r.key.op == CONV for r in layers):
+        raise KeySpaceError("the model has no Conv2d layer: nothing for a conv latency table to hold")
+    return Trace(layers, rec.unmodelled)
+
+
+def channel_grid(c: int, step: int) -> list[int]:
+    """Channel counts c, c-step, c-2*step, ... > 0, ascending.
+
+    Counted down from the original so that removing whole groups of ``step``
+    filters always lands on a measured key (for c=24, step 16: [8, 24]).
+    """
+    if step < 1:
+        raise KeySpaceError(f"step must be >= 1, got {step}")
+    return sorted(range(c, 0, -step))
+
+
+def _multiples(values: Iterable[int], g: int, cap: int) -> list[int]:
+    return sorted({min(cap, max(g, -(-v // g) * g)) for v in values})
+
+
+def grid_for(rec: LayerRecord, step: int) -> list[OpKey]:
+    """Every key this layer can take when its channels are pruned at ``step``."""
+    k = rec.key
+    ins = [k.c_in] if rec.fixed_in else channel_grid(k.c_in, step)
+    outs = [k.c_out] if rec.fixed_out else channel_grid(k.c_out, step)
+    if k.op == CONV and k.groups > 1:
+        if k.groups == k.c_in and k.c_out % k.c_in == 0:  # depthwise: one channel per group
+            mult = k.c_out // k.c_in
+            return [replace(k, c_in=c, c_out=mult * c, groups=c) for c in ins]
+        g = k.groups  # grouped: groups fixed, both sides stay multiples of g
+        return [replace(k, c_in=ci, c_out=co) for ci in _multiples(ins, g, k.c_in)
+                for co in _multiples(outs, g, k.c_out)]
+    if k.op in (CONV, "linear"):
+        return [replace(k, c_in=ci, c_out=co) for ci in ins for co in outs]
+    return [replace(k, c_in=c, c_out=c) for c in ins]
+
+
+def scan_keys(trace: Trace, step: int) -> list[OpKey]:
+    """The deduplicated, sorted scan grid of all layers of ``trace``."""
+    keys: set[OpKey] = set()
+    for rec in trace.layers:
+        keys.update(grid_for(rec, step))
+    return sorted(keys)
+
+
+def unique_layers(trace: Trace) -> dict[OpKey, list[str]]:
+    """Identical configs deduplicated: each distinct key with the layers that have it."""
+    out: dict[OpKey, list[str]] = {}
+    for rec in trace.layers:
+        out.setdefault(rec.key, []).append(rec.name)
+    return out

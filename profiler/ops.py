@@ -1,0 +1,79 @@
+"""Build one LUT key as a runnable operator: the module a network would call, with its input."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from profiler.keyspace import OpKey
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+_ACT_MODULES: dict[str, Callable[[bool], nn.Module]] = {
+    "relu": lambda ip: nn.ReLU(inplace=ip),
+    "relu6": lambda ip: nn.ReLU6(inplace=ip),
+    "hardtanh": lambda ip: nn.Hardtanh(0.0, 6.0, inplace=ip),
+    "silu": lambda ip: nn.SiLU(inplace=ip),
+    "hardswish": lambda ip: nn.Hardswish(inplace=ip),
+    "hardsigmoid": lambda ip: nn.Hardsigmoid(inplace=ip),
+    "gelu": lambda ip: nn.GELU(),
+    "sigmoid": lambda ip: nn.Sigmoid(),
+}
+
+KNOWN_OPS = {"conv2d", "batch_norm2d", "add", "max_pool2d", "avg_pool2d",
+             "adaptive_avg_pool2d", "linear", *_ACT_MODULES}
+
+
+def _module_for(key: OpKey) -> nn.Module:
+    op = key.op
+    if op == "conv2d":
+        return nn.Conv2d(key.c_in, key.c_out, (key.kernel_h, key.kernel_w),
+                         (key.stride_h, key.stride_w), (key.pad_h, key.pad_w),
+                         (key.dil_h, key.dil_w), key.groups, key.bias)
+    if op == "batch_norm2d":
+        return nn.BatchNorm2d(key.c_in)
+    if op in _ACT_MODULES:
+        return _ACT_MODULES[op](key.inplace)
+    if op == "max_pool2d":
+        return nn.MaxPool2d((key.kernel_h, key.kernel_w), (key.stride_h, key.stride_w),
+                            (key.pad_h, key.pad_w), (key.dil_h, key.dil_w))
+    if op == "avg_pool2d":
+        return nn.AvgPool2d((key.kernel_h, key.kernel_w), (key.stride_h, key.stride_w),
+                            (key.pad_h, key.pad_w))
+    if op == "adaptive_avg_pool2d":
+        return nn.AdaptiveAvgPool2d((key.kernel_h, key.kernel_w))
+    if op == "linear":
+        return nn.Linear(key.c_in, key.c_out, key.bias)
+    raise ValueError(f"unknown operator '{op}' (known: {', '.join(sorted(KNOWN_OPS))})")
+
+
+def input_shape(key: OpKey, batch: int) -> tuple[int, ...]:
+    if key.in_h == 0 and key.in_w == 0:
+        return (batch, key.c_in)
+    return (batch, key.c_in, key.in_h, key.in_w)
+
+
+def build_op(key: OpKey, batch: int = 1, dtype: str = "fp32", device: str = "cpu",
+             channels_last: bool = False) -> Callable[[], torch.Tensor]:
+    """A zero-argument callable that runs ``key`` once, as the network would.
+
+    The caller should run it under ``torch.inference_mode()``. In-place ops
+    (``out += identity``, ``ReLU(inplace=True)``) stay in place, because the
+    allocation an out-of-place op makes is part of what it costs.
+    """
+    tdtype = DTYPES[dtype]
+    fmt = torch.channels_last if channels_last and key.in_h else torch.contiguous_format
+    x = torch.randn(input_shape(key, batch), device=device).to(dtype=tdtype, memory_format=fmt)
+    if key.op == "add":
+        # Small addend: repeated in-place adds must not drift towards inf or denormals.
+        y = (torch.randn_like(x) * 1e-3).contiguous(memory_format=fmt)
+        if key.inplace:
+            return lambda: x.add_(y)
+        return lambda: x + y
+    module = _module_for(key).to(device=device, dtype=tdtype).eval()
+    if fmt is torch.channels_last:
+        module = module.to(memory_format=fmt)
+    return lambda: module(x)

@@ -1,0 +1,258 @@
+"""A profiling run: model -> key space -> scan grid -> timed rows -> LUT file.
+
+Resumable (rows already in the output or its ``.parts`` directory are not
+measured again), shardable (``shard=(i, n)`` measures a disjoint, stable
+subset; under ``torchrun`` each rank takes its own and rank 0 merges).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm import tqdm
+
+from profiler.device import describe_device
+from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
+from profiler.ops import build_op
+from profiler.store import PartStore, parts_dir
+from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
+                            read_lut, key_of_row)
+from profiler.timing import TimingConfig, measure_key
+from zoo import resolve_model
+
+
+class ProfileError(ValueError):
+    """The run cannot start or finish (output not writable, bad shard spec, ...)."""
+
+
+@dataclass
+class ProfileConfig:
+    model: str
+    out: Path
+    step: int = 16                    # the pruning group size; 1 is the paper's full scan
+    input_size: int | None = None     # default: the model's own (224 for torchvision, 32 demo)
+    layers: Sequence[str] = ()        # glob patterns on layer names; empty = all
+    max_keys: int | None = None       # measure at most this many missing keys, then stop
+    shard: tuple[int, int] | None = None
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    progress: bool = True
+
+
+@dataclass
+class ProfileResult:
+    out: Path
+    keys_total: int        # the scan grid of this run (after --layers and sharding)
+    keys_before: int       # already measured when the run started
+    keys_measured: int     # measured by this run
+    keys_left: int         # still missing (stopped by --max-keys)
+    wall_seconds: float
+    device_seconds: float  # sum of per-key timing time, warm-up and all algorithms included
+    merged: Path | None = None
+
+    @property
+    def keys_per_second(self) -> float:
+        return self.keys_measured / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ProfileError(f"--shard expects I/N (e.g. 0/4), got '{text}'") from None
+    if not 0 <= i < n:
+        raise ProfileError(f"--shard {text}: need 0 <= I < N")
+    return i, n
+
+
+def shard_from_env() -> tuple[int, int] | None:
+    """(rank, world size) when launched by torchrun with more than one process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else None
+
+
+def shard_path(out: Path, shard: tuple[int, int]) -> Path:
+    return out.with_name(f"{out.stem}.shard-{shard[0]}-of-{shard[1]}{out.suffix}")
+
+
+def in_shard(key: OpKey, shard: tuple[int, int] | None) -> bool:
+    """Stable assignment by key hash, so resuming with another key list keeps shards disjoint."""
+    if shard is None:
+        return True
+    digest = hashlib.sha1(json.dumps(key.as_dict(), sort_keys=True).encode()).digest()
+    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0]
+
+
+def check_writable(out: Path) -> None:
+    if out.is_dir():
+        raise ProfileError(f"output '{out}' is a directory; give a file name such as lut.parquet")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=".hwprune-probe-"):
+            pass
+    except OSError as exc:
+        raise ProfileError(f"cannot write output '{out}': {exc.strerror or exc}") from None
+
+
+def _configs(trace: Trace, step: int) -> list[dict]:
+    """Each distinct layer config with its grid size, so `lut info` can report coverage."""
+    seen: dict[tuple, dict] = {}
+    for rec in trace.layers:
+        tag = (rec.key, rec.fixed_in, rec.fixed_out)
+        if tag not in seen:
+            seen[tag] = {"key": rec.key.as_dict(), "fixed_in": rec.fixed_in,
+                         "fixed_out": rec.fixed_out, "step": step, "layers": [],
+                         "grid": len(grid_for(rec, step))}
+        seen[tag]["layers"].append(rec.name)
+    return list(seen.values())
+
+
+def _work_ratio(small: OpKey, big: OpKey) -> float:
+    if small.op in (CONV, "linear"):
+        return (small.c_in * small.c_out) / max(1, big.c_in * big.c_out)
+    return small.c_in / max(1, big.c_in)
+
+
+def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig, step: int) -> float:
+    """Rough ETA: one pilot call per layer config, scaled by each key's share of the work."""
+    pilot: dict[tuple, tuple[OpKey, float]] = {}
+    with torch.inference_mode():
+        for rec in trace.layers:
+            if rec.key.config() in pilot:
+                continue
+            fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last)
+            fn()
+            if cfg.device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(3):
+                fn()
+            if cfg.device == "cuda":
+                torch.cuda.synchronize()
+            pilot[rec.key.config()] = (rec.key, (time.perf_counter() - t0) / 3)
+    total = 0.0
+    algos = 2 if cfg.algos == "all" else 1
+    for key in keys:
+        big, t = pilot.get(key.config(), (key, 1e-4))
+        t_key = t * _work_ratio(key, big)
+        # Slow keys converge in tens of reps; microsecond keys run to the cap.
+        reps = cfg.min_reps * 2 if t_key > 1e-4 else cfg.max_reps
+        total += algos * t_key * (cfg.warmup + reps) + 5e-3
+    return total
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+def _log(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Trace,
+              device_index: int) -> dict:
+    tc = cfg.timing
+    info = describe_device(tc.device, device_index)
+    protocol = {k: getattr(tc, k) for k in ("warmup", "min_reps", "max_reps", "rel_ci",
+                                             "max_seconds", "graph_unroll")}
+    return {**info, **tc.identity(), "device_name": info["device_name"], "protocol": protocol,
+            "created": now_iso(), "updated": now_iso(),
+            "sources": [{"model": resolved_name, "input_size": input_size, "step": cfg.step,
+                         "layers": list(cfg.layers)}],
+            "configs": _configs(trace, cfg.step)}
+
+
+def profile_model(cfg: ProfileConfig) -> ProfileResult:
+    """Measure every missing key of ``cfg.model``'s scan grid and write the LUT."""
+    tc = cfg.timing.validate()
+    shard = cfg.shard or shard_from_env()
+    distributed = cfg.shard is None and shard is not None
+    device_index = int(os.environ.get("LOCAL_RANK", "0")) if tc.device == "cuda" else 0
+    if tc.device == "cuda":
+        torch.cuda.set_device(device_index)
+    out = Path(cfg.out)
+    check_writable(out)
+    resolved = resolve_model(cfg.model)
+    input_size = cfg.input_size or resolved.input_size
+    trace = trace_model(resolved.module, input_size, resolved.in_channels).filtered(cfg.layers)
+    meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
+
+    keys = [k for k in scan_keys(trace, cfg.step) if in_shard(k, shard)]
+    target = shard_path(out, shard) if shard else out
+    store = PartStore(target, meta)
+    done = store.open()
+    if shard and out.exists():  # a merged table from an earlier sharded run counts as done
+        df, other = read_lut(out)
+        check_compatible(identity_of(meta), identity_of(other), f"cannot add to {out}")
+        done.update(key_of_row(r) for r in df.to_dict("records"))
+    missing = [k for k in keys if k not in done]
+    todo = missing[: cfg.max_keys] if cfg.max_keys is not None else missing
+    show = cfg.progress
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)
+    try:
+        eta = estimate_seconds(trace, todo, tc, cfg.step) if todo else 0.0
+        where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
+        _log(f"{resolved.name} @ {input_size}px, step {cfg.step}{where}: {len(trace.layers)} "
+             f"layers, {len(keys)} keys in the grid, {len(keys) - len(missing)} already measured, "
+             f"{len(todo)} to measure on {meta['device_name']} "
+             f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads); "
+             f"ETA ~{_fmt_seconds(eta)} (rough)", show)
+        t0 = time.perf_counter()
+        device_seconds = 0.0
+        with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:
+            for key in todo:
+                bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
+                stats = measure_key(key, tc)
+                store.add(key, stats.as_dict())
+                device_seconds += stats.seconds
+                bar.update()
+        wall = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old_threads)
+    store.compact()
+    has_rows = out.exists() and shard is None or any(parts_dir(target).glob("*.parquet")) \
+        or target.exists()
+    if has_rows and (len(todo) == len(missing)):
+        store.finalize()
+    merged = _merge_ranks(out, shard) if distributed else None
+    return ProfileResult(target, len(keys), len(keys) - len(missing), len(todo),
+                         len(missing) - len(todo), wall, device_seconds, merged)
+
+
+def _merge_ranks(out: Path, shard: tuple[int, int]) -> Path | None:
+    """Under torchrun: wait for every rank, then rank 0 joins the shard files into ``out``."""
+    import datetime
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        # Profiling shards can differ by hours: the barrier must outwait them.
+        dist.init_process_group("gloo", timeout=datetime.timedelta(hours=48))
+    dist.barrier()
+    merged = None
+    if shard[0] == 0:
+        files = [p for i in range(shard[1]) if (p := shard_path(out, (i, shard[1]))).exists()]
+        if out.exists():
+            files.insert(0, out)
+        if files:
+            merged = merge_luts(files, out)
+            for p in files:
+                if p != out:
+                    p.unlink()
+    dist.barrier()
+    dist.destroy_process_group()
+    return merged
+
+
+__all__ = ["ProfileConfig", "ProfileResult", "ProfileError", "profile_model", "parse_shard",
+           "shard_path", "LutError", "LayerRecord"]

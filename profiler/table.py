@@ -1,0 +1,167 @@
+"""The LUT file: Parquet, one row per key, statistics per row, run metadata in the footer.
+
+``pandas.read_parquet(path)`` reads a LUT with no help from hwprune; the
+metadata is JSON under the ``hwprune`` key of the Arrow schema metadata.
+Every write is atomic (temp file in the same directory, then rename).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from profiler.keyspace import KEY_FIELDS, OpKey
+
+SCHEMA_VERSION = 1
+META_KEY = b"hwprune"
+IDENTITY_FIELDS = ("device_kind", "device_name", "dtype", "batch", "memory_format",
+                   "timing_mode", "algos", "threads")
+
+_INT = pa.int32()
+SCHEMA = pa.schema(
+    [("op", pa.string())]
+    + [(f, _INT) for f in KEY_FIELDS if f not in ("op", "bias", "inplace")]
+    + [("bias", pa.bool_()), ("inplace", pa.bool_())]
+    + [("mean_ms", pa.float64()), ("median_ms", pa.float64()), ("min_ms", pa.float64()),
+       ("std_ms", pa.float64()), ("reps", pa.int32()), ("ci95_rel", pa.float64()),
+       ("converged", pa.bool_()), ("algo", pa.string()), ("seconds", pa.float64())]
+)
+COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+
+
+class LutError(ValueError):
+    """A LUT file is unreadable, malformed, or does not match what it is used with."""
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(file_object)`` on a temp file next to ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def to_arrow(rows: pd.DataFrame | Sequence[dict], meta: dict) -> pa.Table:
+    df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=COLUMNS)
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise LutError(f"rows lack columns {missing}")
+    table = pa.Table.from_pandas(df[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+    full = dict(table.schema.metadata or {})
+    full[META_KEY] = json.dumps({**meta, "schema_version": SCHEMA_VERSION}).encode()
+    return table.replace_schema_metadata(full)
+
+
+def write_lut(rows: pd.DataFrame | Sequence[dict], meta: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    table = to_arrow(rows, meta)
+    atomic_write_bytes(path, lambda f: pq.write_table(table, f))
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        schema = pq.read_schema(path)
+    except FileNotFoundError:
+        raise LutError(f"{path}: no such LUT file") from None
+    except (pa.ArrowException, OSError) as exc:
+        raise LutError(f"{path}: not a readable Parquet file ({exc})") from None
+    raw = (schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise LutError(f"{path}: Parquet file without hwprune metadata (not a LUT)")
+    meta = json.loads(raw)
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise LutError(f"{path}: LUT schema version {version!r}; this hwprune reads "
+                       f"version {SCHEMA_VERSION}")
+    missing = [c for c in COLUMNS if c not in schema.names]
+    if missing:
+        raise LutError(f"{path}: LUT lacks columns {', '.join(missing)}")
+    return meta
+
+
+def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """Rows and metadata of a LUT, with a clear error for anything wrong with the file."""
+    meta = read_meta(path)
+    try:
+        df = pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise LutError(f"{path}: cannot read LUT rows ({exc})") from None
+    return df, meta
+
+
+def identity_of(meta: dict) -> dict:
+    return {k: meta.get(k) for k in IDENTITY_FIELDS}
+
+
+def check_compatible(expected: dict, found: dict, where: str) -> None:
+    """Refuse to mix rows measured on another device, dtype, batch, format, mode or thread count."""
+    diffs = [f"{k} {found.get(k)!r} != {expected.get(k)!r}" for k in IDENTITY_FIELDS
+             if found.get(k) != expected.get(k)]
+    if diffs:
+        raise LutError(f"{where}: measured under other conditions ({'; '.join(diffs)})")
+
+
+def key_of_row(row: dict) -> OpKey:
+    return OpKey(**{f: (bool(row[f]) if f in ("bias", "inplace") else
+                        str(row[f]) if f == "op" else int(row[f])) for f in KEY_FIELDS})
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per key; the first occurrence wins (a resumed run never re-measures a key)."""
+    return df.drop_duplicates(subset=list(KEY_FIELDS), keep="first").sort_values(
+        list(KEY_FIELDS)).reset_index(drop=True)
+
+
+def _union(lists: Iterable[list]) -> list:
+    seen, out = set(), []
+    for items in lists:
+        for item in items or []:
+            tag = json.dumps(item, sort_keys=True)
+            if tag not in seen:
+                seen.add(tag)
+                out.append(item)
+    return out
+
+
+def merge_meta(metas: Sequence[dict]) -> dict:
+    merged = dict(metas[0])
+    merged["sources"] = _union(m.get("sources", []) for m in metas)
+    merged["configs"] = _union(m.get("configs", []) for m in metas)
+    merged["created"] = min(m.get("created", now_iso()) for m in metas)
+    merged["updated"] = now_iso()
+    merged["hosts"] = sorted({h for m in metas for h in m.get("hosts", [m.get("host")]) if h})
+    return merged
+
+
+def merge_luts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Join LUT files (shards of one run, or tables of several models) into ``out``."""
+    if not paths:
+        raise LutError("nothing to merge: give at least one LUT file")
+    frames, metas = [], []
+    for p in paths:
+        df, meta = read_lut(p)
+        if metas:
+            check_compatible(identity_of(metas[0]), identity_of(meta),
+                             f"cannot merge {p} with {paths[0]}")
+        frames.append(df)
+        metas.append(meta)
+    return write_lut(dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas), out)

@@ -1,0 +1,1 @@
+"""DeepInversion image synthesis from the teacher alone. Planned: issue 5."""

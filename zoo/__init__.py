@@ -1,0 +1,23 @@
+"""Models hwprune knows by name: torchvision classifiers, the embedded demo net, saved checkpoints."""
+
+from zoo.demo import DEMO_INPUT_SIZE, DemoNet, build_demo
+from zoo.models import (
+    ModelError,
+    ResolvedModel,
+    load_checkpoint,
+    resolve_model,
+    save_checkpoint,
+    torchvision_model_names,
+)
+
+__all__ = [
+    "DEMO_INPUT_SIZE",
+    "DemoNet",
+    "build_demo",
+    "ModelError",
+    "ResolvedModel",
+    "load_checkpoint",
+    "resolve_model",
+    "save_checkpoint",
+    "torchvision_model_names",
+]

@@ -1,0 +1,125 @@
+"""Turn a user's MODEL argument into a module: a torchvision name, 'demo', or a saved file.
+
+Saved models never go through pickle's code execution: an hwprune checkpoint is
+a dict of plain data and tensors loaded with ``weights_only=True``, holding the
+architecture by name; a ``.pt2`` file is a ``torch.export`` program.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.demo import DEMO_CHANNELS, DEMO_INPUT_SIZE, build_demo
+
+CHECKPOINT_FORMAT = "hwprune-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+class ModelError(ValueError):
+    """The model argument cannot be resolved or loaded."""
+
+
+@dataclass
+class ResolvedModel:
+    module: nn.Module
+    name: str
+    in_channels: int = 3
+    input_size: int = 224
+    source: str = "torchvision"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def torchvision_model_names() -> list[str]:
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
+    if arch == "demo":
+        return ResolvedModel(build_demo(**kwargs), "demo", DEMO_CHANNELS, DEMO_INPUT_SIZE, "demo")
+    names = torchvision_model_names()
+    if arch not in names:
+        close = difflib.get_close_matches(arch, names + ["demo"], n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ModelError(
+            f"unknown model '{arch}': not a torchvision classification model, 'demo', "
+            f"or an existing file{hint}"
+        )
+    import torchvision
+
+    size = 299 if arch.startswith("inception") else 224
+    return ResolvedModel(torchvision.models.get_model(arch, weights=None, **kwargs), arch, 3, size)
+
+
+def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
+    """Build the model named by ``spec`` in eval mode (weights random unless loaded from a file)."""
+    path = Path(spec)
+    if path.suffix in {".pt", ".pth", ".pt2", ".ckpt"} or path.exists():
+        resolved = load_checkpoint(path)
+    else:
+        resolved = _build_arch(spec, arch_kwargs)
+    resolved.module.eval()
+    return resolved
+
+
+def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
+                    arch_kwargs: dict[str, Any] | None = None, **extra: Any) -> Path:
+    """Write an hwprune checkpoint atomically (temp file + rename)."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "arch": arch,
+        "arch_kwargs": dict(arch_kwargs or {}),
+        "state_dict": module.state_dict(),
+        "extra": extra,
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file '{path}' does not exist")
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:  # torch raises many types for a bad archive
+            raise ModelError(f"cannot load exported program '{path}': {exc}") from None
+        module = program.module()
+        shape = tuple(program.example_inputs[0][0].shape)
+        return ResolvedModel(module, path.stem, shape[1], shape[-1], "export")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot load '{path}' as a weights-only checkpoint: {exc}") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(
+            f"'{path}' is not an hwprune checkpoint (a dict with format='{CHECKPOINT_FORMAT}')"
+        )
+    resolved = _build_arch(payload["arch"], payload.get("arch_kwargs", {}))
+    try:
+        resolved.module.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ModelError(f"'{path}' does not match architecture {payload['arch']}: {exc}") from None
+    resolved.source = str(path)
+    resolved.extra = dict(payload.get("extra", {}))
+    return resolved
