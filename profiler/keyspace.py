@@ -164,9 +164,9 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, names: dict[int, str], net_input: torch.Tensor) -> None:
+    def __init__(self, leaves: set[str], net_input: torch.Tensor) -> None:
         super().__init__()
-        self.names, self.net_input = names, net_input
+        self.leaves, self.net_input = leaves, net_input
         self.stack: list[str] = []
         self.layers: list[LayerRecord] = []
         self.unmodelled: Counter = Counter()
@@ -181,7 +181,8 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if key is not None:
             owner = self.stack[-1] if self.stack else ""
-            base = f"{owner}.{key.op}" if fname in ADDS or not owner else owner
+            # A leaf module's call takes its name; ops inline in a forward() get a suffix.
+            base = owner if owner in self.leaves else f"{owner}.{key.op}".lstrip(".")
             n = self._count[base]
             self._count[base] += 1
             fixed_in = args[0] is self.net_input
@@ -192,11 +193,19 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
+def _set_training(model: nn.Module, mode: bool) -> None:
+    try:
+        model.train(mode)
+    except NotImplementedError:  # torch.export modules refuse train()/eval(): already frozen
+        pass
+
+
 def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trace:
     """Run one batch-1 forward pass at ``input_size`` and record every modelled operator."""
     names = {id(m): n for n, m in model.named_modules()}
     x = torch.randn(1, in_channels, input_size, input_size)
-    rec = _Recorder(names, x)
+    leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
+    rec = _Recorder(leaves, x)
 
     def pre(mod, _inp):
         rec.stack.append(names.get(id(mod), type(mod).__name__))
@@ -207,14 +216,14 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
     handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
     handles += [m.register_forward_hook(post) for m in model.modules()]
     was_training = model.training
-    model.eval()
+    _set_training(model, False)
     try:
         with torch.no_grad(), rec:
             out = model(x)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
+        _set_training(model, was_training)
     layers = rec.layers
     # A linear layer producing the network's output is the classifier: its outputs are fixed.
     if isinstance(out, torch.Tensor) and layers and layers[-1].key.op == "linear":

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from profiler.device import describe_device
 from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
 from profiler.ops import build_op
-from profiler.store import PartStore, parts_dir
+from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
 from profiler.timing import TimingConfig, measure_key
@@ -220,9 +220,7 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     finally:
         torch.set_num_threads(old_threads)
     store.compact()
-    has_rows = out.exists() and shard is None or any(parts_dir(target).glob("*.parquet")) \
-        or target.exists()
-    if has_rows and (len(todo) == len(missing)):
+    if len(todo) == len(missing):  # complete: fold the parts into the output file
         store.finalize()
     merged = _merge_ranks(out, shard) if distributed else None
     return ProfileResult(target, len(keys), len(keys) - len(missing), len(todo),

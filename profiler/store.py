@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from profiler.keyspace import OpKey
-from profiler.table import (COLUMNS, LutError, atomic_write_bytes, check_compatible, dedupe,
+from profiler.table import (COLUMNS, atomic_write_bytes, check_compatible, dedupe,
                             identity_of, key_of_row, merge_meta, read_lut, to_arrow, write_lut)
 
 
@@ -55,6 +55,8 @@ class PartStore:
             self._existing, self._existing_meta = df, meta
             done.update(key_of_row(r) for r in df.to_dict("records"))
         manifest = self.dir / "manifest.json"
+        for stale in self.dir.glob(".*.tmp"):  # left by a kill in the middle of a write
+            stale.unlink(missing_ok=True)
         if manifest.exists():
             check_compatible(mine, identity_of(json.loads(manifest.read_text())),
                              f"cannot resume the run in {self.dir}")
@@ -96,11 +98,15 @@ class PartStore:
             p.unlink(missing_ok=True)
         self._pending = []
 
-    def finalize(self) -> Path:
-        """Write the output LUT (earlier rows first, so nothing is replaced) and drop the parts."""
+    def finalize(self) -> Path | None:
+        """Write the output LUT (earlier rows first, so nothing is replaced) and drop the parts.
+
+        Returns None, writing nothing, when there are no rows at all (an empty shard).
+        """
         frames = [f for f in (self._existing, self._read_parts()) if f is not None and len(f)]
         if not frames:
-            raise LutError(f"no rows measured for {self.out}")
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return None
         metas = [m for m in (self._existing_meta, self.meta) if m]
         write_lut(dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas), self.out)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -112,10 +112,11 @@ def identity_of(meta: dict) -> dict:
     return {k: meta.get(k) for k in IDENTITY_FIELDS}
 
 
-def check_compatible(expected: dict, found: dict, where: str) -> None:
+def check_compatible(expected: dict, found: dict, where: str, found_as: str = "the existing table",
+                     expected_as: str = "this run") -> None:
     """Refuse to mix rows measured on another device, dtype, batch, format, mode or thread count."""
-    diffs = [f"{k} {found.get(k)!r} != {expected.get(k)!r}" for k in IDENTITY_FIELDS
-             if found.get(k) != expected.get(k)]
+    diffs = [f"{k} {found.get(k)!r} in {found_as}, {expected.get(k)!r} in {expected_as}"
+             for k in IDENTITY_FIELDS if found.get(k) != expected.get(k)]
     if diffs:
         raise LutError(f"{where}: measured under other conditions ({'; '.join(diffs)})")
 
@@ -161,7 +162,7 @@ def merge_luts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Pa
         df, meta = read_lut(p)
         if metas:
             check_compatible(identity_of(metas[0]), identity_of(meta),
-                             f"cannot merge {p} with {paths[0]}")
+                             f"cannot merge {p} with {paths[0]}", Path(p).name, Path(paths[0]).name)
         frames.append(df)
         metas.append(meta)
     return write_lut(dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas), out)

@@ -67,7 +67,8 @@ def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
         resolved = load_checkpoint(path)
     else:
         resolved = _build_arch(spec, arch_kwargs)
-    resolved.module.eval()
+    if resolved.source != "export":  # an exported program is frozen in its captured mode
+        resolved.module.eval()
     return resolved
 
 

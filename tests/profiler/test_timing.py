@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+import torch
+
+from profiler.keyspace import OpKey
+from profiler.ops import build_op
+from profiler.timing import TimingConfig, TimingError, adaptive, measure_key
+
+CONV = OpKey("conv2d", 8, 16, 3, 3, 1, 1, 1, 1, in_h=16, in_w=16)
+
+
+def _sampler(values):
+    it = iter(values)
+    return lambda n: [next(it) for _ in range(n)]
+
+
+def test_adaptive_stops_once_the_ci_is_tight():
+    cfg = TimingConfig(min_reps=20, max_reps=1000).validate()
+    steady = 1.0 + 0.001 * np.sin(np.arange(2000))  # 0.07% spread: the first chunk suffices
+    times, converged = adaptive(_sampler(steady), cfg)
+    assert converged and len(times) == 20
+
+
+def test_adaptive_runs_to_the_cap_when_noisy():
+    cfg = TimingConfig(min_reps=20, max_reps=300, max_seconds=60).validate()
+    rng = np.random.default_rng(0)
+    noisy = rng.lognormal(0.0, 1.0, 5000)  # CV ~ 130%: needs ~65k samples for 1%
+    times, converged = adaptive(_sampler(noisy), cfg)
+    assert not converged and len(times) == 300
+
+
+def test_adaptive_asks_for_about_what_the_ci_needs():
+    cfg = TimingConfig(min_reps=20, max_reps=1000, max_seconds=60).validate()
+    rng = np.random.default_rng(1)
+    moderate = 1.0 + 0.05 * rng.standard_normal(5000)  # CV 5%: ~96 samples for 1%
+    times, converged = adaptive(_sampler(moderate), cfg)
+    assert converged and 40 <= len(times) <= 300
+
+
+def test_measure_key_on_cpu_gives_consistent_statistics():
+    cfg = TimingConfig(max_reps=50, warmup=2).validate()
+    s = measure_key(CONV, cfg)
+    assert 0 < s.min_ms <= s.median_ms and s.min_ms <= s.mean_ms
+    assert 2 <= s.reps <= 50 and s.std_ms >= 0 and s.seconds > 0
+    assert s.algo in ("onednn", "native")
+
+
+def test_algos_all_on_cpu_keeps_the_fastest_backend():
+    cfg = TimingConfig(max_reps=20, warmup=2, algos="all").validate()
+    s = measure_key(CONV, cfg)
+    assert s.algo in ("onednn", "native")
+
+
+@pytest.mark.parametrize("op", ["batch_norm2d", "relu", "hardtanh", "max_pool2d", "add"])
+def test_every_channelwise_op_builds_and_runs(op):
+    key = OpKey(op, 8, 8, 3 if "pool" in op else 1, 3 if "pool" in op else 1,
+                in_h=10, in_w=10, inplace=op == "add")
+    with torch.inference_mode():
+        out = build_op(key, batch=2)()
+    assert out.shape[:2] == (2, 8)
+
+
+def test_bad_timing_setups_are_refused():
+    with pytest.raises(TimingError, match="graph"):
+        TimingConfig(mode="graph").validate()
+    with pytest.raises(TimingError, match="dtype"):
+        TimingConfig(dtype="fp8").validate()
+    if not torch.cuda.is_available():
+        with pytest.raises(TimingError, match="no CUDA device"):
+            TimingConfig(device="cuda").validate()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["eager", "graph"])
+def test_cuda_timing(mode):
+    cfg = TimingConfig(device="cuda", mode=mode, max_reps=50).validate()
+    s = measure_key(CONV, cfg)
+    assert s.mean_ms > 0 and s.algo == "cudnn-benchmark"
