@@ -26,7 +26,7 @@ from profiler.ops import build_op
 from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
-from profiler.timing import TimingConfig, measure_key
+from profiler.timing import TimingConfig, measure_key, time_callable
 from zoo import resolve_model
 
 
@@ -121,31 +121,30 @@ def _work_ratio(small: OpKey, big: OpKey) -> float:
     return small.c_in / max(1, big.c_in)
 
 
-def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig, step: int) -> float:
-    """Rough ETA: one pilot call per layer config, scaled by each key's share of the work."""
-    pilot: dict[tuple, tuple[OpKey, float]] = {}
+def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> float:
+    """ETA from a pilot: ``min_reps`` timed calls of each layer config at full size.
+
+    Each key's cost is the pilot's per-call time scaled by the key's share of
+    the work, times the repetitions the pilot's spread implies for the 95% CI
+    target, (1.96 * cv / rel_ci)^2, clipped to [min_reps, max_reps].
+    """
+    pilot: dict[tuple, tuple[OpKey, float, float]] = {}
+    wanted = {k.config() for k in keys}
     with torch.inference_mode():
         for rec in trace.layers:
-            if rec.key.config() in pilot:
+            conf = rec.key.config()
+            if conf in pilot or conf not in wanted:
                 continue
             fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last)
-            fn()
-            if cfg.device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for _ in range(3):
-                fn()
-            if cfg.device == "cuda":
-                torch.cuda.synchronize()
-            pilot[rec.key.config()] = (rec.key, (time.perf_counter() - t0) / 3)
+            probe = TimingConfig(**{**cfg.__dict__, "warmup": 2, "max_reps": cfg.min_reps})
+            s = time_callable(fn, probe.validate())
+            pilot[conf] = (rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12))
     total = 0.0
     algos = 2 if cfg.algos == "all" else 1
     for key in keys:
-        big, t = pilot.get(key.config(), (key, 1e-4))
-        t_key = t * _work_ratio(key, big)
-        # Slow keys converge in tens of reps; microsecond keys run to the cap.
-        reps = cfg.min_reps * 2 if t_key > 1e-4 else cfg.max_reps
-        total += algos * t_key * (cfg.warmup + reps) + 5e-3
+        big, t, cv = pilot.get(key.config(), (key, 1e-4, 0.3))
+        reps = min(cfg.max_reps, max(cfg.min_reps, (1.96 * cv / cfg.rel_ci) ** 2))
+        total += algos * (t * _work_ratio(key, big) * (cfg.warmup + reps) + 5e-3)
     return total
 
 
@@ -200,13 +199,13 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
     try:
-        eta = estimate_seconds(trace, todo, tc, cfg.step) if todo else 0.0
+        eta = estimate_seconds(trace, todo, tc) if todo else 0.0
         where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
         _log(f"{resolved.name} @ {input_size}px, step {cfg.step}{where}: {len(trace.layers)} "
              f"layers, {len(keys)} keys in the grid, {len(keys) - len(missing)} already measured, "
              f"{len(todo)} to measure on {meta['device_name']} "
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads); "
-             f"ETA ~{_fmt_seconds(eta)} (rough)", show)
+             f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config)", show)
         t0 = time.perf_counter()
         device_seconds = 0.0
         with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:

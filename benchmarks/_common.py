@@ -1,0 +1,28 @@
+"""Shared bits of the benchmark scripts: machine metadata and atomic JSON output."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from profiler.device import describe_device
+from profiler.table import atomic_write_bytes
+
+
+def machine(device: str = "cpu") -> dict:
+    info = describe_device(device)
+    info.update({"python": platform.python_version(), "threads": torch.get_num_threads(),
+                 "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                 "argv": sys.argv})
+    return info
+
+
+def write_json(out_dir: str | Path, name: str, payload: dict) -> Path:
+    path = Path(out_dir) / name
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
+    return path

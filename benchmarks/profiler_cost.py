@@ -1,0 +1,119 @@
+"""What profiling a device costs, and what adaptive repetitions save against the paper's protocol.
+
+For each model (default resnet18 and resnet50 at 224 px, step 16) this script
+builds the scan grid, draws a random sample of its keys and times each key
+twice, in alternating order:
+
+* adaptive: hwprune's default (the library's own algorithm choice, repetitions
+  until the 95% CI of the mean is within 1%, at most 1000);
+* paper: every algorithm (oneDNN and native kernels on CPU; every cuDNN engine
+  through cudnn-frontend on CUDA) x 1000 runs each, keeping the fastest mean.
+
+It reports device-seconds per key for both, the total for the whole grid
+(per-key mean x grid size: an extrapolation from the sample, labelled so),
+the cost ratio paper / adaptive, and the median relative difference between
+the latencies the two protocols would store. Everything is re-measured on
+every run; results go to OUT/profiler_cost.json with the machine's metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from _common import machine, write_json  # noqa: E402
+from profiler import TimingConfig, measure_key, scan_keys, trace_model  # noqa: E402
+from zoo import resolve_model  # noqa: E402
+
+
+def _paper_config(device: str, reps: int) -> TimingConfig:
+    algos = "all"
+    if device == "cuda":
+        try:
+            import cudnn  # noqa: F401
+        except ImportError:
+            algos = "auto"  # no engine enumeration without cudnn-frontend; noted in the JSON
+    return TimingConfig(device=device, algos=algos, min_reps=reps, max_reps=reps, rel_ci=0.0,
+                        max_seconds=float("inf")).validate()
+
+
+def bench_model(name: str, args: argparse.Namespace, rng: random.Random) -> dict:
+    resolved = resolve_model(name)
+    keys = scan_keys(trace_model(resolved.module, args.input_size, resolved.in_channels), args.step)
+    sample = rng.sample(keys, min(args.keys, len(keys)))
+    adaptive_cfg = TimingConfig(device=args.device).validate()
+    paper_cfg = _paper_config(args.device, args.paper_reps)
+    rows = []
+    for i, key in enumerate(sample):
+        order = [("adaptive", adaptive_cfg), ("paper", paper_cfg)]
+        if i % 2:
+            order.reverse()  # alternate so slow drift of the machine biases neither side
+        res = {label: measure_key(key, cfg) for label, cfg in order}
+        rows.append({"key": key.as_dict(),
+                     **{f"{lab}_{f}": getattr(s, f) for lab, s in res.items()
+                        for f in ("mean_ms", "reps", "seconds", "algo", "converged")}})
+        print(f"  {name} {i + 1}/{len(sample)} {key.op} {key.c_in}->{key.c_out} @{key.in_h}: "
+              f"adaptive {res['adaptive'].seconds:.2f} s ({res['adaptive'].reps} reps), "
+              f"paper {res['paper'].seconds:.2f} s", flush=True)
+    ad = [r["adaptive_seconds"] for r in rows]
+    pa = [r["paper_seconds"] for r in rows]
+    rel = [(r["adaptive_mean_ms"] - r["paper_mean_ms"]) / r["paper_mean_ms"] for r in rows]
+    return {
+        "model": name, "input_size": args.input_size, "step": args.step,
+        "grid_keys": len(keys), "sampled_keys": len(rows),
+        "adaptive_seconds_per_key": {"mean": statistics.mean(ad), "median": statistics.median(ad)},
+        "paper_seconds_per_key": {"mean": statistics.mean(pa), "median": statistics.median(pa)},
+        "adaptive_total_seconds_estimated": statistics.mean(ad) * len(keys),
+        "paper_total_seconds_estimated": statistics.mean(pa) * len(keys),
+        "cost_ratio_paper_over_adaptive": sum(pa) / sum(ad),
+        "median_abs_rel_diff_of_stored_latency": statistics.median(abs(v) for v in rel),
+        "median_signed_rel_diff_adaptive_minus_paper": statistics.median(rel),
+        "adaptive_converged_fraction": sum(r["adaptive_converged"] for r in rows) / len(rows),
+        "paper_algos": paper_cfg.algos, "paper_reps": args.paper_reps,
+        "keys": rows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="directory for profiler_cost.json")
+    ap.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--step", type=int, default=16)
+    ap.add_argument("--input-size", type=int, default=224)
+    ap.add_argument("--keys", type=int, default=12, help="sampled keys per model")
+    ap.add_argument("--paper-reps", type=int, default=1000, help="fixed runs per algorithm")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    rng = random.Random(args.seed)
+    results = [bench_model(m, args, rng) for m in args.models]
+    payload = {"benchmark": "profiler_cost", "machine": machine(args.device),
+               "wall_seconds": time.perf_counter() - t0, "seed": args.seed, "models": results}
+    path = write_json(args.out, "profiler_cost.json", payload)
+    for r in results:
+        print(f"{r['model']}: {r['grid_keys']} keys at step {r['step']}; per key adaptive "
+              f"{r['adaptive_seconds_per_key']['mean']:.2f} s vs paper "
+              f"{r['paper_seconds_per_key']['mean']:.2f} s; grid total (estimated) "
+              f"{r['adaptive_total_seconds_estimated'] / 3600:.2f} h vs "
+              f"{r['paper_total_seconds_estimated'] / 3600:.2f} h; cost ratio "
+              f"{r['cost_ratio_paper_over_adaptive']:.1f}x; median |rel diff| of stored "
+              f"latency {100 * r['median_abs_rel_diff_of_stored_latency']:.1f}%")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
