@@ -206,6 +206,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
              f"{len(todo)} to measure on {meta['device_name']} "
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads); "
              f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config)", show)
+        if trace.unmodelled:
+            _log("not timed (no LUT operator for them): " + ", ".join(
+                f"{name} x{n}" for name, n in trace.unmodelled.most_common()), show)
         t0 = time.perf_counter()
         device_seconds = 0.0
         with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:
