@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from profiler.coupling import ChannelTracker
+
 CONV = "conv2d"
 ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu",
                "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "gelu": "gelu",
@@ -82,12 +84,15 @@ class LayerRecord:
     key: OpKey
     fixed_in: bool = False   # input is the network's input: c_in cannot be pruned
     fixed_out: bool = False  # a classifier's outputs: c_out cannot be pruned
+    in_dim: int = -1         # channel dimension ids (profiler.coupling), -1 when untracked
+    out_dim: int = -1
 
 
 @dataclass
 class Trace:
     layers: list[LayerRecord]
     unmodelled: Counter  # calls of compute ops the table does not hold, by name
+    frozen_dims: frozenset = frozenset()  # channel dimensions that cannot be pruned
 
     def filtered(self, patterns: Sequence[str]) -> "Trace":
         """Keep layers whose name matches any glob pattern (all when no pattern)."""
@@ -96,7 +101,7 @@ class Trace:
         kept = [r for r in self.layers if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
         if not kept:
             raise KeySpaceError(f"no layer matches --layers {' '.join(patterns)}")
-        return Trace(kept, self.unmodelled)
+        return Trace(kept, self.unmodelled, self.frozen_dims)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -167,6 +172,7 @@ class _Recorder(TorchFunctionMode):
     def __init__(self, leaves: set[str], net_input: torch.Tensor) -> None:
         super().__init__()
         self.leaves, self.net_input = leaves, net_input
+        self.channels = ChannelTracker(net_input)
         self.stack: list[str] = []
         self.layers: list[LayerRecord] = []
         self.unmodelled: Counter = Counter()
@@ -186,10 +192,14 @@ class _Recorder(TorchFunctionMode):
             n = self._count[base]
             self._count[base] += 1
             fixed_in = args[0] is self.net_input
-            self.layers.append(LayerRecord(base if n == 0 else f"{base}#{n}", key, fixed_in))
-        elif isinstance(out, torch.Tensor) and out.dim() >= 2 and fname not in _IGNORED \
-                and not fname.startswith("_") and fname not in ADDS:
-            self.unmodelled[fname] += 1
+            d_in, d_out = self.channels.on_modelled(key.op, key.c_in, key.groups, args, out)
+            self.layers.append(LayerRecord(base if n == 0 else f"{base}#{n}", key, fixed_in,
+                                           in_dim=d_in, out_dim=d_out))
+        else:
+            self.channels.on_other(args, out)
+            if isinstance(out, torch.Tensor) and out.dim() >= 2 and fname not in _IGNORED \
+                    and not fname.startswith("_") and fname not in ADDS:
+                self.unmodelled[fname] += 1
         return out
 
 
@@ -225,12 +235,17 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
             h.remove()
         _set_training(model, was_training)
     layers = rec.layers
+    tracker = rec.channels
+    if isinstance(out, torch.Tensor):  # whatever the network outputs cannot shrink
+        tracker.frozen.add(tracker.dim(out))
     # A linear layer producing the network's output is the classifier: its outputs are fixed.
     if isinstance(out, torch.Tensor) and layers and layers[-1].key.op == "linear":
         layers[-1] = replace(layers[-1], fixed_out=True)
     if not any(r.key.op == CONV for r in layers):
         raise KeySpaceError("the model has no Conv2d layer: nothing for a conv latency table to hold")
-    return Trace(layers, rec.unmodelled)
+    layers = [replace(r, in_dim=tracker.find(r.in_dim), out_dim=tracker.find(r.out_dim))
+              for r in layers]
+    return Trace(layers, rec.unmodelled, frozenset(tracker.frozen_roots()))
 
 
 def channel_grid(c: int, step: int) -> list[int]:

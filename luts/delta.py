@@ -1,0 +1,89 @@
+"""The pruner's latency question, answered fast: what does removing k channels of a dimension save?
+
+A dimension (``profiler.coupling``) is a set of channels pruned together: the
+convs producing it lose k output channels, the convs and linear layers
+consuming it lose k input channels, and the channel-wise ops in between
+(BatchNorm, activations, residual adds, depthwise convs) shrink with it.
+The delta of one dimension is the sum of the LUT changes of all those keys.
+All dimensions are answered with one batched lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from luts.lookup import Lut
+from profiler.coupling import Dimension, dimensions, is_depthwise
+from profiler.keyspace import OpKey, Trace
+
+
+def shrink(key: OpKey, k: int, side: str) -> OpKey:
+    """``key`` after removing ``k`` channels on its input, output or (channel-wise) both."""
+    if side == "out":
+        return replace(key, c_out=key.c_out - k)
+    if side == "in":
+        return replace(key, c_in=key.c_in - k)
+    if is_depthwise(key.op, key.c_in, key.groups):
+        mult = key.c_out // key.c_in
+        return replace(key, c_in=key.c_in - k, c_out=mult * (key.c_in - k), groups=key.c_in - k)
+    return replace(key, c_in=key.c_in - k, c_out=key.c_out - k)
+
+
+class LatencyModel:
+    """Current channel counts of a network and their LUT latency, with a batched delta query."""
+
+    def __init__(self, trace: Trace, lut: Lut, strict: bool = False) -> None:
+        self.lut, self.strict = lut, strict
+        self.names = [r.name for r in trace.layers]
+        self.keys = [r.key for r in trace.layers]
+        self.dims: list[Dimension] = dimensions(trace.layers, trace.frozen_dims)
+        self.channels = np.array([d.channels for d in self.dims])
+        self.layer_ms, _ = lut.lookup(self.keys, strict, self.names)
+        # Flattened (dimension, layer, side) triples, so one lookup answers every dimension.
+        self._dim_of, self._layer, self._side = [], [], []
+        for j, d in enumerate(self.dims):
+            for side, layers in (("out", d.producers), ("in", d.consumers),
+                                 ("both", d.passthrough)):
+                for i in layers:
+                    self._dim_of.append(j)
+                    self._layer.append(i)
+                    self._side.append(side)
+        self._dim_of = np.asarray(self._dim_of)
+        self._layer = np.asarray(self._layer)
+
+    @property
+    def total_ms(self) -> float:
+        return float(self.layer_ms.sum())
+
+    def delta_ms(self, k: int = 16) -> np.ndarray:
+        """Latency change (ms, negative = saved) of removing ``k`` channels from each dimension.
+
+        NaN where the dimension has ``k`` channels or fewer (a layer is never emptied).
+        """
+        ok = self.channels[self._dim_of] > k
+        idx = np.flatnonzero(ok)
+        new = [shrink(self.keys[self._layer[t]], k, self._side[t]) for t in idx]
+        new_ms, _ = self.lut.lookup(new, self.strict,
+                                    [self.names[self._layer[t]] for t in idx])
+        change = np.zeros(len(self._dim_of))
+        change[idx] = new_ms - self.layer_ms[self._layer[idx]]
+        out = np.bincount(self._dim_of, weights=change, minlength=len(self.dims))
+        out[self.channels <= k] = np.nan
+        return out
+
+    def remove(self, dim: int, k: int = 16) -> float:
+        """Apply the removal of ``k`` channels of dimension ``dim``; returns the new total."""
+        if self.channels[dim] <= k:
+            raise ValueError(f"dimension {dim} has {self.channels[dim]} channels: cannot remove {k}")
+        members = np.flatnonzero(self._dim_of == dim)
+        for t in members:
+            i = self._layer[t]
+            self.keys[i] = shrink(self.keys[i], k, self._side[t])
+        touched = sorted({int(self._layer[t]) for t in members})
+        ms, _ = self.lut.lookup([self.keys[i] for i in touched], self.strict,
+                                [self.names[i] for i in touched])
+        self.layer_ms[touched] = ms
+        self.channels[dim] -= k
+        return self.total_ms

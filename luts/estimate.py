@@ -1,0 +1,44 @@
+"""Estimate a network's latency from a LUT: the sum over every operator it runs (paper Eq. 14,
+extended from convolutions to all operators, because convs alone are a fraction of it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+from torch import nn
+
+from luts.lookup import Lut
+from profiler.keyspace import CONV, Trace, trace_model
+
+
+@dataclass
+class Estimate:
+    layers: pd.DataFrame   # name, op, c_in, c_out, in_h, in_w, ms, exact
+    total_ms: float        # every operator in the table
+    conv_ms: float         # convolutions only: the paper's Eq. 14
+    interpolated: int      # layers answered by interpolation rather than an exact key
+    unmodelled: dict       # ops the model runs that the table holds no operator for
+
+    def summary(self) -> str:
+        return (f"estimated {self.total_ms:.3f} ms (all operators), {self.conv_ms:.3f} ms "
+                f"(convs only, {100 * self.conv_ms / self.total_ms:.0f}%); "
+                f"{len(self.layers)} operators, {self.interpolated} interpolated")
+
+
+def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
+    keys = [r.key for r in trace.layers]
+    names = [r.name for r in trace.layers]
+    ms, exact = lut.lookup(keys, strict=strict, names=names)
+    df = pd.DataFrame({"name": names, "op": [k.op for k in keys],
+                       "c_in": [k.c_in for k in keys], "c_out": [k.c_out for k in keys],
+                       "in_h": [k.in_h for k in keys], "in_w": [k.in_w for k in keys],
+                       "ms": ms, "exact": exact})
+    return Estimate(df, float(ms.sum()), float(ms[(df["op"] == CONV).to_numpy()].sum()),
+                    int((~exact).sum()), dict(trace.unmodelled))
+
+
+def estimate(model: nn.Module, lut: Lut, input_size: int, in_channels: int = 3,
+             strict: bool = False) -> Estimate:
+    """Latency of ``model`` (pruned or not) at ``input_size`` according to ``lut``."""
+    return estimate_trace(trace_model(model, input_size, in_channels), lut, strict)

@@ -1,0 +1,182 @@
+"""Look latencies up in one or many LUT files: exact keys, or interpolation on the channel grid.
+
+Rows are indexed by their *config* (everything but the channel counts) and,
+inside a config, by channel counts on a grid: 2-D (c_in x c_out) for convs
+and linear layers, 1-D (channels) for channel-wise ops and depthwise convs,
+whose output channels follow their input. A key between measured grid points
+is interpolated (bilinearly) from its measured neighbours and reported as
+such; a key outside the measured grid is an error, never an extrapolation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from profiler.keyspace import CONV, OpKey
+from profiler.table import (IDENTITY_FIELDS, LutError, check_compatible, identity_of,
+                            merge_meta, read_lut, dedupe)
+
+STATS = ("mean_ms", "median_ms", "min_ms")
+
+
+class LutMissError(LutError):
+    """A key the table cannot answer (outside its grid, or not measured in strict mode)."""
+
+
+def is_channelwise(op: str, c_in: int, groups: int) -> bool:
+    """One channel axis: element-wise ops, pools, BatchNorm and depthwise convs."""
+    if op == CONV:
+        return groups > 1 and groups == c_in
+    return op != "linear"
+
+
+def config_of(key: OpKey) -> tuple:
+    """The key without channel counts; a depthwise conv's groups follow its channels."""
+    groups = -1 if is_channelwise(key.op, key.c_in, key.groups) else key.groups
+    return (key.op, key.kernel_h, key.kernel_w, key.stride_h, key.stride_w, key.pad_h,
+            key.pad_w, key.dil_h, key.dil_w, groups, key.bias, key.inplace, key.in_h, key.in_w)
+
+
+def describe_config(cfg: tuple) -> str:
+    op, kh, kw, sh, _, _, _, _, _, g, bias, inplace, h, w = cfg
+    extra = f" {kh}x{kw}/s{sh}" if op == CONV or "pool" in op else ""
+    grp = " depthwise" if g == -1 and op == CONV else f" groups {g}" if g > 1 else ""
+    return f"{op}{extra}{grp} at {h}x{w}" + (" in-place" if inplace else "")
+
+
+@dataclass
+class _Grid:
+    rows: np.ndarray          # measured c_in values, ascending
+    cols: np.ndarray          # measured c_out values (a single 0 for 1-D grids)
+    ms: np.ndarray            # (rows, cols) latency, NaN where not measured
+    one_d: bool
+
+
+def _bracket(values: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of the neighbours below/above each query, the weight of the upper one, and
+    whether the query lies inside the measured range."""
+    hi = np.searchsorted(values, q, side="left").clip(0, len(values) - 1)
+    exact = values[hi] == q
+    lo = np.where(exact, hi, (hi - 1).clip(0))
+    inside = (q >= values[0]) & (q <= values[-1])
+    span = (values[hi] - values[lo]).astype(float)
+    w = np.where(span > 0, (q - values[lo]) / np.where(span > 0, span, 1), 0.0)
+    return lo, hi, w, inside
+
+
+class Lut:
+    """An in-memory index over LUT rows, answering latency questions in milliseconds."""
+
+    def __init__(self, rows: pd.DataFrame, meta: dict, stat: str = "mean_ms",
+                 source: str = "<memory>") -> None:
+        if stat not in STATS:
+            raise LutError(f"unknown statistic '{stat}' (choose {', '.join(STATS)})")
+        self.meta, self.stat, self.source = meta, stat, source
+        self.rows = rows
+        self._grids: dict[tuple, _Grid] = {}
+        keys = [OpKey(**{k: v for k, v in r.items() if k in OpKey.__dataclass_fields__})
+                for r in rows.to_dict("records")]
+        buckets: dict[tuple, list[tuple[int, int, float]]] = {}
+        for key, ms in zip(keys, rows[stat].to_numpy(dtype=float)):
+            buckets.setdefault(config_of(key), []).append((key.c_in, key.c_out, ms))
+        for cfg, items in buckets.items():
+            one_d = cfg[9] == -1 or cfg[0] not in (CONV, "linear")
+            r = np.unique([i[0] for i in items])
+            c = np.array([0]) if one_d else np.unique([i[1] for i in items])
+            grid = np.full((len(r), len(c)), np.nan)
+            for ci, co, ms in items:
+                grid[np.searchsorted(r, ci), 0 if one_d else np.searchsorted(c, co)] = ms
+            self._grids[cfg] = _Grid(r, c, grid, one_d)
+
+    @classmethod
+    def load(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], stat: str = "mean_ms",
+             target: dict | None = None, allow_mismatch: bool = False) -> "Lut":
+        """Read one or many LUT files measured under the same conditions.
+
+        ``target`` (any of device_kind, device_name, dtype, batch, memory_format,
+        timing_mode, ...) is what the caller will compare against; a table measured
+        otherwise is refused unless ``allow_mismatch``.
+        """
+        paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+        if not paths:
+            raise LutError("no LUT file given")
+        frames, metas = [], []
+        for p in paths:
+            df, meta = read_lut(p)
+            if metas:
+                check_compatible(identity_of(metas[0]), identity_of(meta),
+                                 f"cannot use {p} with {paths[0]}", str(p), str(paths[0]))
+            frames.append(df)
+            metas.append(meta)
+        lut = cls(dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas), stat,
+                  ", ".join(map(str, paths)))
+        if target:
+            lut.check_target(target, allow_mismatch)
+        return lut
+
+    def check_target(self, target: dict, allow_mismatch: bool = False) -> None:
+        wanted = {k: v for k, v in target.items() if k in IDENTITY_FIELDS and v is not None}
+        have = {k: self.meta.get(k) for k in wanted}
+        if have != wanted and not allow_mismatch:
+            check_compatible(wanted, have, f"LUT {self.source} does not match the target",
+                             "the LUT", "the target")
+
+    def lookup(self, keys: Iterable[OpKey], strict: bool = False,
+               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Latency (ms) of each key and whether it was measured exactly (else interpolated)."""
+        keys = list(keys)
+        ms = np.empty(len(keys))
+        exact = np.zeros(len(keys), dtype=bool)
+        by_cfg: dict[tuple, list[int]] = {}
+        for i, k in enumerate(keys):
+            by_cfg.setdefault(config_of(k), []).append(i)
+        for cfg, idx in by_cfg.items():
+            idx_arr = np.asarray(idx)
+            c_in = np.array([keys[i].c_in for i in idx])
+            c_out = np.array([keys[i].c_out for i in idx])
+            ms[idx_arr], exact[idx_arr] = self._lookup_cfg(cfg, c_in, c_out, strict, keys, idx,
+                                                           names)
+        return ms, exact
+
+    def _lookup_cfg(self, cfg, c_in, c_out, strict, keys, idx, names):
+        grid = self._grids.get(cfg)
+
+        def miss(j: int, why: str) -> LutMissError:
+            who = f" (layer {names[idx[j]]})" if names else ""
+            k = keys[idx[j]]
+            return LutMissError(f"LUT {self.source}: {describe_config(cfg)}, c_in {k.c_in}, "
+                                f"c_out {k.c_out}{who}: {why}")
+
+        if grid is None:
+            near = [describe_config(c) for c in self._grids if c[0] == cfg[0]][:3]
+            raise miss(0, "this operator config was never profiled"
+                       + (f" (the LUT has e.g. {'; '.join(near)})" if near else ""))
+        r_lo, r_hi, r_w, r_in = _bracket(grid.rows, c_in)
+        if grid.one_d:
+            c_lo = c_hi = np.zeros_like(r_lo)
+            c_w, c_inside = np.zeros(len(c_in)), np.ones(len(c_in), dtype=bool)
+        else:
+            c_lo, c_hi, c_w, c_inside = _bracket(grid.cols, c_out)
+        bad = ~(r_in & c_inside)
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise miss(j, f"outside the measured grid (c_in {grid.rows[0]}..{grid.rows[-1]}"
+                       + ("" if grid.one_d else f", c_out {grid.cols[0]}..{grid.cols[-1]}") + ")")
+        g = grid.ms
+        corners = np.stack([g[r_lo, c_lo], g[r_lo, c_hi], g[r_hi, c_lo], g[r_hi, c_hi]])
+        exact = (r_w == 0) & (c_w == 0) & (grid.rows[r_lo] == c_in) & \
+            (grid.one_d | (grid.cols[c_lo] == c_out))
+        exact &= ~np.isnan(corners[0])
+        if strict and not exact.all():
+            raise miss(int(np.argmin(exact)), "not measured (strict mode does not interpolate)")
+        if np.isnan(corners).any(axis=0).any():
+            j = int(np.argmax(np.isnan(corners).any(axis=0)))
+            raise miss(j, "no measured neighbours to interpolate from")
+        top = corners[0] * (1 - c_w) + corners[1] * c_w
+        bottom = corners[2] * (1 - c_w) + corners[3] * c_w
+        return top * (1 - r_w) + bottom * r_w, exact

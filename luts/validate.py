@@ -1,0 +1,194 @@
+"""Prove a LUT: estimate pruned variants of a model, measure them end to end, compare.
+
+Variants are built physically (Torch-Pruning) from channel counts on the LUT's
+grid, measured in the LUT's own mode (device, dtype, batch, memory format,
+threads) with the profiler's timing discipline, and compared with the
+all-operator estimate, the conv-only estimate (paper Eq. 14) and FLOPs and
+parameter-count proxies fitted on the same variants. Measured variants are saved
+to ``variants.csv``; rerunning the same command reuses them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from luts.estimate import estimate_trace
+from luts.lookup import Lut
+from luts.metrics import agreement, macs, proxy_agreement
+from luts.variants import build_variant, plan_variants
+from profiler.coupling import dimensions
+from profiler.keyspace import trace_model
+from profiler.table import LutError, atomic_write_bytes
+from profiler.timing import TimingConfig, time_callable
+from zoo import resolve_model
+
+
+@dataclass
+class ValidateConfig:
+    model: str
+    luts: list[str]
+    out: Path
+    samples: int = 30
+    input_size: int | None = None
+    seed: int = 0
+    stat: str = "mean_ms"        # the statistic summed; the paper stores means
+    max_reps: int = 1000
+    rounds: int = 3              # each variant is measured in `rounds` interleaved passes
+    strict: bool = False
+    allow_mismatch: bool = False
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def timing_of(lut: Lut, max_reps: int) -> TimingConfig:
+    """The LUT's own timing mode, to measure whole networks exactly as its rows were."""
+    m = lut.meta
+    return TimingConfig(device=m["device_kind"], dtype=m["dtype"], batch=int(m["batch"]),
+                        channels_last=m["memory_format"] == "channels_last",
+                        mode=m["timing_mode"], threads=m.get("threads") or None,
+                        max_reps=max_reps).validate()
+
+
+def _lut_step(lut: Lut) -> int:
+    steps = {int(s["step"]) for s in lut.meta.get("sources", [])}
+    if len(steps) != 1:
+        raise LutError(f"LUT {lut.source}: cannot tell its grid step (sources: {sorted(steps)})")
+    return steps.pop()
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    atomic_write_bytes(path, lambda f: f.write(df.to_csv(index=False).encode()))
+
+
+def validate(cfg: ValidateConfig) -> dict:
+    lut = Lut.load(cfg.luts, stat=cfg.stat)
+    tc = timing_of(lut, cfg.max_reps)
+    if tc.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    resolved = resolve_model(cfg.model)
+    size = cfg.input_size or next((s["input_size"] for s in lut.meta.get("sources", [])
+                                   if s["model"] == resolved.name), resolved.input_size)
+    trace = trace_model(resolved.module, size, resolved.in_channels)
+    estimate_trace(trace, lut, cfg.strict)  # fail early: the LUT must cover the model
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    plans = plan_variants(dims, _lut_step(lut), cfg.samples, cfg.seed)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    csv = cfg.out / "variants.csv"
+    rows = _load_rows(csv)
+    device = "cuda" if tc.device == "cuda" else "cpu"
+    example = torch.randn(1, resolved.in_channels, size, size)
+    x = torch.randn(tc.batch, resolved.in_channels, size, size, device=device)
+    x = x.to(dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[tc.dtype])
+    if tc.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)
+    t0 = time.perf_counter()
+    try:
+        nets = {}
+        for i, plan in enumerate(plans):
+            tag = " ".join(map(str, plan.channels))
+            if tag in rows:
+                continue
+            net = build_variant(resolved.module, trace, dims, plan.channels, example)
+            vt = trace_model(net, size, resolved.in_channels)
+            est = estimate_trace(vt, lut, cfg.strict)
+            nets[tag] = net.to(device=device, dtype=x.dtype,
+                               memory_format=torch.channels_last if tc.channels_last
+                               else torch.contiguous_format)
+            rows[tag] = {"variant": i, "kind": plan.kind, "channels": tag,
+                         "estimate_ms": est.total_ms, "conv_only_ms": est.conv_ms,
+                         "interpolated_layers": est.interpolated,
+                         "macs": sum(macs(r.key) for r in vt.layers),
+                         "params": sum(p.numel() for p in net.parameters()),
+                         "measured_ms": np.nan, "measured_std_ms": np.nan, "rounds": 0}
+        _measure(nets, rows, x, tc, cfg, csv)
+    finally:
+        torch.set_num_threads(old_threads)
+    df = pd.DataFrame(list(rows.values())).sort_values("variant")
+    return _report(df, lut, cfg, tc, size, time.perf_counter() - t0)
+
+
+def _load_rows(csv: Path) -> dict:
+    if not csv.exists():
+        return {}
+    df = pd.read_csv(csv, dtype={"channels": str})
+    return {r["channels"]: r for r in df.to_dict("records") if r["rounds"] > 0}
+
+
+def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
+             csv: Path) -> None:
+    """Interleaved rounds over all variants, so a slow drift of the machine hits all alike."""
+    samples: dict[str, list[float]] = {tag: [] for tag in nets}
+    stds: dict[str, list[float]] = {tag: [] for tag in nets}
+    bar = tqdm(total=len(nets) * cfg.rounds, unit="net", disable=not cfg.progress)
+    with torch.inference_mode(), bar:
+        for _ in range(cfg.rounds):
+            for tag, net in nets.items():
+                s = time_callable(lambda net=net: net(x), tc)
+                samples[tag].append(s.mean_ms if cfg.stat == "mean_ms" else
+                                    s.median_ms if cfg.stat == "median_ms" else s.min_ms)
+                stds[tag].append(s.std_ms)
+                bar.update()
+    for tag in nets:
+        rows[tag].update(measured_ms=float(np.median(samples[tag])),
+                         measured_std_ms=float(np.median(stds[tag])),
+                         measured_round_spread=float(np.ptp(samples[tag]) / np.median(samples[tag])),
+                         rounds=cfg.rounds)
+    _write_csv(pd.DataFrame(list(rows.values())).sort_values("variant"), csv)
+
+
+def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: int,
+            seconds: float) -> dict:
+    meas = df["measured_ms"].to_numpy()
+    report = {
+        "model": cfg.model, "input_size": size, "lut": lut.source, "stat": cfg.stat,
+        **agreement(df["estimate_ms"].to_numpy(), meas),
+        "conv_only": agreement(df["conv_only_ms"].to_numpy(), meas),
+        "conv_only_share_of_measured": float((df["conv_only_ms"] / df["measured_ms"]).mean()),
+        "proxies": {"flops": proxy_agreement(df["macs"].to_numpy(), meas),
+                    "params": proxy_agreement(df["params"].to_numpy(), meas)},
+        "measured_range_ms": [float(meas.min()), float(meas.max())],
+        "median_round_spread": float(df["measured_round_spread"].median())
+        if "measured_round_spread" in df else None,
+        "timing": asdict(tc), "lut_meta": {k: lut.meta.get(k) for k in (
+            "device_name", "device_kind", "dtype", "batch", "memory_format", "timing_mode",
+            "threads", "torch", "cuda", "cudnn", "created")},
+        "seconds": seconds, "seed": cfg.seed,
+    }
+    atomic_write_bytes(cfg.out / "report.json",
+                       lambda f: f.write(json.dumps(report, indent=2).encode()))
+    _scatter(df, report, cfg.out / "estimate_vs_measured.png")
+    return report
+
+
+def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    meas = df["measured_ms"]
+    ax.scatter(meas, df["estimate_ms"], s=18, label=f"all operators (R² identity "
+               f"{report['r2_identity']:.3f}, MAPE {100 * report['mape']:.1f}%)")
+    ax.scatter(meas, df["conv_only_ms"], s=18, marker="x", label=f"convs only (MAPE "
+               f"{100 * report['conv_only']['mape']:.0f}%)")
+    lo = min(meas.min(), df["conv_only_ms"].min()) * 0.95
+    hi = max(meas.max(), df["estimate_ms"].max()) * 1.05
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity")
+    ax.set(xlabel="measured latency (ms)", ylabel="LUT estimate (ms)",
+           title=f"{report['model']} @ {report['input_size']}px, {len(df)} variants")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)

@@ -1,0 +1,74 @@
+"""Pruned variants of a network for validating a LUT: channel counts drawn on the LUT's grid,
+respecting coupling, physically removed with Torch-Pruning's dependency graph."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from profiler.coupling import Dimension
+from profiler.keyspace import Trace, channel_grid
+
+
+@dataclass
+class VariantPlan:
+    kind: str                 # original, uniform-0.50, lopsided-early, extreme-min, random, ...
+    channels: tuple[int, ...]  # target channel count per prunable dimension
+
+
+def _at_fraction(grid: list[int], c: int, f: float) -> int:
+    """The smallest grid value >= f * c (so 'uniform 0.5' keeps at least half)."""
+    return next((g for g in grid if g >= f * c), grid[-1])
+
+
+def plan_variants(dims: list[Dimension], step: int, n: int, seed: int = 0) -> list[VariantPlan]:
+    """``n`` variants: original, extreme, uniform and lopsided ones first, then random draws."""
+    grids = [channel_grid(d.channels, step) for d in dims]
+    full = tuple(d.channels for d in dims)
+    half = len(dims) // 2
+    fixed = [VariantPlan("original", full),
+             VariantPlan("extreme-min", tuple(g[0] for g in grids))]
+    for f in (0.75, 0.5, 0.25):
+        fixed.append(VariantPlan(f"uniform-{f:.2f}",
+                                 tuple(_at_fraction(g, d.channels, f) for g, d in zip(grids, dims))))
+    fixed.append(VariantPlan("lopsided-early", tuple(
+        g[0] if i < half else d.channels for i, (g, d) in enumerate(zip(grids, dims)))))
+    fixed.append(VariantPlan("lopsided-late", tuple(
+        d.channels if i < half else g[0] for i, (g, d) in enumerate(zip(grids, dims)))))
+    rng = np.random.default_rng(seed)
+    plans = fixed[:n]
+    seen = {p.channels for p in plans}
+    tries = 0
+    while len(plans) < n and tries < 100 * n:
+        tries += 1
+        # Random depth of pruning per variant, then per-dimension draws around it.
+        keep = rng.uniform(0.15, 1.0)
+        chans = tuple(int(g[min(len(g) - 1, max(0, round(rng.normal(keep, 0.2) * len(g)) - 1))])
+                      for g in grids)
+        if chans not in seen:
+            seen.add(chans)
+            plans.append(VariantPlan("random", chans))
+    return plans
+
+
+def build_variant(model: nn.Module, trace: Trace, dims: list[Dimension], channels: tuple[int, ...],
+                  example: torch.Tensor) -> nn.Module:
+    """A physically smaller copy of ``model`` with ``channels[j]`` channels in dimension j."""
+    pruned = copy.deepcopy(model).eval()
+    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
+    modules = dict(pruned.named_modules())
+    for d, target in zip(dims, channels):
+        k = d.channels - target
+        if k <= 0:
+            continue
+        root = modules[trace.layers[d.producers[0]].name]
+        handler = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) \
+            else tp.prune_linear_out_channels
+        group = graph.get_pruning_group(root, handler, idxs=list(range(target, d.channels)))
+        group.prune()
+    return pruned

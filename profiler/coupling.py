@@ -1,0 +1,134 @@
+"""Which operators' channel counts change together when filters are removed.
+
+During the traced forward pass every tensor carries a *channel dimension* id.
+A conv or linear layer starts a new one for its output; channel-wise ops and
+depthwise convs pass their input's through; a residual addition (or any
+element-wise op of equal-channel tensors, such as the multiply of a
+squeeze-excitation block) merges the dimensions of its operands. Anything
+that mixes channels in another way (``torch.cat``, a reshape of C x H x W
+into features) freezes the dimensions involved: they are not prunable here.
+
+Torch-Pruning's dependency graph answers the same question for whole modules
+and is what removes channels physically; this tracker exists because the
+latency model also needs the functional operators (inline additions,
+activations, pools) that Torch-Pruning's groups do not name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+FIXED = 0  # the network input's channels and the classifier's outputs
+
+
+def is_depthwise(op: str, c_in: int, groups: int) -> bool:
+    return op == "conv2d" and groups > 1 and groups == c_in
+
+
+class ChannelTracker:
+    def __init__(self, net_input: torch.Tensor) -> None:
+        self.parent: dict[int, int] = {FIXED: FIXED}
+        self.frozen: set[int] = set()
+        self._dim_of: dict[int, int] = {}
+        self._keep: list[torch.Tensor] = []  # ids stay unique while the tensors live
+        self._next = 1
+        self._tag(net_input, FIXED)
+
+    def new(self) -> int:
+        d, self._next = self._next, self._next + 1
+        self.parent[d] = d
+        return d
+
+    def find(self, d: int) -> int:
+        root = d
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[d] != root:
+            self.parent[d], d = root, self.parent[d]
+        return root
+
+    def union(self, a: int, b: int) -> int:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            lo, hi = sorted((ra, rb))  # FIXED (0) always stays the root
+            self.parent[hi] = lo
+            ra = lo
+        return ra
+
+    def _tag(self, t: torch.Tensor, d: int) -> None:
+        self._dim_of[id(t)] = d
+        self._keep.append(t)
+
+    def dim(self, t: torch.Tensor) -> int:
+        d = self._dim_of.get(id(t))
+        if d is None:  # a tensor from nowhere (a constant, a buffer): not prunable
+            d = self.new()
+            self.frozen.add(d)
+            self._tag(t, d)
+        return self.find(d)
+
+    def on_modelled(self, op: str, c_in: int, groups: int, args: Sequence, out) -> tuple[int, int]:
+        d_in = self.dim(args[0])
+        if op == "add":
+            d_out = self.union(d_in, self.dim(args[1]))
+        elif op == "linear" or (op == "conv2d" and not is_depthwise(op, c_in, groups)):
+            d_out = self.new()
+        else:
+            d_out = d_in
+        if isinstance(out, torch.Tensor):
+            self._tag(out, d_out)
+        return d_in, d_out
+
+    def on_other(self, args: Sequence, out) -> None:
+        if not isinstance(out, torch.Tensor) or out.dim() < 2:
+            return
+        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+        tensors = [a for a in flat if isinstance(a, torch.Tensor) and a.dim() >= 2]
+        same = [a for a in tensors if a.shape[1] == out.shape[1] and a.shape[1] > 1]
+        if same:
+            d = self.dim(same[0])
+            for a in same[1:]:
+                d = self.union(d, self.dim(a))
+            self._tag(out, d)
+        else:
+            d = self.new()
+            self.frozen.add(d)
+            for a in tensors:
+                self.frozen.add(self.dim(a))
+            self._tag(out, d)
+
+    def frozen_roots(self) -> set[int]:
+        return {self.find(d) for d in self.frozen} | {FIXED}
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """A set of channels that must be pruned together, and who sees them."""
+
+    id: int
+    channels: int
+    producers: tuple[int, ...]   # layer indices whose c_out is this dimension
+    consumers: tuple[int, ...]   # layer indices whose c_in is this dimension (convs, linear)
+    passthrough: tuple[int, ...]  # channel-wise layers (BN, activations, adds, depthwise)
+
+
+def dimensions(layers: Sequence, frozen: set[int] | frozenset) -> list[Dimension]:
+    """The prunable channel dimensions of a trace's layers, in order of first appearance."""
+    found: dict[int, dict[str, list[int]]] = {}
+    for i, rec in enumerate(layers):
+        k = rec.key
+        channelwise = rec.in_dim == rec.out_dim
+        for d, role in ((rec.out_dim, "producers"), (rec.in_dim, "consumers")):
+            if d < 0 or d in frozen:
+                continue
+            if channelwise:
+                role = "passthrough"
+            entry = found.setdefault(d, {"producers": [], "consumers": [], "passthrough": [],
+                                         "channels": k.c_out if role == "producers" else k.c_in})
+            if i not in entry[role]:
+                entry[role].append(i)
+    return [Dimension(d, e["channels"], tuple(e["producers"]), tuple(e["consumers"]),
+                      tuple(e["passthrough"])) for d, e in found.items() if e["producers"]]
