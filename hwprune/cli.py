@@ -11,7 +11,7 @@ from luts import LutError, format_summary, merge_luts, summarize
 from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, TimingError,
                       parse_shard, profile_model)
 from profiler.store import parts_dir
-from zoo import ModelError
+from zoo import ModelError, resolve_model
 
 USER_ERRORS = (ModelError, KeySpaceError, TimingError, LutError, ProfileError)
 
@@ -28,7 +28,7 @@ def cli() -> None:
 
     \b
     Steps:  profile  -> a latency look-up table (LUT) of the device
-            lut      -> inspect and merge LUTs
+            lut      -> inspect, merge, estimate with, validate and plot LUTs
     """
 
 
@@ -98,7 +98,7 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
 
 @cli.group()
 def lut() -> None:
-    """Inspect and combine latency look-up tables."""
+    """Inspect, combine, estimate with, validate and plot latency look-up tables."""
 
 
 @lut.command()
@@ -122,6 +122,115 @@ def merge(paths, out) -> None:
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(f"{merged}: merged {len(paths)} files")
+
+
+_LUTS = click.option("--lut", "luts", multiple=True, required=True,
+                     type=click.Path(path_type=Path), help="LUT file (repeatable).")
+_STAT = click.option("--stat", type=click.Choice(["mean_ms", "median_ms", "min_ms"]),
+                     default="mean_ms", show_default=True,
+                     help="Which stored statistic to sum (the paper stores means).")
+
+
+@lut.command("estimate")
+@click.argument("model")
+@_LUTS
+@_STAT
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="[default: the size the LUT was profiled at for this model]")
+@click.option("--strict", is_flag=True, help="Every key must be measured exactly: no interpolation.")
+@click.option("--device", "target_device", type=click.Choice(["cpu", "cuda"]), default=None,
+              help="Refuse a LUT measured on another device kind.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default=None,
+              help="Refuse a LUT measured in another dtype.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="Refuse a LUT measured at another batch size.")
+@click.option("--allow-mismatch", is_flag=True, help="Use a LUT even if it does not match.")
+@click.option("--summary", is_flag=True, help="Totals only, no per-layer table.")
+def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, batch,
+                 allow_mismatch, summary) -> None:
+    """Per-layer and total latency of MODEL according to the LUT(s)."""
+    from luts import Lut, estimate
+
+    try:
+        target = {"device_kind": target_device, "dtype": dtype, "batch": batch}
+        table = Lut.load(list(luts), stat=stat, target=target, allow_mismatch=allow_mismatch)
+        resolved = resolve_model(model)
+        size = input_size or next((s["input_size"] for s in table.meta.get("sources", [])
+                                   if s["model"] == resolved.name), resolved.input_size)
+        est = estimate(resolved.module, table, size, resolved.in_channels, strict)
+    except USER_ERRORS as exc:
+        _fail(exc)
+    if not summary:
+        df = est.layers.assign(how=est.layers["exact"].map({True: "exact", False: "interp"}))
+        click.echo(df.drop(columns="exact").to_string(index=False, float_format="%.4f"))
+        click.echo("")
+    click.echo(f"{resolved.name} @ {size}px on {table.meta.get('device_name')} "
+               f"({table.meta.get('dtype')}, batch {table.meta.get('batch')}): {est.summary()}")
+    if est.unmodelled:
+        click.echo("not in the estimate (no LUT operator): " + ", ".join(
+            f"{k} x{v}" for k, v in est.unmodelled.items()))
+
+
+@lut.command("validate")
+@click.argument("model")
+@_LUTS
+@_STAT
+@click.option("--samples", type=click.IntRange(min=3), default=30, show_default=True,
+              help="Pruned variants to build and measure.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Directory for report.json, variants.csv and estimate_vs_measured.png.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None)
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved measurement passes over all variants (median kept).")
+@click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--strict", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True)
+def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, seed, strict,
+                 quiet) -> None:
+    """Estimate and measure N pruned variants of MODEL; report R², MAPE, max error, Spearman.
+
+    Variants take random per-dimension channel counts on the LUT's grid (plus the
+    original, uniform, lopsided and extreme ones), respect residual coupling, and
+    are measured end to end in the LUT's own mode (device, dtype, batch, threads).
+    """
+    from luts import ValidateConfig, validate
+
+    try:
+        report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
+                                         seed, stat, max_reps, rounds, strict,
+                                         progress=not quiet))
+    except USER_ERRORS as exc:
+        _fail(exc)
+    p, c = report, report["conv_only"]
+    click.echo(f"{p['model']} @ {p['input_size']}px, {p['n_samples']} variants, measured "
+               f"{p['measured_range_ms'][0]:.3f}-{p['measured_range_ms'][1]:.3f} ms")
+    click.echo(f"{'':16}{'R2 identity':>12}{'R2 linear':>11}{'MAPE':>8}{'max err ms':>12}"
+               f"{'Spearman':>10}")
+    for name, r in (("all operators", p), ("convs only", c),
+                    ("FLOPs (fitted)", p["proxies"]["flops"]),
+                    ("params (fitted)", p["proxies"]["params"])):
+        click.echo(f"{name:16}{r['r2_identity']:>12.3f}{r['r2_linear']:>11.3f}"
+                   f"{100 * r['mape']:>7.1f}%{r['max_abs_err_ms']:>12.3f}{r['spearman']:>10.3f}")
+    click.echo(f"wrote {out / 'report.json'}, {out / 'variants.csv'}, "
+               f"{out / 'estimate_vs_measured.png'}")
+
+
+@lut.command("plot")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--layer", required=True, help="A conv layer name, as `hwprune lut info` lists.")
+@_STAT
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG to write [default: PATH's stem + _LAYER.png].")
+def plot(path, layer, stat, out) -> None:
+    """Heat map of one conv config's latency over (c_in, c_out)."""
+    from luts import Lut, plot_layer
+
+    out = out or path.with_name(f"{path.stem}_{layer.replace('.', '_')}.png")
+    try:
+        click.echo(f"wrote {plot_layer(Lut.load(path, stat=stat), layer, out)}")
+    except USER_ERRORS as exc:
+        _fail(exc)
 
 
 @cli.command()

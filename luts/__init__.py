@@ -1,7 +1,17 @@
-"""Reading latency look-up tables: summaries now; estimation and validation build on this."""
+"""Reading latency look-up tables: lookups, estimates, the pruner's delta query, validation."""
 
+from luts.delta import LatencyModel, shrink
+from luts.estimate import Estimate, estimate, estimate_trace
 from luts.info import ConfigCoverage, LutSummary, format_summary, summarize
+from luts.lookup import Lut, LutMissError, config_of
+from luts.metrics import agreement, macs, proxy_agreement
+from luts.plot import plot_layer
+from luts.validate import ValidateConfig, validate
+from luts.variants import VariantPlan, build_variant, plan_variants
 from profiler.table import LutError, merge_luts, read_lut, read_meta
 
-__all__ = ["ConfigCoverage", "LutSummary", "LutError", "format_summary", "merge_luts",
-           "read_lut", "read_meta", "summarize"]
+__all__ = ["LatencyModel", "shrink", "Estimate", "estimate", "estimate_trace", "ConfigCoverage",
+           "LutSummary", "format_summary", "summarize", "Lut", "LutMissError", "config_of",
+           "agreement", "macs", "proxy_agreement", "plot_layer", "ValidateConfig", "validate",
+           "VariantPlan", "build_variant", "plan_variants", "LutError", "merge_luts", "read_lut",
+           "read_meta"]

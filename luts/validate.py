@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from luts.estimate import estimate_trace
-from luts.lookup import Lut
+from luts.lookup import STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
 from luts.variants import build_variant, plan_variants
 from profiler.coupling import dimensions
@@ -71,6 +71,8 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def validate(cfg: ValidateConfig) -> dict:
     lut = Lut.load(cfg.luts, stat=cfg.stat)
+    # One measurement serves every statistic: the report compares each with its own column.
+    others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
     tc = timing_of(lut, cfg.max_reps)
     if tc.device == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -107,6 +109,8 @@ def validate(cfg: ValidateConfig) -> dict:
                                else torch.contiguous_format)
             rows[tag] = {"variant": i, "kind": plan.kind, "channels": tag,
                          "estimate_ms": est.total_ms, "conv_only_ms": est.conv_ms,
+                         **{f"estimate_{s}": estimate_trace(vt, t, cfg.strict).total_ms
+                            for s, t in others.items()},
                          "interpolated_layers": est.interpolated,
                          "macs": sum(macs(r.key) for r in vt.layers),
                          "params": sum(p.numel() for p in net.parameters()),
@@ -128,21 +132,24 @@ def _load_rows(csv: Path) -> dict:
 def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
              csv: Path) -> None:
     """Interleaved rounds over all variants, so a slow drift of the machine hits all alike."""
-    samples: dict[str, list[float]] = {tag: [] for tag in nets}
+    samples: dict[str, dict[str, list[float]]] = {tag: {s: [] for s in STATS} for tag in nets}
     stds: dict[str, list[float]] = {tag: [] for tag in nets}
     bar = tqdm(total=len(nets) * cfg.rounds, unit="net", disable=not cfg.progress)
     with torch.inference_mode(), bar:
         for _ in range(cfg.rounds):
             for tag, net in nets.items():
-                s = time_callable(lambda net=net: net(x), tc)
-                samples[tag].append(s.mean_ms if cfg.stat == "mean_ms" else
-                                    s.median_ms if cfg.stat == "median_ms" else s.min_ms)
-                stds[tag].append(s.std_ms)
+                st = time_callable(lambda net=net: net(x), tc)
+                for s in STATS:
+                    samples[tag][s].append(getattr(st, s))
+                stds[tag].append(st.std_ms)
                 bar.update()
     for tag in nets:
-        rows[tag].update(measured_ms=float(np.median(samples[tag])),
+        mine = samples[tag][cfg.stat]
+        rows[tag].update(measured_ms=float(np.median(mine)),
+                         **{f"measured_{s}": float(np.median(samples[tag][s])) for s in STATS
+                            if s != cfg.stat},
                          measured_std_ms=float(np.median(stds[tag])),
-                         measured_round_spread=float(np.ptp(samples[tag]) / np.median(samples[tag])),
+                         measured_round_spread=float(np.ptp(mine) / np.median(mine)),
                          rounds=cfg.rounds)
     _write_csv(pd.DataFrame(list(rows.values())).sort_values("variant"), csv)
 
@@ -155,6 +162,8 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
         **agreement(df["estimate_ms"].to_numpy(), meas),
         "conv_only": agreement(df["conv_only_ms"].to_numpy(), meas),
         "conv_only_share_of_measured": float((df["conv_only_ms"] / df["measured_ms"]).mean()),
+        "by_stat": {s: agreement(df[f"estimate_{s}"].to_numpy(), df[f"measured_{s}"].to_numpy())
+                    for s in STATS if s != cfg.stat and f"measured_{s}" in df},
         "proxies": {"flops": proxy_agreement(df["macs"].to_numpy(), meas),
                     "params": proxy_agreement(df["params"].to_numpy(), meas)},
         "measured_range_ms": [float(meas.min()), float(meas.max())],

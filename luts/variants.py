@@ -41,8 +41,12 @@ def plan_variants(dims: list[Dimension], step: int, n: int, seed: int = 0) -> li
     fixed.append(VariantPlan("lopsided-late", tuple(
         d.channels if i < half else g[0] for i, (g, d) in enumerate(zip(grids, dims)))))
     rng = np.random.default_rng(seed)
-    plans = fixed[:n]
-    seen = {p.channels for p in plans}
+    plans: list[VariantPlan] = []
+    seen: set[tuple[int, ...]] = set()
+    for p in fixed:  # on a coarse grid some of these coincide: keep the first of each
+        if p.channels not in seen and len(plans) < n:
+            seen.add(p.channels)
+            plans.append(p)
     tries = 0
     while len(plans) < n and tries < 100 * n:
         tries += 1

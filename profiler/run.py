@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sys
 import tempfile
 import time
@@ -194,6 +195,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         check_compatible(identity_of(meta), identity_of(other), f"cannot add to {out}")
         done.update(key_of_row(r) for r in df.to_dict("records"))
     missing = [k for k in keys if k not in done]
+    # Shuffled (with a fixed seed), so a slow drift of the machine spreads as noise over the
+    # grid instead of biasing whole rows of it.
+    random.Random(0).shuffle(missing)
     todo = missing[: cfg.max_keys] if cfg.max_keys is not None else missing
     show = cfg.progress
     old_threads = torch.get_num_threads()

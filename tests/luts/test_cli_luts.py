@@ -1,0 +1,64 @@
+import json
+
+import pandas as pd
+from click.testing import CliRunner
+
+from hwprune.cli import cli
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def _error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    line = result.output.strip().splitlines()
+    assert len(line) == 1 and line[0].startswith("error: ")
+    for f in fragments:
+        assert f in line[0], line[0]
+
+
+def test_validate_end_to_end_on_the_demo(demo_lut, tmp_path):
+    out = tmp_path / "val"
+    res = _run("lut", "validate", "demo", "--lut", demo_lut, "--samples", "5", "--rounds", "1",
+               "--max-reps", "5", "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    for key in ("r2_identity", "r2_linear", "mape", "max_abs_err_ms", "spearman", "n_samples"):
+        assert key in report and key in report["proxies"]["flops"] \
+            and key in report["proxies"]["params"] and key in report["conv_only"]
+    assert report["n_samples"] == 5
+    variants = pd.read_csv(out / "variants.csv")
+    assert len(variants) == 5 and (variants["measured_ms"] > 0).all()
+    assert variants["kind"].iloc[0] == "original"
+    assert (variants["estimate_ms"] > variants["conv_only_ms"]).all()
+    assert (out / "estimate_vs_measured.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "all operators" in res.output and "FLOPs (fitted)" in res.output
+    # a rerun reuses the measured variants instead of measuring them again
+    again = _run("lut", "validate", "demo", "--lut", demo_lut, "--samples", "5", "--rounds", "1",
+                 "--max-reps", "5", "--out", out, "-q")
+    assert again.exit_code == 0
+    assert pd.read_csv(out / "variants.csv")["measured_ms"].tolist() == \
+        variants["measured_ms"].tolist()
+
+
+def test_estimate_and_plot_commands(demo_lut, tmp_path):
+    res = _run("lut", "estimate", "demo", "--lut", demo_lut)
+    assert res.exit_code == 0 and "block2.conv2.0" in res.output and "convs only" in res.output
+    png = tmp_path / "h.png"
+    res = _run("lut", "plot", demo_lut, "--layer", "block2.conv2.0", "--out", png)
+    assert res.exit_code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bad_inputs_name_the_file_and_the_problem(demo_lut, tmp_path):
+    trunc = tmp_path / "trunc.parquet"
+    trunc.write_bytes(demo_lut.read_bytes()[:200])
+    _error(_run("lut", "estimate", "demo", "--lut", trunc), "trunc.parquet")
+    _error(_run("lut", "estimate", "demo", "--lut", demo_lut, "--batch", "8"),
+           "batch 1 in the LUT, 8 in the target")
+    _error(_run("lut", "estimate", "demo", "--lut", demo_lut, "--device", "cuda"), "device_kind")
+    _error(_run("lut", "estimate", "demo", "--lut", demo_lut, "--input-size", "40"),
+           "at 40x40", "never profiled")
+    _error(_run("lut", "estimate", "resnet18", "--lut", demo_lut, "--input-size", "32"),
+           "conv1", "never profiled")
+    _error(_run("lut", "plot", demo_lut, "--layer", "nope"), "no layer 'nope'")
