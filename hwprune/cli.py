@@ -65,9 +65,13 @@ def cli() -> None:
               help="Cap on timed repetitions per key (the paper's fixed count).")
 @click.option("--rel-ci", type=float, default=0.01, show_default=True,
               help="Stop repeating once the 95%% CI half-width is within this fraction of the mean.")
+@click.option("--weights", type=click.Choice(["auto", "hot", "cold"]), default="auto",
+              show_default=True,
+              help="cold: rotate copies of each op's weights so they come from memory, as in a "
+                   "network whose weights exceed the last-level cache; auto: cold exactly then.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def profile(model, device, step, out, input_size, batch, dtype, channels_last, mode, algos,
-            threads, layers, max_keys, shard, max_reps, rel_ci, quiet) -> None:
+            threads, layers, max_keys, shard, max_reps, rel_ci, weights, quiet) -> None:
     """Time every operator key of MODEL's pruning grid and store the LUT.
 
     MODEL is a torchvision classifier name (resnet18, resnet50, mobilenet_v2, ...),
@@ -79,7 +83,7 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
                               channels_last=channels_last, mode=mode, algos=algos,
                               threads=threads, max_reps=max_reps, rel_ci=rel_ci)
         cfg = ProfileConfig(model, out, step, input_size, layers, max_keys,
-                            parse_shard(shard) if shard else None, timing, not quiet)
+                            parse_shard(shard) if shard else None, timing, not quiet, weights)
         result = profile_model(cfg)
     except USER_ERRORS as exc:
         _fail(exc)
@@ -212,6 +216,13 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
                     ("params (fitted)", p["proxies"]["params"])):
         click.echo(f"{name:16}{r['r2_identity']:>12.3f}{r['r2_linear']:>11.3f}"
                    f"{100 * r['mape']:>7.1f}%{r['max_abs_err_ms']:>12.3f}{r['spearman']:>10.3f}")
+    drift = p.get("machine_drift")
+    if drift:
+        d = p["drift_corrected"]
+        click.echo(f"machine speed: the unpruned model ran {drift['original_now_ms']:.3f} ms now, "
+                   f"{drift['reference_at_profiling_ms']:.3f} ms while the LUT was measured "
+                   f"(x{drift['factor']:.2f}); scaled by that factor the estimate gives R2 "
+                   f"identity {d['r2_identity']:.3f}, MAPE {100 * d['mape']:.1f}%")
     click.echo(f"wrote {out / 'report.json'}, {out / 'variants.csv'}, "
                f"{out / 'estimate_vs_measured.png'}")
 

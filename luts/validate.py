@@ -28,7 +28,7 @@ from luts.variants import build_variant, plan_variants
 from profiler.coupling import dimensions
 from profiler.keyspace import trace_model
 from profiler.table import LutError, atomic_write_bytes
-from profiler.timing import TimingConfig, time_callable
+from profiler.timing import TimingConfig, model_input, prepare_model, time_model
 from zoo import resolve_model
 
 
@@ -86,12 +86,8 @@ def validate(cfg: ValidateConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     csv = cfg.out / "variants.csv"
     rows = _load_rows(csv)
-    device = "cuda" if tc.device == "cuda" else "cpu"
     example = torch.randn(1, resolved.in_channels, size, size)
-    x = torch.randn(tc.batch, resolved.in_channels, size, size, device=device)
-    x = x.to(dtype={"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[tc.dtype])
-    if tc.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = model_input(tc, resolved.in_channels, size)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
     t0 = time.perf_counter()
@@ -104,9 +100,7 @@ def validate(cfg: ValidateConfig) -> dict:
             net = build_variant(resolved.module, trace, dims, plan.channels, example)
             vt = trace_model(net, size, resolved.in_channels)
             est = estimate_trace(vt, lut, cfg.strict)
-            nets[tag] = net.to(device=device, dtype=x.dtype,
-                               memory_format=torch.channels_last if tc.channels_last
-                               else torch.contiguous_format)
+            nets[tag] = prepare_model(net, tc)
             rows[tag] = {"variant": i, "kind": plan.kind, "channels": tag,
                          "estimate_ms": est.total_ms, "conv_only_ms": est.conv_ms,
                          **{f"estimate_{s}": estimate_trace(vt, t, cfg.strict).total_ms
@@ -138,7 +132,7 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
     with torch.inference_mode(), bar:
         for _ in range(cfg.rounds):
             for tag, net in nets.items():
-                st = time_callable(lambda net=net: net(x), tc)
+                st = time_model(net, x, tc)
                 for s in STATS:
                     samples[tag][s].append(getattr(st, s))
                 stds[tag].append(st.std_ms)
@@ -157,6 +151,7 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
 def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: int,
             seconds: float) -> dict:
     meas = df["measured_ms"].to_numpy()
+    drift = _drift(df, lut, cfg.stat)
     report = {
         "model": cfg.model, "input_size": size, "lut": lut.source, "stat": cfg.stat,
         **agreement(df["estimate_ms"].to_numpy(), meas),
@@ -167,6 +162,9 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
         "proxies": {"flops": proxy_agreement(df["macs"].to_numpy(), meas),
                     "params": proxy_agreement(df["params"].to_numpy(), meas)},
         "measured_range_ms": [float(meas.min()), float(meas.max())],
+        "machine_drift": drift,
+        "drift_corrected": agreement(df["estimate_ms"].to_numpy() * drift["factor"], meas)
+        if drift else None,
         "median_round_spread": float(df["measured_round_spread"].median())
         if "measured_round_spread" in df else None,
         "timing": asdict(tc), "lut_meta": {k: lut.meta.get(k) for k in (
@@ -178,6 +176,20 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
                        lambda f: f.write(json.dumps(report, indent=2).encode()))
     _scatter(df, report, cfg.out / "estimate_vs_measured.png")
     return report
+
+
+def _drift(df: pd.DataFrame, lut: Lut, stat: str) -> dict | None:
+    """How much faster or slower the machine ran the unpruned model now than when the LUT was
+    measured (its end-to-end reference). Only reported, and used for the metrics labelled
+    drift-corrected; the headline metrics use the LUT as it is."""
+    ref = lut.meta.get("reference")
+    original = df[df["kind"] == "original"]
+    if not ref or original.empty or f"end_{stat}" not in ref:
+        return None
+    then = (ref[f"start_{stat}"] + ref[f"end_{stat}"]) / 2
+    now = float(original["measured_ms"].iloc[0])
+    return {"reference_at_profiling_ms": then, "original_now_ms": now, "factor": now / then,
+            "during_profiling": ref[f"end_{stat}"] / ref[f"start_{stat}"]}
 
 
 def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:

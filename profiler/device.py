@@ -48,3 +48,27 @@ def describe_device(device: str, index: int = 0) -> dict:
     else:
         info["device_name"] = info["cpu"]
     return info
+
+
+def cache_bytes(device: str, index: int = 0) -> int:
+    """Size of the last-level cache that weights compete for (CPU L3, or the GPU's L2)."""
+    if device == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0))
+    best = (0, 0)
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        import os
+
+        for entry in os.listdir(base):
+            if not entry.startswith("index"):
+                continue
+            with open(f"{base}/{entry}/level") as f:
+                level = int(f.read())
+            with open(f"{base}/{entry}/size") as f:
+                text = f.read().strip()
+            units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+            size = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+            best = max(best, (level, size))
+    except (OSError, ValueError):
+        pass
+    return best[1] or 32 << 20  # unknown: assume a common 32 MiB L3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import itertools
 from typing import Callable
 
 import torch
@@ -56,13 +58,25 @@ def input_shape(key: OpKey, batch: int) -> tuple[int, ...]:
     return (batch, key.c_in, key.in_h, key.in_w)
 
 
+def weight_copies(key: OpKey, dtype: str, cold_bytes: int) -> int:
+    """How many copies of the key's weights to rotate so they no longer fit in ``cold_bytes``."""
+    if cold_bytes <= 0 or key.op not in ("conv2d", "linear", "batch_norm2d"):
+        return 1
+    params = sum(p.numel() for p in _module_for(key).parameters())
+    nbytes = max(1, params * torch.finfo(DTYPES[dtype]).bits // 8)
+    return int(min(512, max(1, -(-cold_bytes // nbytes))))
+
+
 def build_op(key: OpKey, batch: int = 1, dtype: str = "fp32", device: str = "cpu",
-             channels_last: bool = False) -> Callable[[], torch.Tensor]:
+             channels_last: bool = False, copies: int = 1) -> Callable[[], torch.Tensor]:
     """A zero-argument callable that runs ``key`` once, as the network would.
 
     The caller should run it under ``torch.inference_mode()``. In-place ops
     (``out += identity``, ``ReLU(inplace=True)``) stay in place, because the
-    allocation an out-of-place op makes is part of what it costs.
+    allocation an out-of-place op makes is part of what it costs. With
+    ``copies > 1`` each call uses the next of that many copies of the weights
+    (the input stays the same): a network whose weights exceed the cache
+    reads each layer's weights from memory, while its input was just written.
     """
     tdtype = DTYPES[dtype]
     fmt = torch.channels_last if channels_last and key.in_h else torch.contiguous_format
@@ -76,4 +90,8 @@ def build_op(key: OpKey, batch: int = 1, dtype: str = "fp32", device: str = "cpu
     module = _module_for(key).to(device=device, dtype=tdtype).eval()
     if fmt is torch.channels_last:
         module = module.to(memory_format=fmt)
-    return lambda: module(x)
+    if copies <= 1:
+        return lambda: module(x)
+    modules = [module] + [copy.deepcopy(module) for _ in range(copies - 1)]
+    turn = itertools.cycle(modules)
+    return lambda: next(turn)(x)

@@ -21,13 +21,14 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from profiler.device import describe_device
+from profiler.device import cache_bytes, describe_device
 from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
-from profiler.ops import build_op
+from profiler.ops import DTYPES, build_op
 from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
-from profiler.timing import TimingConfig, measure_key, time_callable
+from profiler.timing import (TimingConfig, measure_key, model_input, prepare_model, time_callable,
+                             time_model)
 from zoo import resolve_model
 
 
@@ -46,6 +47,9 @@ class ProfileConfig:
     shard: tuple[int, int] | None = None
     timing: TimingConfig = field(default_factory=TimingConfig)
     progress: bool = True
+    # "auto": time with cold weights when the model's weights exceed the last-level cache,
+    # as they then stream from memory in every forward pass; "hot" or "cold" to force.
+    weights: str = "auto"
 
 
 @dataclass
@@ -184,7 +188,15 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     resolved = resolve_model(cfg.model)
     input_size = cfg.input_size or resolved.input_size
     trace = trace_model(resolved.module, input_size, resolved.in_channels).filtered(cfg.layers)
+    llc = cache_bytes(tc.device, device_index)
+    model_bytes = sum(p.numel() for p in resolved.module.parameters()) * \
+        torch.finfo(DTYPES[tc.dtype]).bits // 8
+    if cfg.weights not in ("auto", "hot", "cold"):
+        raise ProfileError(f"weights must be auto, hot or cold, not '{cfg.weights}'")
+    cold = cfg.weights == "cold" or (cfg.weights == "auto" and model_bytes > llc)
+    tc.cold_bytes = 2 * llc if cold else 0
     meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
+    meta.update(cache_bytes=llc, model_weight_bytes=model_bytes)
 
     keys = [k for k in scan_keys(trace, cfg.step) if in_shard(k, shard)]
     target = shard_path(out, shard) if shard else out
@@ -208,11 +220,14 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         _log(f"{resolved.name} @ {input_size}px, step {cfg.step}{where}: {len(trace.layers)} "
              f"layers, {len(keys)} keys in the grid, {len(keys) - len(missing)} already measured, "
              f"{len(todo)} to measure on {meta['device_name']} "
-             f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads); "
+             f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads, "
+             f"{'cold' if tc.cold_bytes else 'hot'} weights); "
              f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config)", show)
         if trace.unmodelled:
             _log("not timed (no LUT operator for them): " + ", ".join(
                 f"{name} x{n}" for name, n in trace.unmodelled.most_common()), show)
+        reference = _Reference(resolved.module, resolved.in_channels, input_size, tc) \
+            if todo else None
         t0 = time.perf_counter()
         device_seconds = 0.0
         with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:
@@ -223,6 +238,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                 device_seconds += stats.seconds
                 bar.update()
         wall = time.perf_counter() - t0
+        if reference:
+            store.meta["reference"] = reference.finish(resolved.name)
     finally:
         torch.set_num_threads(old_threads)
     store.compact()
@@ -231,6 +248,27 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     merged = _merge_ranks(out, shard) if distributed else None
     return ProfileResult(target, len(keys), len(keys) - len(missing), len(todo),
                          len(missing) - len(todo), wall, device_seconds, merged)
+
+
+class _Reference:
+    """The whole model timed end to end before and after the scan: how much the machine's
+    speed moved while the table was measured, and a yardstick for later validation."""
+
+    def __init__(self, module, in_channels: int, size: int, tc: TimingConfig) -> None:
+        import copy
+
+        self.cfg = TimingConfig(**{**tc.__dict__, "cold_bytes": 0})
+        self.net = prepare_model(copy.deepcopy(module), self.cfg)
+        self.x = model_input(self.cfg, in_channels, size)
+        self.size = size
+        self.start = time_model(self.net, self.x, self.cfg)
+
+    def finish(self, name: str) -> dict:
+        end = time_model(self.net, self.x, self.cfg)
+        return {"model": name, "input_size": self.size, "measured": now_iso(),
+                **{f"start_{s}": getattr(self.start, s) for s in ("mean_ms", "median_ms",
+                                                                  "min_ms")},
+                **{f"end_{s}": getattr(end, s) for s in ("mean_ms", "median_ms", "min_ms")}}
 
 
 def _merge_ranks(out: Path, shard: tuple[int, int]) -> Path | None:

@@ -23,7 +23,7 @@ from profiler.keyspace import KEY_FIELDS, OpKey
 SCHEMA_VERSION = 1
 META_KEY = b"hwprune"
 IDENTITY_FIELDS = ("device_kind", "device_name", "dtype", "batch", "memory_format",
-                   "timing_mode", "algos", "threads")
+                   "timing_mode", "algos", "threads", "weights")
 
 _INT = pa.int32()
 SCHEMA = pa.schema(
@@ -109,7 +109,7 @@ def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 
 
 def identity_of(meta: dict) -> dict:
-    return {k: meta.get(k) for k in IDENTITY_FIELDS}
+    return {k: meta.get(k, "hot" if k == "weights" else None) for k in IDENTITY_FIELDS}
 
 
 def check_compatible(expected: dict, found: dict, where: str, found_as: str = "the existing table",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from profiler.keyspace import CONV, OpKey
-from profiler.ops import DTYPES, build_op
+from profiler.ops import DTYPES, build_op, weight_copies
 
 DEVICES = ("cpu", "cuda")
 MODES = ("eager", "graph")
@@ -49,6 +49,9 @@ class TimingConfig:
     rel_ci: float = 0.01         # stop when the 95% CI half-width <= 1% of the mean
     max_seconds: float = 20.0    # per key and algorithm: a noisy key cannot stall a run
     graph_unroll: int = 10
+    # Bytes the weights of each timed op must exceed, by rotating copies of them, so that
+    # they come from memory as in a network larger than the cache. 0 = hot weights.
+    cold_bytes: int = 0
 
     def validate(self) -> "TimingConfig":
         if self.device not in DEVICES:
@@ -75,7 +78,8 @@ class TimingConfig:
         return {"device_kind": self.device, "dtype": self.dtype, "batch": self.batch,
                 "memory_format": "channels_last" if self.channels_last else "contiguous",
                 "timing_mode": self.mode, "algos": self.algos,
-                "threads": self.threads if self.device == "cpu" else None}
+                "threads": self.threads if self.device == "cpu" else None,
+                "weights": "cold" if self.cold_bytes > 0 else "hot"}
 
 
 @dataclass
@@ -211,15 +215,35 @@ def measure_key(key: OpKey, cfg: TimingConfig) -> Stats:
 
                 best = min(time_conv_engines(key, cfg), key=lambda s: s.mean_ms)
             else:
-                fn = build_op(key, cfg.batch, cfg.dtype, "cuda", cfg.channels_last)
+                fn = build_op(key, cfg.batch, cfg.dtype, "cuda", cfg.channels_last,
+                              weight_copies(key, cfg.dtype, cfg.cold_bytes))
                 best = time_callable(fn, cfg, "cudnn-benchmark" if key.op == CONV else "default")
         else:
             candidates = []
             algos = list(cpu_algorithms(key))
             for name, ctx in (algos if cfg.algos == "all" else algos[:1]):
                 with ctx:
-                    fn = build_op(key, cfg.batch, cfg.dtype, "cpu", cfg.channels_last)
+                    fn = build_op(key, cfg.batch, cfg.dtype, "cpu", cfg.channels_last,
+                                  weight_copies(key, cfg.dtype, cfg.cold_bytes))
                     candidates.append(time_callable(fn, cfg, name))
             best = min(candidates, key=lambda s: s.mean_ms)
     best.seconds = time.perf_counter() - t0
     return best
+
+
+def model_input(cfg: TimingConfig, in_channels: int, size: int) -> torch.Tensor:
+    x = torch.randn(cfg.batch, in_channels, size, size, device=cfg.device).to(DTYPES[cfg.dtype])
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def prepare_model(module: torch.nn.Module, cfg: TimingConfig) -> torch.nn.Module:
+    module = module.to(device=cfg.device, dtype=DTYPES[cfg.dtype]).eval()
+    return module.to(memory_format=torch.channels_last) if cfg.channels_last else module
+
+
+def time_model(module: torch.nn.Module, x: torch.Tensor, cfg: TimingConfig) -> Stats:
+    """End-to-end latency of a whole network, with the same discipline as one key."""
+    if cfg.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    with torch.inference_mode():
+        return time_callable(lambda: module(x), cfg, "end-to-end")

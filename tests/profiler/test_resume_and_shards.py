@@ -112,3 +112,23 @@ def test_torchrun_two_cpu_ranks_profile_disjoint_shards_and_merge(tmp_path):
     df, meta = read_lut(out)
     assert len(df) == _demo_grid(32) == len(_keyset(df))
     assert not list(tmp_path.glob("dist.shard-*"))
+
+
+def test_weights_mode_is_chosen_by_model_size_and_recorded(tmp_path):
+    from profiler.device import cache_bytes
+
+    small = profile_model(ProfileConfig("demo", tmp_path / "demo.parquet", step=64,
+                                        progress=False, layers=["fc"],
+                                        timing=TimingConfig(**FAST)))
+    assert read_lut(small.out)[1]["weights"] == "hot"  # 0.6 MB of weights stay in cache
+    big = profile_model(ProfileConfig("resnet18", tmp_path / "r18.parquet", step=512,
+                                      input_size=32, progress=False, layers=["fc"],
+                                      timing=TimingConfig(**FAST)))
+    meta = read_lut(big.out)[1]
+    expected = "cold" if meta["model_weight_bytes"] > cache_bytes("cpu") else "hot"
+    assert meta["weights"] == expected and meta["cache_bytes"] == cache_bytes("cpu")
+    with pytest.raises(Exception, match="weights 'cold' in the existing table|weights 'hot'"):
+        forced = "hot" if expected == "cold" else "cold"
+        profile_model(ProfileConfig("resnet18", tmp_path / "r18.parquet", step=512,
+                                    input_size=32, progress=False, layers=["fc"],
+                                    timing=TimingConfig(**FAST), weights=forced))

@@ -76,3 +76,20 @@ def test_cuda_timing(mode):
     cfg = TimingConfig(device="cuda", mode=mode, max_reps=50).validate()
     s = measure_key(CONV, cfg)
     assert s.mean_ms > 0 and s.algo == "cudnn-benchmark"
+
+
+def test_cold_weights_rotate_enough_copies_to_leave_the_cache():
+    from profiler.ops import weight_copies
+
+    conv = OpKey("conv2d", 64, 64, 3, 3, 1, 1, 1, 1, in_h=8, in_w=8)  # 147,456 bytes of weights
+    assert weight_copies(conv, "fp32", 0) == 1
+    assert weight_copies(conv, "fp32", 8 << 20) == -(-(8 << 20) // 147456) == 57
+    assert weight_copies(conv, "fp16", 8 << 20) == 114
+    assert weight_copies(conv, "fp32", 1 << 40) == 512  # capped
+    assert weight_copies(OpKey("relu", 64, 64, in_h=8, in_w=8), "fp32", 8 << 20) == 1
+    with torch.inference_mode():
+        fn = build_op(conv, copies=5)
+        outs = [fn() for _ in range(10)]  # cycling through 5 copies of the same weights
+    assert all(torch.equal(o, outs[0]) for o in outs)
+    cfg = TimingConfig(max_reps=5, warmup=1, cold_bytes=1 << 20).validate()
+    assert cfg.identity()["weights"] == "cold" and measure_key(conv, cfg).mean_ms > 0
