@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
 from profiler import TimingConfig, measure_key, scan_keys, trace_model  # noqa: E402
+from profiler.run import cold_bytes_for  # noqa: E402
 from zoo import resolve_model  # noqa: E402
 
 
@@ -52,6 +53,10 @@ def bench_model(name: str, args: argparse.Namespace, rng: random.Random) -> dict
     sample = rng.sample(keys, min(args.keys, len(keys)))
     adaptive_cfg = TimingConfig(device=args.device).validate()
     paper_cfg = _paper_config(args.device, args.paper_reps)
+    # Both protocols time weights as `hwprune profile` would (cold when the model's
+    # weights exceed the last-level cache), so only repetitions and algorithms differ.
+    adaptive_cfg.cold_bytes = paper_cfg.cold_bytes = cold_bytes_for(resolved.module,
+                                                                     adaptive_cfg)[0]
     rows = []
     for i, key in enumerate(sample):
         order = [("adaptive", adaptive_cfg), ("paper", paper_cfg)]
@@ -87,6 +92,7 @@ def bench_model(name: str, args: argparse.Namespace, rng: random.Random) -> dict
         "keys_where_paper_chose_another_algo": len(rows) - len(same),
         "adaptive_converged_fraction": sum(r["adaptive_converged"] for r in rows) / len(rows),
         "paper_algos": paper_cfg.algos, "paper_reps": args.paper_reps,
+        "weights": adaptive_cfg.identity()["weights"],
         "keys": rows,
     }
 

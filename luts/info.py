@@ -58,11 +58,18 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
              f"  timing   {m.get('dtype')}, batch {m.get('batch')}, {m.get('memory_format')}, "
              f"{m.get('timing_mode')}, algos {m.get('algos')}, threads {m.get('threads')}",
              f"  protocol {m.get('protocol')}",
+             f"  weights  {m.get('weights', 'hot')}"
+             + (f" (model {m['model_weight_bytes'] / 2**20:.1f} MiB, cache "
+                f"{m['cache_bytes'] / 2**20:.1f} MiB)" if m.get("cache_bytes") else ""),
              f"  hosts    {', '.join(m.get('hosts', [m.get('host')]) or [])}   "
              f"created {m.get('created')}  updated {m.get('updated')}"]
     for src in m.get("sources", []):
         lines.append(f"  source   {src['model']} @ {src['input_size']}px, step {src['step']}"
                      + (f", layers {' '.join(src['layers'])}" if src.get("layers") else ""))
+    ref = m.get("reference")
+    if ref:
+        lines.append(f"  reference {ref['model']} end to end: {ref['start_median_ms']:.3f} ms "
+                     f"before the scan, {ref['end_median_ms']:.3f} ms after (medians)")
     ops = ", ".join(f"{op} {n}" for op, n in s.rows_per_op.items())
     lines += [f"  rows     {s.rows} ({ops})",
               f"  {100 * s.converged:.0f}% of rows reached the 95% CI target; "

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from profiler.device import cache_bytes, describe_device
 from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
-from profiler.ops import DTYPES, build_op
+from profiler.ops import DTYPES, build_op, weight_copies
 from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
@@ -66,6 +66,22 @@ class ProfileResult:
     @property
     def keys_per_second(self) -> float:
         return self.keys_measured / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def cold_bytes_for(module: torch.nn.Module, tc: TimingConfig, weights: str = "auto",
+                   device_index: int = 0) -> tuple[int, int, int]:
+    """(cold_bytes for TimingConfig, last-level cache bytes, model weight bytes).
+
+    "auto" times with cold weights exactly when the model's weights exceed the cache,
+    because then every forward pass reads them from memory.
+    """
+    if weights not in ("auto", "hot", "cold"):
+        raise ProfileError(f"weights must be auto, hot or cold, not '{weights}'")
+    llc = cache_bytes(tc.device, device_index)
+    model_bytes = sum(p.numel() for p in module.parameters()) * \
+        torch.finfo(DTYPES[tc.dtype]).bits // 8
+    cold = weights == "cold" or (weights == "auto" and model_bytes > llc)
+    return (2 * llc if cold else 0), llc, model_bytes
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -140,16 +156,19 @@ def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> 
             conf = rec.key.config()
             if conf in pilot or conf not in wanted:
                 continue
-            fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last)
+            t_build = time.perf_counter()
+            fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last,
+                          weight_copies(rec.key, cfg.dtype, cfg.cold_bytes))
+            t_build = time.perf_counter() - t_build
             probe = TimingConfig(**{**cfg.__dict__, "warmup": 2, "max_reps": cfg.min_reps})
             s = time_callable(fn, probe.validate())
-            pilot[conf] = (rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12))
+            pilot[conf] = (rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12), t_build)
     total = 0.0
     algos = 2 if cfg.algos == "all" else 1
     for key in keys:
-        big, t, cv = pilot.get(key.config(), (key, 1e-4, 0.3))
+        big, t, cv, build = pilot.get(key.config(), (key, 1e-4, 0.3, 1e-3))
         reps = min(cfg.max_reps, max(cfg.min_reps, (1.96 * cv / cfg.rel_ci) ** 2))
-        total += algos * (t * _work_ratio(key, big) * (cfg.warmup + reps) + 5e-3)
+        total += algos * (t * _work_ratio(key, big) * (cfg.warmup + reps) + build + 5e-3)
     return total
 
 
@@ -188,13 +207,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     resolved = resolve_model(cfg.model)
     input_size = cfg.input_size or resolved.input_size
     trace = trace_model(resolved.module, input_size, resolved.in_channels).filtered(cfg.layers)
-    llc = cache_bytes(tc.device, device_index)
-    model_bytes = sum(p.numel() for p in resolved.module.parameters()) * \
-        torch.finfo(DTYPES[tc.dtype]).bits // 8
-    if cfg.weights not in ("auto", "hot", "cold"):
-        raise ProfileError(f"weights must be auto, hot or cold, not '{cfg.weights}'")
-    cold = cfg.weights == "cold" or (cfg.weights == "auto" and model_bytes > llc)
-    tc.cold_bytes = 2 * llc if cold else 0
+    tc.cold_bytes, llc, model_bytes = cold_bytes_for(resolved.module, tc, cfg.weights,
+                                                     device_index)
     meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
     meta.update(cache_bytes=llc, model_weight_bytes=model_bytes)
 
