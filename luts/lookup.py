@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from profiler.keyspace import CONV, OpKey
-from profiler.table import (IDENTITY_FIELDS, LutError, check_compatible, identity_of,
-                            merge_meta, read_lut, dedupe)
+from profiler.table import IDENTITY_FIELDS, LutError, check_compatible, read_joined
 
 STATS = ("mean_ms", "median_ms", "min_ms")
 
@@ -103,18 +102,8 @@ class Lut:
         otherwise is refused unless ``allow_mismatch``.
         """
         paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
-        if not paths:
-            raise LutError("no LUT file given")
-        frames, metas = [], []
-        for p in paths:
-            df, meta = read_lut(p)
-            if metas:
-                check_compatible(identity_of(metas[0]), identity_of(meta),
-                                 f"cannot use {p} with {paths[0]}", str(p), str(paths[0]))
-            frames.append(df)
-            metas.append(meta)
-        lut = cls(dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas), stat,
-                  ", ".join(map(str, paths)))
+        rows, meta = read_joined(paths, verb="use")
+        lut = cls(rows, meta, stat, ", ".join(map(str, paths)))
         if target:
             lut.check_target(target, allow_mismatch)
         return lut
@@ -125,6 +114,12 @@ class Lut:
         if have != wanted and not allow_mismatch:
             check_compatible(wanted, have, f"LUT {self.source} does not match the target",
                              "the LUT", "the target")
+
+    def grid(self, key: OpKey) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(c_in values, c_out values, latency matrix with NaN where unmeasured) of the
+        2-D grid holding ``key``'s config; None for 1-D configs or unprofiled ones."""
+        g = self._grids.get(config_of(key))
+        return None if g is None or g.one_d else (g.rows, g.cols, g.ms)
 
     def lookup(self, keys: Iterable[OpKey], strict: bool = False,
                names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -14,11 +14,9 @@ from profiler.table import LutError, atomic_write_bytes
 
 def layer_config(lut: Lut, layer: str) -> OpKey:
     """The original key of ``layer`` as recorded in the LUT's metadata."""
-    names = []
     for c in lut.meta.get("configs", []):
         if layer in c["layers"]:
             return OpKey(**c["key"])
-        names.extend(c["layers"])
     convs = [n for c in lut.meta.get("configs", []) if c["key"]["op"] == "conv2d"
              for n in c["layers"]]
     raise LutError(f"LUT {lut.source} has no layer '{layer}' (conv layers: "
@@ -32,12 +30,12 @@ def plot_layer(lut: Lut, layer: str, out: str | os.PathLike) -> Path:
     import matplotlib.pyplot as plt
 
     key = layer_config(lut, layer)
-    grid = lut._grids.get(config_of(key))
-    if grid is None or grid.one_d:
+    grid = lut.grid(key)
+    if grid is None:
         raise LutError(f"layer '{layer}' ({key.op}) has no 2-D (c_in, c_out) grid to plot")
+    rows, cols, ms = grid
     fig, ax = plt.subplots(figsize=(7, 5.5))
-    data = np.ma.masked_invalid(grid.ms)
-    mesh = ax.pcolormesh(_edges(grid.cols), _edges(grid.rows), data, cmap="viridis",
+    mesh = ax.pcolormesh(_edges(cols), _edges(rows), np.ma.masked_invalid(ms), cmap="viridis",
                          shading="flat")
     fig.colorbar(mesh, ax=ax, label=f"latency ({lut.stat.replace('_ms', '')}, ms)")
     ax.set(xlabel="c_out", ylabel="c_in",

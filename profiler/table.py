@@ -153,16 +153,24 @@ def merge_meta(metas: Sequence[dict]) -> dict:
     return merged
 
 
-def merge_luts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Join LUT files (shards of one run, or tables of several models) into ``out``."""
+def read_joined(paths: Sequence[str | os.PathLike], verb: str = "merge"
+                ) -> tuple[pd.DataFrame, dict]:
+    """Rows (one per key, earlier files first) and merged metadata of LUT files that were
+    all measured under the same conditions; a file measured otherwise is refused."""
     if not paths:
-        raise LutError("nothing to merge: give at least one LUT file")
+        raise LutError(f"nothing to {verb}: give at least one LUT file")
     frames, metas = [], []
     for p in paths:
         df, meta = read_lut(p)
         if metas:
             check_compatible(identity_of(metas[0]), identity_of(meta),
-                             f"cannot merge {p} with {paths[0]}", Path(p).name, Path(paths[0]).name)
+                             f"cannot {verb} {p} with {paths[0]}", Path(p).name,
+                             Path(paths[0]).name)
         frames.append(df)
         metas.append(meta)
-    return write_lut(dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas), out)
+    return dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas)
+
+
+def merge_luts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """Join LUT files (shards of one run, or tables of several models) into ``out``."""
+    return write_lut(*read_joined(paths), out)
