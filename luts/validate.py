@@ -11,7 +11,6 @@ to ``variants.csv``; rerunning the same command reuses them.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path

@@ -8,7 +8,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from profiler.keyspace import OpKey
 

@@ -1,7 +1,6 @@
 from collections import Counter
 
 import pytest
-import torch
 import torch.nn.functional as F
 from torch import nn
 
