@@ -29,6 +29,7 @@ def cli() -> None:
     \b
     Steps:  profile  -> a latency look-up table (LUT) of the device
             lut      -> inspect, merge, estimate with, validate and plot LUTs
+            synth    -> training images from the model alone (DeepInversion)
     """
 
 
@@ -242,6 +243,68 @@ def plot(path, layer, stat, out) -> None:
         click.echo(f"wrote {plot_layer(Lut.load(path, stat=stat), layer, out)}")
     except USER_ERRORS as exc:
         _fail(exc)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Dataset directory (ImageFolder PNGs, synthetic.pt, preview.png, summary.json).")
+@click.option("--n-images", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--preset", type=click.Choice(["imagenet", "kt", "multires", "fullres", "demo"]),
+              default=None, help="Paper settings [default: demo for the demo net, else kt].")
+@click.option("--iterations", type=click.IntRange(min=1), default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--alpha-f", type=float, default=None, help="BatchNorm-statistics loss weight.")
+@click.option("--alpha-tv", type=float, default=None, help="l2 total-variation weight.")
+@click.option("--alpha-tv-l1", type=float, default=None)
+@click.option("--alpha-l2", type=float, default=None)
+@click.option("--first-bn-multiplier", type=float, default=None)
+@click.option("--jitter", type=click.IntRange(min=0), default=None)
+@click.option("--adi-scale", type=float, default=None,
+              help="Adaptive DeepInversion competition weight (needs --student).")
+@click.option("--student", default=None, help="Student model for Adaptive DeepInversion.")
+@click.option("--real-images", default=None,
+              help=".pt file of real images: feature statistics for models without BatchNorm.")
+@click.option("--classes", default=None, metavar="LIST",
+              help="Comma-separated class ids [default: every class, balanced].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run in a non-empty --out.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default=None)
+@click.option("--input-size", type=click.IntRange(min=1), default=None)
+@click.option("-q", "--quiet", is_flag=True)
+def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alpha_tv,
+          alpha_tv_l1, alpha_l2, first_bn_multiplier, jitter, adi_scale, student, real_images,
+          classes, seed, resume, device, amp, input_size, quiet) -> None:
+    """Synthesize training images from MODEL alone with DeepInversion.
+
+    MODEL is a trained classifier: an hwprune checkpoint (.pt) or an export (.pt2);
+    torchvision names give untrained weights. Interrupted runs continue with --resume,
+    and the same --seed gives the same images.
+    """
+    from synth import SynthConfig, SynthError, synthesize
+    from synth import preset as get_preset
+
+    try:
+        name = preset or ("demo" if model == "demo" or model.endswith("demo.pt") else "kt")
+        di = get_preset(name).with_(iterations=iterations, lr=lr, alpha_f=alpha_f,
+                                    alpha_tv_l2=alpha_tv, alpha_tv_l1=alpha_tv_l1,
+                                    alpha_l2=alpha_l2, first_bn_multiplier=first_bn_multiplier,
+                                    jitter=jitter, adi_scale=adi_scale, amp=amp)
+        ids = [int(c) for c in classes.split(",")] if classes else None
+        summary = synthesize(SynthConfig(model, out, n_images, batch_size, di, ids, seed, resume,
+                                         device, input_size, student, real_images, not quiet))
+    except (*USER_ERRORS, SynthError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished batches are kept in {out}; rerun with --resume",
+                   err=True)
+        sys.exit(130)
+    if "teacher_top1" in summary:
+        click.echo(f"{out}: {summary['n_images']} images, teacher top-1 on them "
+                   f"{100 * summary['teacher_top1']:.1f}%, {summary['seconds_this_run']:.1f} s; "
+                   f"preview {out / 'preview.png'}")
 
 
 @cli.command()

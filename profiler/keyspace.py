@@ -18,6 +18,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from profiler.coupling import ChannelTracker
+from zoo.models import set_training
 
 CONV = "conv2d"
 ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu",
@@ -203,13 +204,6 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def _set_training(model: nn.Module, mode: bool) -> None:
-    try:
-        model.train(mode)
-    except NotImplementedError:  # torch.export modules refuse train()/eval(): already frozen
-        pass
-
-
 def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trace:
     """Run one batch-1 forward pass at ``input_size`` and record every modelled operator."""
     names = {id(m): n for n, m in model.named_modules()}
@@ -226,14 +220,14 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
     handles = [m.register_forward_pre_hook(pre) for m in model.modules()]
     handles += [m.register_forward_hook(post) for m in model.modules()]
     was_training = model.training
-    _set_training(model, False)
+    set_training(model, False)
     try:
         with torch.no_grad(), rec:
             out = model(x)
     finally:
         for h in handles:
             h.remove()
-        _set_training(model, was_training)
+        set_training(model, was_training)
     layers = rec.layers
     tracker = rec.channels
     if isinstance(out, torch.Tensor):  # whatever the network outputs cannot shrink

@@ -1,1 +1,12 @@
-"""DeepInversion image synthesis from the teacher alone. Planned: issue 5."""
+"""DeepInversion image synthesis from the teacher alone (knows nothing of pruning)."""
+
+from synth.dataset import DatasetWriter
+from synth.deepinversion import (PRESETS, BatchResult, DIConfig, FeatureTarget, SynthError,
+                                 bn_targets, real_feature_targets, synthesize_batch)
+from synth.losses import BNStatsHook, competition, js_divergence, l2_prior, tv_l1, tv_l2
+from synth.run import SynthConfig, preset, synthesize, targets_for
+
+__all__ = ["DatasetWriter", "PRESETS", "BatchResult", "DIConfig", "FeatureTarget",
+           "SynthError", "bn_targets", "real_feature_targets", "synthesize_batch",
+           "BNStatsHook", "competition", "js_divergence", "l2_prior", "tv_l1", "tv_l2",
+           "SynthConfig", "preset", "synthesize", "targets_for"]

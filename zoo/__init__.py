@@ -7,6 +7,7 @@ from zoo.models import (
     load_checkpoint,
     resolve_model,
     save_checkpoint,
+    set_training,
     torchvision_model_names,
 )
 
@@ -19,5 +20,6 @@ __all__ = [
     "load_checkpoint",
     "resolve_model",
     "save_checkpoint",
+    "set_training",
     "torchvision_model_names",
 ]

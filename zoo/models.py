@@ -37,6 +37,15 @@ class ResolvedModel:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def set_training(module: nn.Module, mode: bool) -> nn.Module:
+    """``module.train(mode)``, except for torch.export modules, which are frozen in their mode."""
+    try:
+        module.train(mode)
+    except NotImplementedError:
+        pass
+    return module
+
+
 def torchvision_model_names() -> list[str]:
     import torchvision
 
@@ -67,8 +76,7 @@ def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
         resolved = load_checkpoint(path)
     else:
         resolved = _build_arch(spec, arch_kwargs)
-    if resolved.source != "export":  # an exported program is frozen in its captured mode
-        resolved.module.eval()
+    set_training(resolved.module, False)
     return resolved
 
 

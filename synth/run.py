@@ -1,0 +1,151 @@
+"""A synthesis run: teacher -> batches of DeepInversion images -> a dataset directory.
+
+Resumable (finished batches are kept, a half-written one is redone identically),
+repeatable (each batch's noise and jitter come from a generator seeded by
+``seed`` and the batch number) and, under ``torchrun``, split by rank: rank r
+makes batches r, r + W, ... into the same directory and rank 0 writes the
+joined files once every rank is done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from tqdm import tqdm
+
+from profiler.table import atomic_write_bytes
+from synth.dataset import DatasetWriter
+from synth.deepinversion import (PRESETS, DIConfig, FeatureTarget, SynthError, bn_targets,
+                                 real_feature_targets, synthesize_batch)
+from zoo import resolve_model, set_training
+
+
+@dataclass
+class SynthConfig:
+    model: str
+    out: Path
+    n_images: int = 64
+    batch_size: int = 64
+    di: DIConfig = field(default_factory=DIConfig)
+    classes: Sequence[int] | None = None  # None: every class, balanced
+    seed: int = 0
+    resume: bool = False
+    device: str = "cpu"
+    input_size: int | None = None
+    student: str | None = None            # for Adaptive DeepInversion (di.adi_scale > 0)
+    real_images: str | None = None        # .pt tensor file: feature statistics from real data
+    progress: bool = True
+
+
+def _load_real(path: str) -> torch.Tensor:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SynthError(f"cannot read real images from '{path}': {exc}") from None
+    images = obj.get("images") if isinstance(obj, dict) else obj
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        raise SynthError(f"'{path}' holds no (N, C, H, W) tensor of images")
+    return images.float()
+
+
+def _identity(cfg: SynthConfig) -> dict:
+    return {"model": cfg.model, "n_images": cfg.n_images, "batch_size": cfg.batch_size,
+            "classes": list(cfg.classes) if cfg.classes is not None else None,
+            "seed": cfg.seed, "input_size": cfg.input_size, "di": asdict(cfg.di),
+            "student": cfg.student, "real_images": cfg.real_images}
+
+
+def _prepare_out(cfg: SynthConfig) -> DatasetWriter:
+    out = Path(cfg.out)
+    config_file = out / "config.json"
+    ident = json.loads(json.dumps(_identity(cfg)))  # tuples -> lists, as read back
+    if out.exists() and any(out.iterdir()):
+        if not cfg.resume:
+            raise SynthError(f"output directory '{out}' is not empty: pass --resume to continue "
+                             "the run in it, or choose another directory")
+        if config_file.exists() and json.loads(config_file.read_text()) != ident:
+            raise SynthError(f"'{out}' holds a run with other settings; resume with the same "
+                             "ones or choose another directory")
+    out.mkdir(parents=True, exist_ok=True)
+    if not config_file.exists():
+        atomic_write_bytes(config_file, lambda f: f.write(json.dumps(ident, indent=1).encode()))
+    return DatasetWriter(out, cfg.di.mean, cfg.di.std)
+
+
+def targets_for(cfg: SynthConfig, num_classes: int) -> torch.Tensor:
+    classes = list(range(num_classes)) if cfg.classes is None else list(cfg.classes)
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad or not classes:
+        raise SynthError(f"class ids {bad or '[]'} are outside the model's {num_classes} outputs")
+    return torch.tensor([classes[j % len(classes)] for j in range(cfg.n_images)])
+
+
+def synthesize(cfg: SynthConfig) -> dict:
+    """Make ``cfg.n_images`` images; returns the summary (also written to summary.json)."""
+    if cfg.n_images < 1 or cfg.batch_size < 1:
+        raise SynthError("n_images and batch_size must be at least 1")
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SynthError("--device cuda asked for, but torch sees no CUDA device here")
+    resolved = resolve_model(cfg.model)
+    teacher = set_training(resolved.module.to(cfg.device), False)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    size = cfg.input_size or resolved.input_size
+    with torch.no_grad():
+        num_classes = teacher(torch.zeros(1, resolved.in_channels, size, size,
+                                          device=cfg.device)).shape[1]
+    targets = targets_for(cfg, num_classes)
+    features: list[FeatureTarget] = (real_feature_targets(teacher, _load_real(cfg.real_images)
+                                                          .to(cfg.device))
+                                     if cfg.real_images else bn_targets(teacher))
+    student = None
+    if cfg.di.adi_scale > 0:
+        if not cfg.student:
+            raise SynthError("Adaptive DeepInversion (adi_scale > 0) needs a student model")
+        student = set_training(resolve_model(cfg.student).module.to(cfg.device), False)
+    writer = _prepare_out(cfg)
+    writer.drop_partial()
+
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    n_batches = -(-cfg.n_images // cfg.batch_size)
+    mine = [b for b in range(n_batches) if b % world == rank and b not in writer.done_batches()]
+    steps_per_batch = cfg.di.iterations + cfg.di.low_res_iterations
+    t0 = time.perf_counter()
+    with tqdm(total=len(mine) * steps_per_batch, unit="step", disable=not cfg.progress,
+              desc=f"synth {len(mine)} batches") as bar:
+        for b in mine:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + b)
+            y = targets[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            result = synthesize_batch(teacher, y, cfg.di, size, resolved.in_channels, gen,
+                                      features, student, on_step=lambda *_: bar.update())
+            writer.write_batch(b, result.images, result.targets, result.logits, result.history)
+    seconds = time.perf_counter() - t0
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        dist.barrier()
+        if rank != 0:
+            dist.destroy_process_group()
+            return {"rank": rank, "batches": len(mine), "seconds": seconds}
+    summary = writer.finish({"model": resolved.name, "input_size": size,
+                             "batches_this_run": len(mine), "seconds_this_run": seconds,
+                             "config": _identity(cfg)})
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return summary
+
+
+def preset(name: str) -> DIConfig:
+    if name not in PRESETS:
+        raise SynthError(f"unknown preset '{name}' (choose {', '.join(PRESETS)})")
+    return PRESETS[name]

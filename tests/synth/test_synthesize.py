@@ -1,0 +1,85 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from hwprune.cli import cli
+from synth import PRESETS, SynthConfig, SynthError, synthesize
+from zoo import resolve_model, save_checkpoint
+
+
+def _cfg(teacher, out, **kw):
+    di = PRESETS["demo"].with_(iterations=kw.pop("iterations", 300))
+    return SynthConfig(str(teacher), out, kw.pop("n_images", 20), kw.pop("batch_size", 10), di,
+                       progress=False, **kw)
+
+
+def test_teacher_recognises_its_images_and_bn_loss_falls(teacher_ckpt, tmp_path):
+    summary = synthesize(_cfg(teacher_ckpt, tmp_path / "syn"))
+    assert summary["n_images"] == 20 and summary["teacher_top1"] >= 0.9
+    bn = summary["loss_curve_mean_over_batches"]["bn"]
+    assert bn[0] / bn[-1] >= 10, bn
+    data = torch.load(tmp_path / "syn" / "synthetic.pt", weights_only=True)
+    assert data["images"].shape == (20, 1, 32, 32) and data["targets"].tolist() == \
+        [j % 10 for j in range(20)]
+    # valid pixel range of the normalised input (clipping, paper Eq. 16)
+    lo, hi = (0 - 0.3053) / 0.3236, (1 - 0.3053) / 0.3236
+    assert data["images"].min() >= lo - 1e-5 and data["images"].max() <= hi + 1e-5
+    from torchvision.datasets import ImageFolder
+
+    folder = ImageFolder(str(tmp_path / "syn" / "images"))
+    assert len(folder) == 20 and len(folder.classes) == 10
+    assert (tmp_path / "syn" / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    s = json.loads((tmp_path / "syn" / "summary.json").read_text())
+    assert set(s["per_class"]) == {str(c) for c in range(10)}
+
+
+def test_resume_gives_the_same_images_as_an_uninterrupted_run(teacher_ckpt, tmp_path):
+    whole = tmp_path / "whole"
+    synthesize(_cfg(teacher_ckpt, whole, iterations=30, n_images=30))
+    part = tmp_path / "part"
+    synthesize(_cfg(teacher_ckpt, part, iterations=30, n_images=30))
+    # simulate a kill: the last batch's tensor file is gone, its PNGs are left behind
+    (part / "batches" / "batch-00002.pt").unlink()
+    (part / "synthetic.pt").unlink()
+    assert list((part / "images").glob("*/b00002-*.png"))
+    with pytest.raises(SynthError, match="not empty"):
+        synthesize(_cfg(teacher_ckpt, part, iterations=30, n_images=30))
+    summary = synthesize(_cfg(teacher_ckpt, part, iterations=30, n_images=30, resume=True))
+    assert summary["batches_this_run"] == 1
+    a = torch.load(whole / "synthetic.pt", weights_only=True)
+    b = torch.load(part / "synthetic.pt", weights_only=True)
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
+    with pytest.raises(SynthError, match="other settings"):
+        synthesize(_cfg(teacher_ckpt, part, iterations=31, n_images=30, resume=True))
+
+
+def test_bad_inputs(teacher_ckpt, tmp_path):
+    with pytest.raises(SynthError, match=r"class ids \[10\]"):
+        synthesize(_cfg(teacher_ckpt, tmp_path / "a", classes=[1, 10]))
+    assert not (tmp_path / "a").exists()  # nothing written for a refused run
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    plain(torch.zeros(1, 1, 32, 32))
+    torch.export.save(torch.export.export(plain.eval(), (torch.zeros(1, 1, 32, 32),)),
+                      str(tmp_path / "nobn.pt2"))
+    with pytest.raises(SynthError, match="no BatchNorm2d"):
+        synthesize(_cfg(tmp_path / "nobn.pt2", tmp_path / "b"))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["synth", str(teacher_ckpt), "--out", str(tmp_path / "c"),
+                              "--classes", "3,12", "-q"])
+    assert res.exit_code == 2 and res.output.startswith("error: class ids [12]")
+
+
+def test_adaptive_deepinversion_and_real_feature_statistics(teacher_ckpt, digits, tmp_path):
+    student = save_checkpoint(resolve_model(str(teacher_ckpt)).module, tmp_path / "s.pt", "demo",
+                              {"width": 16})
+    cfg = _cfg(teacher_ckpt, tmp_path / "adi", iterations=40, n_images=10, student=str(student))
+    cfg.di = cfg.di.with_(adi_scale=1.0)
+    summary = synthesize(cfg)
+    assert max(summary["loss_curve_mean_over_batches"]["adi"]) > 0
+    torch.save({"images": digits.x_train[:100]}, tmp_path / "real.pt")
+    real = synthesize(_cfg(teacher_ckpt, tmp_path / "real", iterations=40, n_images=10,
+                           real_images=str(tmp_path / "real.pt")))
+    assert real["n_images"] == 10

@@ -1,0 +1,90 @@
+"""The embedded data set: scikit-learn's 8x8 digits (shipped inside scikit-learn, no download),
+upsampled to the demo net's 32 px, and a small training loop for teachers and students."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoo.demo import DEMO_INPUT_SIZE
+
+# Statistics of the upsampled digits in [0, 1] (computed once from the whole set, so the
+# normalisation is the same for every split; synthesis clips to this range).
+DIGITS_MEAN = (0.3053,)
+DIGITS_STD = (0.3236,)
+
+
+@dataclass
+class DigitsSplit:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def load_digits(size: int = DEMO_INPUT_SIZE, test_fraction: float = 0.25,
+                seed: int = 0) -> DigitsSplit:
+    """Normalised digits at ``size`` px, split into train and held-out test sets."""
+    from sklearn.datasets import load_digits as _load
+
+    data = _load()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    x = (x - DIGITS_MEAN[0]) / DIGITS_STD[0]
+    y = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(len(y) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+    return DigitsSplit(x[train], y[train], x[test], y[test])
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
+    model.train(was)
+    return float((pred == y).float().mean())
+
+
+def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 15,
+                     lr: float = 0.05, batch: int = 64, seed: int = 0,
+                     augment: bool = True) -> nn.Module:
+    """SGD with momentum and a cosine schedule; small random shifts as augmentation."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    steps = epochs * -(-len(x) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            idx = order[i:i + batch]
+            xb = x[idx]
+            if augment:
+                dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+                xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(model(xb), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+def digits_stats() -> tuple[float, float]:
+    """Recompute the normalisation constants (for checking DIGITS_MEAN / DIGITS_STD)."""
+    from sklearn.datasets import load_digits as _load
+
+    x = torch.tensor(_load().images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = F.interpolate(x, size=(DEMO_INPUT_SIZE,) * 2, mode="bilinear", align_corners=False)
+    x = x.clamp(0, 1)
+    return float(x.mean()), float(x.std())
+
+
+__all__ = ["DIGITS_MEAN", "DIGITS_STD", "DigitsSplit", "load_digits", "accuracy",
+           "train_classifier", "digits_stats"]
