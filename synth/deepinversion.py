@@ -68,7 +68,8 @@ PRESETS: dict[str, DIConfig] = {
     # Full resolution for 2k iterations (mixed with multi-resolution images for diversity).
     "fullres": DIConfig(iterations=2000),
     # The embedded digits net at 32 px: small shifts, fewer steps, stronger BN matching.
-    "demo": DIConfig(iterations=400, lr=0.1, jitter=2, alpha_f=0.05, alpha_tv_l2=1e-3,
+    # No flips: a mirrored digit is another symbol.
+    "demo": DIConfig(iterations=300, lr=0.1, jitter=2, flip=False, alpha_f=1.0, alpha_tv_l2=1e-3,
                      first_bn_multiplier=1.0, mean=(0.3053,), std=(0.3236,)),
 }
 

@@ -109,10 +109,19 @@ def synthesize(cfg: SynthConfig) -> dict:
         if not cfg.student:
             raise SynthError("Adaptive DeepInversion (adi_scale > 0) needs a student model")
         student = set_training(resolve_model(cfg.student).module.to(cfg.device), False)
-    writer = _prepare_out(cfg)
-    writer.drop_partial()
-
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    if rank == 0:  # one rank decides whether the directory may be used, then the rest join
+        writer = _prepare_out(cfg)
+        writer.drop_partial()
+    if world > 1:
+        dist.barrier()
+    if rank != 0:
+        writer = DatasetWriter(cfg.out, cfg.di.mean, cfg.di.std)
     n_batches = -(-cfg.n_images // cfg.batch_size)
     mine = [b for b in range(n_batches) if b % world == rank and b not in writer.done_batches()]
     steps_per_batch = cfg.di.iterations + cfg.di.low_res_iterations
@@ -127,10 +136,6 @@ def synthesize(cfg: SynthConfig) -> dict:
             writer.write_batch(b, result.images, result.targets, result.logits, result.history)
     seconds = time.perf_counter() - t0
     if world > 1:
-        import torch.distributed as dist
-
-        if not dist.is_initialized():
-            dist.init_process_group("gloo")
         dist.barrier()
         if rank != 0:
             dist.destroy_process_group()
@@ -139,8 +144,6 @@ def synthesize(cfg: SynthConfig) -> dict:
                              "batches_this_run": len(mine), "seconds_this_run": seconds,
                              "config": _identity(cfg)})
     if world > 1:
-        import torch.distributed as dist
-
         dist.destroy_process_group()
     return summary
 

@@ -76,6 +76,36 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs:
     return model.eval()
 
 
+def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, epochs: int = 40,
+            temperature: float = 4.0, lr: float = 0.05, batch: int = 64, seed: int = 0,
+            augment: bool = True) -> nn.Module:
+    """Train ``student`` to match ``teacher``'s softened outputs on ``x`` (no labels):
+    KL(teacher || student) at ``temperature``, scaled by T^2 as usual."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    teacher.eval()
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    steps = epochs * -(-len(x) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    student.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            xb = x[order[i:i + batch]]
+            if augment:
+                dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
+                xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            with torch.no_grad():
+                soft = F.softmax(teacher(xb) / temperature, dim=1)
+            log_p = F.log_softmax(student(xb) / temperature, dim=1)
+            loss = F.kl_div(log_p, soft, reduction="batchmean") * temperature ** 2
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    return student.eval()
+
+
 def digits_stats() -> tuple[float, float]:
     """Recompute the normalisation constants (for checking DIGITS_MEAN / DIGITS_STD)."""
     from sklearn.datasets import load_digits as _load
@@ -87,4 +117,4 @@ def digits_stats() -> tuple[float, float]:
 
 
 __all__ = ["DIGITS_MEAN", "DIGITS_STD", "DigitsSplit", "load_digits", "accuracy",
-           "train_classifier", "digits_stats"]
+           "train_classifier", "distill", "digits_stats"]

@@ -83,3 +83,26 @@ def test_adaptive_deepinversion_and_real_feature_statistics(teacher_ckpt, digits
     real = synthesize(_cfg(teacher_ckpt, tmp_path / "real", iterations=40, n_images=10,
                            real_images=str(tmp_path / "real.pt")))
     assert real["n_images"] == 10
+
+
+@pytest.mark.timeout(300)
+def test_torchrun_ranks_make_disjoint_batches_of_one_dataset(teacher_ckpt, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    args = [str(teacher_ckpt), "--n-images", "40", "--batch-size", "10", "--iterations", "15",
+            "-q"]
+    single = tmp_path / "single"
+    assert CliRunner().invoke(cli, ["synth", *args, "--out", str(single)]).exit_code == 0
+    dist = tmp_path / "dist"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", "-m", "hwprune", "synth", *args,
+                          "--out", str(dist)], capture_output=True, text=True, timeout=280,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    a = torch.load(single / "synthetic.pt", weights_only=True)
+    b = torch.load(dist / "synthetic.pt", weights_only=True)
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
+    assert sorted(p.name for p in (dist / "batches").iterdir()) == \
+        [f"batch-{i:05d}.pt" for i in range(4)]
