@@ -10,6 +10,7 @@ and clipping to the valid pixel range of the normalised input (paper Eq. 16).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
@@ -173,7 +174,7 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
             for it in range(iters):
                 if cfg.lr_schedule == "cosine":
                     for g in opt.param_groups:
-                        g["lr"] = 0.5 * cfg.lr * (1 + torch.cos(torch.tensor(it / iters * 3.14159)))
+                        g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / iters))
                 shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
                 flip = cfg.flip and bool(torch.rand((), generator=generator) < 0.5)
                 xj = torch.roll(x, shifts=shift, dims=(2, 3))

@@ -106,3 +106,14 @@ def test_torchrun_ranks_make_disjoint_batches_of_one_dataset(teacher_ckpt, tmp_p
     assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
     assert sorted(p.name for p in (dist / "batches").iterdir()) == \
         [f"batch-{i:05d}.pt" for i in range(4)]
+
+
+def test_multi_resolution_optimises_small_then_full_size(teacher_ckpt):
+    from synth import bn_targets, synthesize_batch
+
+    teacher = resolve_model(str(teacher_ckpt)).module
+    cfg = PRESETS["demo"].with_(low_res_iterations=6, iterations=4, log_every=1)
+    res = synthesize_batch(teacher, torch.arange(4), cfg, 32, 1, torch.Generator().manual_seed(0),
+                           bn_targets(teacher))
+    assert res.images.shape == (4, 1, 32, 32)
+    assert res.history["step"] == list(range(10))  # 6 steps at 16 px, then 4 at 32 px
