@@ -50,15 +50,14 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 25
     return float((pred == y).float().mean())
 
 
-def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 15,
-                     lr: float = 0.05, batch: int = 64, seed: int = 0,
-                     augment: bool = True) -> nn.Module:
-    """SGD with momentum and a cosine schedule; small random shifts as augmentation."""
+def _fit(model: nn.Module, x: torch.Tensor, loss_fn, epochs: int, lr: float, batch: int,
+         seed: int, augment: bool) -> nn.Module:
+    """SGD with momentum and a cosine schedule over shuffled minibatches, with small random
+    shifts as augmentation; ``loss_fn(batch_images, batch_indices)`` gives the loss."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    steps = epochs * -(-len(x) // batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * -(-len(x) // batch))
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
@@ -68,7 +67,7 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs:
             if augment:
                 dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
                 xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-            loss = F.cross_entropy(model(xb), y[idx])
+            loss = loss_fn(xb, idx)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -76,34 +75,28 @@ def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs:
     return model.eval()
 
 
+def train_classifier(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int = 15,
+                     lr: float = 0.05, batch: int = 64, seed: int = 0,
+                     augment: bool = True) -> nn.Module:
+    """Supervised training with cross-entropy on labelled images."""
+    return _fit(model, x, lambda xb, idx: F.cross_entropy(model(xb), y[idx]), epochs, lr, batch,
+                seed, augment)
+
+
 def distill(student: nn.Module, teacher: nn.Module, x: torch.Tensor, epochs: int = 40,
             temperature: float = 4.0, lr: float = 0.05, batch: int = 64, seed: int = 0,
             augment: bool = True) -> nn.Module:
     """Train ``student`` to match ``teacher``'s softened outputs on ``x`` (no labels):
     KL(teacher || student) at ``temperature``, scaled by T^2 as usual."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     teacher.eval()
-    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    steps = epochs * -(-len(x) // batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    student.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), batch):
-            xb = x[order[i:i + batch]]
-            if augment:
-                dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=gen))
-                xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
-            with torch.no_grad():
-                soft = F.softmax(teacher(xb) / temperature, dim=1)
-            log_p = F.log_softmax(student(xb) / temperature, dim=1)
-            loss = F.kl_div(log_p, soft, reduction="batchmean") * temperature ** 2
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-    return student.eval()
+
+    def kd(xb, _idx):
+        with torch.no_grad():
+            soft = F.softmax(teacher(xb) / temperature, dim=1)
+        log_p = F.log_softmax(student(xb) / temperature, dim=1)
+        return F.kl_div(log_p, soft, reduction="batchmean") * temperature ** 2
+
+    return _fit(student, x, kd, epochs, lr, batch, seed, augment)
 
 
 def digits_stats() -> tuple[float, float]:
