@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
 from synth import PRESETS, bn_targets, synthesize_batch  # noqa: E402
+from synth.deepinversion import pixel_bounds  # noqa: E402
 from zoo import build_demo  # noqa: E402
 from zoo.digits import accuracy, distill, load_digits, train_classifier  # noqa: E402
 
@@ -88,9 +89,10 @@ def main() -> None:
     acc_adi = accuracy(student_from(adi), data.x_test, data.y_test)
     print(f"student from {len(adi)} ADI images: {100 * acc_adi:.1f}%")
 
-    lo, hi = (0 - cfg.mean[0]) / cfg.std[0], (1 - cfg.mean[0]) / cfg.std[0]
+    lo, hi = pixel_bounds(cfg, 1)
     noise = torch.randn(args.n_images, 1, 32, 32,
-                        generator=torch.Generator().manual_seed(args.seed)).clamp(lo, hi)
+                        generator=torch.Generator().manual_seed(args.seed))
+    noise = torch.maximum(torch.minimum(noise, hi), lo)
     acc_noise = accuracy(student_from(noise), data.x_test, data.y_test)
     print(f"student from {len(noise)} Gaussian-noise images: {100 * acc_noise:.1f}%")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-import pandas as pd
 
 from profiler.keyspace import LayerRecord, OpKey, grid_for
 from profiler.table import key_of_row, read_lut
@@ -86,7 +85,3 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
                          f"{f'{k.c_in}x{k.c_out}':>13} {c.grid:>5} {c.measured:>5} "
                          f"{100 * c.coverage:>5.0f}%")
     return "\n".join(lines)
-
-
-def rows_frame(path: str | os.PathLike) -> pd.DataFrame:
-    return read_lut(path)[0]

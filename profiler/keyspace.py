@@ -9,6 +9,8 @@ seen as well as modules. Each call gets the name of the module that made it.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable, Sequence
@@ -65,6 +67,10 @@ class OpKey:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def digest(self) -> bytes:
+        """A stable hash of the key (file names of stored rows, shard assignment)."""
+        return hashlib.sha1(json.dumps(self.as_dict(), sort_keys=True).encode()).digest()
 
     def config(self) -> tuple:
         """The key without its channel counts: what stays fixed under pruning."""

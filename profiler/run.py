@@ -7,8 +7,6 @@ subset; under ``torchrun`` each rank takes its own and rank 0 merges).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import sys
@@ -108,8 +106,7 @@ def in_shard(key: OpKey, shard: tuple[int, int] | None) -> bool:
     """Stable assignment by key hash, so resuming with another key list keeps shards disjoint."""
     if shard is None:
         return True
-    digest = hashlib.sha1(json.dumps(key.as_dict(), sort_keys=True).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % shard[1] == shard[0]
+    return int.from_bytes(key.digest()[:8], "big") % shard[1] == shard[0]
 
 
 def check_writable(out: Path) -> None:

@@ -10,7 +10,6 @@ existing ``OUT``) and removes the parts directory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import uuid
@@ -23,10 +22,6 @@ import pyarrow.parquet as pq
 from profiler.keyspace import OpKey
 from profiler.table import (COLUMNS, atomic_write_bytes, check_compatible, dedupe,
                             identity_of, key_of_row, merge_meta, read_lut, to_arrow, write_lut)
-
-
-def key_id(key: OpKey) -> str:
-    return hashlib.sha1(json.dumps(key.as_dict(), sort_keys=True).encode()).hexdigest()[:20]
 
 
 def parts_dir(out: Path) -> Path:
@@ -80,7 +75,7 @@ class PartStore:
     def add(self, key: OpKey, stats: dict) -> None:
         row = {**key.as_dict(), **stats}
         table = to_arrow([row], {})
-        path = self.dir / f"key-{key_id(key)}.parquet"
+        path = self.dir / f"key-{key.digest().hex()[:20]}.parquet"
         atomic_write_bytes(path, lambda f: pq.write_table(table, f))
         self._pending.append(path)
         if len(self._pending) >= self.compact_every:

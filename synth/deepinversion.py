@@ -132,7 +132,8 @@ def real_feature_targets(model: nn.Module, images: torch.Tensor,
     return out
 
 
-def _pixel_bounds(cfg: DIConfig, channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def pixel_bounds(cfg: DIConfig, channels: int, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of the normalised input that correspond to pixel values 0 and 1 (paper Eq. 16)."""
     mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
     if mean.shape[1] != channels:
@@ -150,7 +151,7 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
     set_training(teacher, False)  # BN must use, not update, its running statistics
     hooks = [BNStatsHook(f.module, f.mean, f.var) for f in (features or bn_targets(teacher))]
     weights = [cfg.first_bn_multiplier] + [1.0] * (len(hooks) - 1)
-    lo, hi = _pixel_bounds(cfg, channels, device)
+    lo, hi = pixel_bounds(cfg, channels, device)
     targets = targets.to(device)
     phases = [(size // cfg.low_res_factor, cfg.low_res_iterations)] if cfg.low_res_iterations \
         else []
