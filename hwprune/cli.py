@@ -30,6 +30,8 @@ def cli() -> None:
     Steps:  profile  -> a latency look-up table (LUT) of the device
             lut      -> inspect, merge, estimate with, validate and plot LUTs
             synth    -> training images from the model alone (DeepInversion)
+            prune    -> remove filter groups until a latency target, then fine-tune
+            evaluate -> accuracy of a (pruned) model on labelled data
     """
 
 
@@ -323,6 +325,12 @@ def demo(out, step, quiet) -> None:
         click.echo(format_summary(summarize(path)))
     except USER_ERRORS as exc:
         _fail(exc)
+
+
+from hwprune.prune_cmd import evaluate, prune  # noqa: E402
+
+cli.add_command(prune)
+cli.add_command(evaluate)
 
 
 def main() -> None:

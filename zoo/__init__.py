@@ -8,6 +8,7 @@ from zoo.models import (
     resolve_model,
     save_checkpoint,
     set_training,
+    shrink_to,
     torchvision_model_names,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "resolve_model",
     "save_checkpoint",
     "set_training",
+    "shrink_to",
     "torchvision_model_names",
 ]

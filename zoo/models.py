@@ -35,6 +35,7 @@ class ResolvedModel:
     input_size: int = 224
     source: str = "torchvision"
     extra: dict[str, Any] = field(default_factory=dict)
+    arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def set_training(module: nn.Module, mode: bool) -> nn.Module:
@@ -54,7 +55,8 @@ def torchvision_model_names() -> list[str]:
 
 def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
     if arch == "demo":
-        return ResolvedModel(build_demo(**kwargs), "demo", DEMO_CHANNELS, DEMO_INPUT_SIZE, "demo")
+        return ResolvedModel(build_demo(**kwargs), "demo", DEMO_CHANNELS, DEMO_INPUT_SIZE, "demo",
+                             arch_kwargs=dict(kwargs))
     names = torchvision_model_names()
     if arch not in names:
         close = difflib.get_close_matches(arch, names + ["demo"], n=3)
@@ -66,7 +68,8 @@ def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
     import torchvision
 
     size = 299 if arch.startswith("inception") else 224
-    return ResolvedModel(torchvision.models.get_model(arch, weights=None, **kwargs), arch, 3, size)
+    return ResolvedModel(torchvision.models.get_model(arch, weights=None, **kwargs), arch, 3, size,
+                         arch_kwargs=dict(kwargs))
 
 
 def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
@@ -81,13 +84,19 @@ def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
 
 
 def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
-                    arch_kwargs: dict[str, Any] | None = None, **extra: Any) -> Path:
-    """Write an hwprune checkpoint atomically (temp file + rename)."""
+                    arch_kwargs: dict[str, Any] | None = None,
+                    channels: dict[str, int] | None = None, **extra: Any) -> Path:
+    """Write an hwprune checkpoint atomically (temp file + rename).
+
+    ``channels`` (output channels of pruned layers, by module name) makes the checkpoint
+    of a pruned network: loading builds ``arch``, shrinks those layers, then loads weights.
+    """
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
+        "channels": dict(channels or {}),
         "state_dict": module.state_dict(),
         "extra": extra,
     }
@@ -126,9 +135,33 @@ def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
         )
     resolved = _build_arch(payload["arch"], payload.get("arch_kwargs", {}))
     try:
+        if payload.get("channels"):
+            example = torch.zeros(1, resolved.in_channels, resolved.input_size,
+                                  resolved.input_size)
+            shrink_to(resolved.module.eval(), payload["channels"], example)
         resolved.module.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
+    except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
         raise ModelError(f"'{path}' does not match architecture {payload['arch']}: {exc}") from None
     resolved.source = str(path)
     resolved.extra = dict(payload.get("extra", {}))
     return resolved
+
+
+def shrink_to(module: nn.Module, channels: dict[str, int], example: torch.Tensor) -> nn.Module:
+    """Cut the named layers down to the given output channels (the last ones go), in place,
+    with every layer tied to them, using Torch-Pruning's dependency graph."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    modules = dict(module.named_modules())
+    for name, target in channels.items():
+        layer = modules[name]
+        conv = isinstance(layer, nn.Conv2d)
+        have = layer.out_channels if conv else layer.out_features
+        if have < target:
+            raise ValueError(f"layer {name} has {have} output channels, fewer than {target}")
+        if have == target:  # already cut as part of an earlier layer's group
+            continue
+        fn = tp.prune_conv_out_channels if conv else tp.prune_linear_out_channels
+        graph.get_pruning_group(layer, fn, idxs=list(range(target, have))).prune()
+    return module

@@ -1,0 +1,137 @@
+"""``hwprune prune`` and ``hwprune evaluate``: option parsing only; the work is in ``pruner``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from luts import LutError
+from zoo import ModelError
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(2)
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    return tuple(float(v) for v in text.split(",")) if text else None
+
+
+@click.command()
+@click.argument("teacher")
+@click.option("--data", required=True,
+              help="Training images: an `hwprune synth` output directory or its synthetic.pt, "
+                   "an ImageFolder directory of real images, or 'digits' (embedded).")
+@click.option("--lut", "luts", multiple=True, help="LUT file(s) of the target device.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Output directory (pruned.pt, report.json, trajectory.png, state/).")
+@click.option("--target-latency", type=float, default=None, metavar="MS",
+              help="Prune until the LUT estimate is at most MS (confirmed by measurement).")
+@click.option("--target-ratio", type=float, default=None,
+              help="Prune until this fraction of the prunable filters is kept.")
+@click.option("--criterion", type=click.Choice(["taylor-latency", "taylor", "magnitude",
+                                                "flops-aware"]),
+              default="taylor-latency", show_default=True,
+              help="Group importance: Taylor on gates + eta x LUT latency saving (paper); "
+                   "plain Taylor (eta 0); filter magnitude; Taylor + eta x MACs saving.")
+@click.option("--eta", type=float, default=1.0, show_default=True,
+              help="Weight of the cost term; both terms are normalised to mean 1 over the "
+                   "candidate groups (so the paper's raw 0.01 does not carry over).")
+@click.option("--selector", type=click.Choice(["greedy", "knapsack"]), default="greedy",
+              show_default=True, help="greedy: the paper's least-important-first; knapsack: "
+                                      "least error removed for each step's latency quota (HALP).")
+@click.option("--group-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--groups-per-step", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--interval", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Minibatches between removals.")
+@click.option("--loss", type=click.Choice(["kl", "ce"]), default="kl", show_default=True,
+              help="kl: against the teacher, no labels; ce: needs labelled --data.")
+@click.option("--temperature", type=float, default=5.0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--lr", type=float, default=0.01, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=0), default=15, show_default=True,
+              help="Fine-tuning epochs after the target is met (lr x0.1 at --decay-at).")
+@click.option("--decay-at", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--no-update", is_flag=True,
+              help="Rank and remove only, no weight updates while pruning (paper Table 10).")
+@click.option("--shift", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random-shift augmentation in pixels.")
+@click.option("--flip", is_flag=True, help="Random horizontal flips.")
+@click.option("--val", default=None,
+              help="Labelled validation data: an ImageFolder directory or 'digits-test'.")
+@click.option("--mean", default=None, help="Normalisation mean for image folders, e.g. "
+                                             "0.485,0.456,0.406.")
+@click.option("--std", default=None)
+@click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
+@click.option("--allow-mismatch", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta, selector,
+          group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
+          decay_at, no_update, shift, flip, val, mean, std, no_measure, allow_mismatch, seed,
+          quiet) -> None:
+    """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
+
+    Every INTERVAL minibatches the GROUPS-PER-STEP least important groups of GROUP-SIZE
+    filters are removed physically, until the target is met; then the student is
+    fine-tuned by distillation from the teacher. A rerun with the same --out resumes.
+    Under torchrun, each rank trains on its own minibatches and all pick the same groups.
+    """
+    from pruner import DataError, GroupError, PruneConfig, TargetError
+    from pruner.finetune import FineTuneConfig
+    from pruner.run import JobError, PruneJob, run_job
+
+    try:
+        pc = PruneConfig(criterion=criterion, eta=0.0 if criterion == "taylor" else eta,
+                         group_size=group_size, groups_per_step=groups_per_step,
+                         interval=interval, target_latency_ms=target_latency,
+                         target_ratio=target_ratio, selector=selector, loss=loss,
+                         temperature=temperature, lr=lr, batch_size=batch_size,
+                         update_weights=not no_update, shift=shift, flip=flip, seed=seed)
+        fc = FineTuneConfig(epochs=epochs, lr=lr, milestones=(decay_at,),
+                            batch_size=batch_size, temperature=temperature, loss=loss,
+                            shift=shift, seed=seed)
+        rep = run_job(PruneJob(teacher, out, data, list(luts), pc, fc, val, _floats(mean),
+                               _floats(std), allow_mismatch, not no_measure,
+                               progress=not quiet))
+    except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
+            ValueError) as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: progress is kept in {out / 'state'}; rerun to resume",
+                   err=True)
+        sys.exit(130)
+    if "measured" not in rep:
+        return
+    b, a, m = rep["before"], rep["after"], rep.get("measured", {})
+    click.echo(f"estimated {b['estimated_ms']:.3f} -> {a['estimated_ms']:.3f} ms; measured "
+               f"{m['teacher_ms']:.3f} -> {m['pruned_ms']:.3f} ms (x{m['speedup']:.2f}); "
+               f"{100 * rep['filters_kept']:.0f}% of prunable filters kept")
+    if "accuracy" in rep:
+        acc = rep["accuracy"]
+        click.echo(f"accuracy on {acc['data']}: teacher {100 * acc['teacher']:.2f}%, "
+                   f"pruned {100 * acc['pruned']:.2f}%")
+    click.echo(f"wrote {out / 'pruned.pt'}, {out / 'report.json'}, {out / 'trajectory.png'}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--val", required=True,
+              help="Labelled data: an ImageFolder directory or 'digits-test'.")
+@click.option("--mean", default=None)
+@click.option("--std", default=None)
+def evaluate(model, val, mean, std) -> None:
+    """Top-1 accuracy of MODEL (e.g. a pruned.pt) on labelled validation data."""
+    from pruner import DataError, evaluate as top1, load_images
+    from zoo import resolve_model
+
+    try:
+        r = resolve_model(model)
+        data = load_images(val, r.input_size, _floats(mean), _floats(std))
+        click.echo(f"{model}: top-1 {100 * top1(r.module, data):.2f}% on {len(data)} images "
+                   f"of {data.source}")
+    except (ModelError, DataError) as exc:
+        _fail(exc)

@@ -1,0 +1,35 @@
+"""The cost term of a group: what removing it saves, in LUT milliseconds or in MACs.
+
+Both answer through ``luts.LatencyModel``: for FLOPs the "table" is the MAC count of
+each key, so the same batched delta query and coupling serve both criteria.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from luts import LatencyModel, Lut, macs
+from profiler.keyspace import OpKey, Trace
+
+
+class MacsTable:
+    """A stand-in for a LUT whose 'latency' of a key is its multiply-accumulate count."""
+
+    def lookup(self, keys: Iterable[OpKey], strict: bool = False,
+               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        values = np.array([float(macs(k)) for k in keys])
+        return values, np.ones(len(values), dtype=bool)
+
+
+def cost_model(criterion: str, trace: Trace, lut: Lut | None) -> LatencyModel | None:
+    """The model of the criterion's cost term (None for criteria without one)."""
+    if criterion == "flops-aware":
+        return LatencyModel(trace, MacsTable())
+    if lut is not None:
+        return LatencyModel(trace, lut)
+    return None
+
+
+__all__ = ["MacsTable", "cost_model"]

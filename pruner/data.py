@@ -1,0 +1,126 @@
+"""Where the pruner's images come from: a synthesized dataset (``hwprune synth`` output), a
+tensor file, an ImageFolder directory, or the embedded digits; and held-out data to evaluate.
+
+Minibatches are drawn by a generator seeded from (seed, step, rank), so a resumed run
+sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+
+class DataError(ValueError):
+    """Training or validation data cannot be used."""
+
+
+@dataclass
+class ImageSet:
+    """Images in memory (already normalised for the model) and labels when known."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batches(self, n: int, batch_size: int, seed: int, shift: int = 0,
+                flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """``n`` random minibatches, with optional random shifts (px) and horizontal flips."""
+        gen = torch.Generator().manual_seed(seed)
+        for _ in range(n):
+            idx = torch.randint(len(self.images), (min(batch_size, len(self.images)),),
+                                generator=gen)
+            x = self.images[idx]
+            if shift:
+                dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
+                x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            if flip and bool(torch.randint(2, (1,), generator=gen)):
+                x = torch.flip(x, dims=(3,))
+            yield x, (self.labels[idx] if self.labels is not None else None)
+
+    def epoch(self, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+              shift: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """One pass in a seeded order; under ``torch.distributed`` each rank takes its share."""
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.images), generator=gen)[rank::world]
+        for i in range(0, len(order), batch_size):
+            idx = order[i:i + batch_size]
+            x = self.images[idx]
+            if shift:
+                dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
+                x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            yield x, (self.labels[idx] if self.labels is not None else None)
+
+
+def load_images(spec: str, input_size: int, mean=None, std=None) -> ImageSet:
+    """Images from ``spec``: 'digits' (embedded train split), 'digits-test', a synth output
+    directory or tensor file (``synthetic.pt``), or an ImageFolder directory of real images."""
+    if spec in ("digits", "digits-test"):
+        from zoo.digits import load_digits
+
+        d = load_digits(size=input_size)
+        return (ImageSet(d.x_train, d.y_train, "digits train split") if spec == "digits"
+                else ImageSet(d.x_test, d.y_test, "digits held-out split"))
+    path = Path(spec)
+    if path.is_dir() and (path / "synthetic.pt").is_file():
+        path = path / "synthetic.pt"
+    if path.is_file():
+        return _tensor_file(path)
+    if path.is_dir():
+        return _image_folder(path, input_size, mean, std)
+    raise DataError(f"data '{spec}' is neither 'digits', a synth output, a tensor file nor "
+                    f"a directory")
+
+
+def _tensor_file(path: Path) -> ImageSet:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DataError(f"cannot read '{path}' as a weights-only tensor file: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("images"), torch.Tensor):
+        raise DataError(f"'{path}' holds no 'images' tensor (expected hwprune synth output)")
+    images = data["images"].float()
+    if images.dim() != 4 or len(images) == 0:
+        raise DataError(f"'{path}': images must be a non-empty N x C x H x W tensor")
+    labels = data.get("targets", data.get("labels"))
+    return ImageSet(images, labels, str(path))
+
+
+def _image_folder(path: Path, size: int, mean, std) -> ImageSet:
+    from torchvision import datasets, transforms
+
+    tf = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
+    if mean is not None:
+        tf.append(transforms.Normalize(mean, std))
+    try:
+        ds = datasets.ImageFolder(str(path), transform=transforms.Compose(tf))
+    except (FileNotFoundError, RuntimeError) as exc:
+        raise DataError(f"'{path}' is not a usable image directory: {exc}") from None
+    if len(ds) == 0:
+        raise DataError(f"'{path}' holds no images")
+    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    return ImageSet(torch.stack(xs), torch.tensor(ys), str(path))
+
+
+def evaluate(model: torch.nn.Module, data: ImageSet, batch: int = 256) -> float:
+    """Top-1 accuracy on labelled data."""
+    if data.labels is None:
+        raise DataError(f"{data.source}: no labels to evaluate against")
+    was = model.training
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for i in range(0, len(data), batch):
+            correct += int((model(data.images[i:i + batch]).argmax(1)
+                            == data.labels[i:i + batch]).sum())
+    model.train(was)
+    return correct / len(data)
+
+
+__all__ = ["DataError", "ImageSet", "load_images", "evaluate"]

@@ -1,0 +1,243 @@
+"""One pruning job from files: teacher + LUT + images -> pruned, fine-tuned, measured model.
+
+Output directory:
+    pruned.pt        the pruned model (hwprune checkpoint: weights_only, architecture + channels)
+    report.json      channels per layer before/after, estimated and measured latency, accuracy,
+                     the trajectory, the configuration
+    trajectory.png   estimated latency and loss at every pruning step
+    state/           checkpoints of the pruning and fine-tuning phases (a rerun resumes)
+Every input is checked before anything is written; final files are written atomically.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from luts import Lut, estimate
+from luts.validate import timing_of
+from profiler.table import LutError
+from profiler.timing import model_input, prepare_model, time_model
+from pruner.data import DataError, evaluate, load_images
+from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
+from pruner.schedule import Pruner, PruneConfig, StepRecord, TargetError
+from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
+
+
+class JobError(ValueError):
+    """The job's inputs or output directory cannot be used."""
+
+
+@dataclass
+class PruneJob:
+    teacher: str                     # a checkpoint with weights (hwprune format) or model name
+    out: Path
+    data: str                        # training images: synth output, tensor file, folder, digits
+    luts: list[str] = field(default_factory=list)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
+    val: str | None = None           # labelled validation data (ImageFolder dir, digits-test)
+    mean: tuple[float, ...] | None = None  # normalisation for image folders
+    std: tuple[float, ...] | None = None
+    allow_mismatch: bool = False
+    measure: bool = True             # confirm the latency by measurement in the LUT's mode
+    measure_rounds: int = 5
+    progress: bool = True
+
+
+def _load_lut(job: PruneJob) -> Lut | None:
+    if not job.luts:
+        return None
+    lut = Lut.load(job.luts)
+    if lut.meta.get("device_kind") != "cpu" and not torch.cuda.is_available() and job.measure:
+        raise LutError(f"LUT {lut.source} was measured on {lut.meta.get('device_kind')}, "
+                       f"which this machine lacks: cannot confirm latency (use --no-measure)")
+    return lut
+
+
+def _check_out(out: Path) -> None:
+    if (out / "report.json").exists():
+        raise JobError(f"{out} already holds a finished run (report.json); choose another --out")
+    if out.exists() and not out.is_dir():
+        raise JobError(f"{out} exists and is not a directory")
+
+
+def _state_payload(p: Pruner, arch: dict) -> dict:
+    return {"channels": p.channels(), "model": p.student.state_dict(),
+            "optimizer": p.opt.state_dict(), "step": p.step,
+            "trajectory": [asdict(r) for r in p.trajectory], "config": p.config_dict(),
+            "original_filters": p.original_filters, "arch": arch}
+
+
+def _restore(p: Pruner, state: dict) -> None:
+    p.opt.load_state_dict(state["optimizer"])
+    p.step = int(state["step"])
+    p.trajectory = [StepRecord(**{**r, "removed": [tuple(x) for x in r["removed"]]})
+                    for r in state["trajectory"]]
+
+
+def _student(teacher_mod, channels: dict, size: int, in_ch: int, state: dict | None):
+    student = copy.deepcopy(teacher_mod)
+    for prm in student.parameters():  # the teacher's are frozen
+        prm.requires_grad_(True)
+    if channels:
+        shrink_to(student.eval(), channels, torch.zeros(1, in_ch, size, size))
+    if state is not None:
+        student.load_state_dict(state)
+    return student
+
+
+def run_job(job: PruneJob) -> dict:
+    """Prune, fine-tune, measure and save; returns the report (also written to report.json)."""
+    t0 = time.perf_counter()
+    rank, world = _dist()
+    resolved = resolve_model(job.teacher)
+    if resolved.source in ("torchvision", "export"):
+        raise ModelError(f"'{job.teacher}': the teacher must be an hwprune checkpoint with "
+                         f"weights (a name has random weights; an export cannot be pruned)")
+    teacher, size, in_ch = resolved.module.eval(), resolved.input_size, resolved.in_channels
+    for prm in teacher.parameters():
+        prm.requires_grad_(False)
+    lut = _load_lut(job)
+    data = load_images(job.data, size, job.mean, job.std)
+    if tuple(data.images.shape[1:]) != (in_ch, size, size):
+        raise DataError(f"{data.source}: images are {tuple(data.images.shape[1:])}, the model "
+                        f"takes {(in_ch, size, size)}")
+    val = load_images(job.val, size, job.mean, job.std) if job.val else None
+    _check_out(job.out)
+    arch = {"arch": resolved.name, "arch_kwargs": resolved.arch_kwargs}
+    state_dir = job.out / "state"
+    prune_state = state_dir / "prune.pt"
+    state = (torch.load(prune_state, map_location="cpu", weights_only=True)
+             if prune_state.is_file() else None)
+    if state is not None and state["config"] != asdict(job.prune):
+        raise JobError(f"{prune_state} was made with other pruning settings; use another --out")
+    student = _student(teacher, state["channels"] if state else {}, size, in_ch,
+                       state["model"] if state else None)
+    pruner = Pruner(student, teacher, job.prune, size, in_ch, lut,
+                    state["original_filters"] if state else None)
+    if state is None:
+        pruner.check_target()
+    else:
+        _restore(pruner, state)
+    before = {"estimated_ms": _est(teacher, lut, size, in_ch),
+              "channels": pruner_channels_of(teacher, pruner)}
+    bar = tqdm(desc="pruning", unit="step", disable=not job.progress or rank != 0,
+               initial=pruner.step)
+
+    def on_step(p: Pruner, rec: StepRecord) -> None:
+        bar.update()
+        bar.set_postfix(est_ms=f"{rec.estimated_ms:.3f}" if rec.estimated_ms else "-",
+                        filters=rec.filters, loss=f"{rec.loss:.4f}")
+        if rank == 0:
+            atomic_save(_state_payload(p, arch), prune_state)
+
+    wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if world > 1 else None
+    with bar:
+        pruner.run(data, on_step, rank, world, wrap)
+    if rank == 0 and not prune_state.is_file():  # the target needed no step at all
+        atomic_save(_state_payload(pruner, arch), prune_state)
+    fbar = tqdm(desc="fine-tuning", total=job.finetune.epochs, unit="epoch",
+                disable=not job.progress or rank != 0)
+    with fbar:
+        history = finetune(student, teacher, data, job.finetune, state_dir / "finetune.pt",
+                           lambda h: (fbar.update(), fbar.set_postfix(loss=f"{h['loss']:.4f}")))
+    report = {
+        "teacher": job.teacher, "data": data.source, "n_images": len(data), "luts": job.luts,
+        "input_size": size, "prune": asdict(job.prune), "finetune": asdict(job.finetune),
+        "before": before,
+        "after": {"estimated_ms": _est(student, lut, size, in_ch),
+                  "channels": pruner.channels()},
+        "filters_kept": pruner.filters() / pruner.original_filters,
+        "trajectory": [asdict(r) for r in pruner.trajectory], "finetune_history": history,
+    }
+    if rank != 0:
+        return report
+    if val is not None:
+        report["accuracy"] = {"teacher": evaluate(teacher, val), "pruned": evaluate(student, val),
+                              "data": val.source, "n": len(val)}
+    if job.measure and lut is not None:
+        report["measured"] = measure_pair(teacher, student, lut, size, in_ch,
+                                          job.measure_rounds)
+    report["seconds"] = time.perf_counter() - t0
+    save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
+                    channels=pruner.channels(), teacher=job.teacher)
+    plot_trajectory(report, job.out / "trajectory.png")
+    _write_json(report, job.out / "report.json")
+    return report
+
+
+def pruner_channels_of(model, pruner: Pruner) -> dict[str, int]:
+    modules = dict(model.named_modules())
+    return {name: int(getattr(modules[name], "out_channels", None)
+                      or modules[name].out_features) for name in pruner.channels()}
+
+
+def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
+    return estimate(model, lut, size, in_ch).total_ms if lut is not None else None
+
+
+def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
+                 max_reps: int = 1000) -> dict:
+    """Both networks end to end in the LUT's mode, interleaved, median over rounds."""
+    tc = timing_of(lut, max_reps)
+    x = model_input(tc, in_ch, size)
+    nets = {"teacher": prepare_model(copy.deepcopy(teacher), tc),
+            "pruned": prepare_model(copy.deepcopy(student), tc)}
+    samples = {k: [] for k in nets}
+    for _ in range(rounds):
+        for k, net in nets.items():
+            samples[k].append(time_model(net, x, tc).mean_ms)
+    out = {f"{k}_ms": float(np.median(v)) for k, v in samples.items()}
+    out.update({f"{k}_spread": float(np.ptp(v) / np.median(v)) for k, v in samples.items()})
+    out["speedup"] = out["teacher_ms"] / out["pruned_ms"]
+    out["rounds"], out["device"] = rounds, tc.device
+    return out
+
+
+def _write_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def plot_trajectory(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    traj = report["trajectory"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [0] + [r["step"] for r in traj]
+    est = [report["before"]["estimated_ms"]] + [r["estimated_ms"] for r in traj]
+    if est[0] is not None:
+        ax.plot(steps, est, "o-", color="tab:blue", label="LUT estimate")
+        ax.set_ylabel("estimated latency (ms)", color="tab:blue")
+        target = report["prune"].get("target_latency_ms")
+        if target:
+            ax.axhline(target, color="tab:blue", ls=":", label="target")
+    else:
+        ax.plot([r["step"] for r in traj], [r["filters"] for r in traj], "o-")
+        ax.set_ylabel("prunable filters kept")
+    ax.set_xlabel("pruning step")
+    ax2 = ax.twinx()
+    ax2.plot([r["step"] for r in traj], [r["loss"] for r in traj], "s--", color="tab:red",
+             label="loss")
+    ax2.set_ylabel("loss over the step's minibatches", color="tab:red")
+    ax.set_title(f"{report['prune']['criterion']} (eta {report['prune']['eta']})")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+__all__ = ["JobError", "PruneJob", "run_job", "measure_pair", "plot_trajectory"]

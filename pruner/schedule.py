@@ -1,0 +1,288 @@
+"""The pruning schedule (paper section 4): train the student against the teacher, and every
+``interval`` minibatches physically remove the least important ``groups_per_step`` groups,
+until the latency (LUT estimate) or filter-count target is met."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from luts import Lut
+from pruner.cost import cost_model
+from pruner.data import ImageSet
+from pruner.groups import (GroupError, PrunableDim, build_graph, check_matches, find_dims,
+                           out_channels, remove_channels)
+from pruner.importance import GateTaylor, combine, group_error, lowest, magnitude_scores
+from pruner.knapsack import min_cost_cover
+from pruner.optim import carry_momentum, make_sgd
+from profiler.keyspace import trace_model
+
+CRITERIA = ("taylor-latency", "taylor", "magnitude", "flops-aware")
+SELECTORS = ("greedy", "knapsack")
+
+
+class TargetError(ValueError):
+    """The requested target cannot be met (or is already met)."""
+
+
+@dataclass
+class PruneConfig:
+    criterion: str = "taylor-latency"
+    eta: float = 1.0                 # weight of the cost term, in normalised units (importance.py)
+    group_size: int = 16             # paper
+    groups_per_step: int = 2         # paper: 32 filters every 30 minibatches
+    interval: int = 30               # paper
+    target_latency_ms: float | None = None
+    target_ratio: float | None = None  # fraction of prunable filters kept
+    selector: str = "greedy"
+    knapsack_steps: int = 10         # knapsack: steps over which the latency gap is closed
+    loss: str = "kl"                 # kl: against the teacher, no labels; ce: labels
+    temperature: float = 5.0         # paper tried 5, 10, 15
+    lr: float = 0.01                 # paper's fine-tuning lr
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 64             # paper 256 on ImageNet; small sets need more steps
+    update_weights: bool = True      # False: rank and remove only (paper Table 10)
+    shift: int = 0                   # random shift augmentation (px)
+    flip: bool = False
+    max_steps: int = 100_000
+    seed: int = 0
+
+    def check(self) -> "PruneConfig":
+        if self.criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {', '.join(CRITERIA)}")
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {', '.join(SELECTORS)}")
+        if (self.target_latency_ms is None) == (self.target_ratio is None):
+            raise TargetError("give exactly one of a target latency and a target ratio")
+        if self.target_ratio is not None and not 0 < self.target_ratio < 1:
+            raise TargetError(f"target ratio {self.target_ratio} must lie strictly in (0, 1)")
+        if self.selector == "knapsack" and self.target_latency_ms is None:
+            raise TargetError("the knapsack selector needs a latency target")
+        if self.loss not in ("kl", "ce"):
+            raise ValueError("loss must be kl or ce")
+        if self.group_size < 1 or self.groups_per_step < 1 or self.interval < 1:
+            raise ValueError("group size, groups per step and interval must be positive")
+        return self
+
+
+@dataclass
+class StepRecord:
+    step: int
+    minibatches: int
+    estimated_ms: float | None
+    filters: int
+    loss: float
+    removed: list[tuple[str, int]]   # (dimension root, channels removed)
+    seconds: float
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t: float) -> torch.Tensor:
+    """KL(teacher || student) at temperature ``t``, scaled by t^2."""
+    return F.kl_div(F.log_softmax(student_logits / t, 1), F.softmax(teacher_logits / t, 1),
+                    reduction="batchmean") * t * t
+
+
+class Pruner:
+    """The state of one pruning run: the shrinking student, its groups, cost model, optimiser."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, cfg: PruneConfig,
+                 input_size: int, in_channels: int, lut: Lut | None,
+                 original_filters: int | None = None) -> None:
+        self.cfg = cfg.check()
+        self.student, self.teacher = student, teacher.eval()
+        self.size, self.in_ch = input_size, in_channels
+        example = torch.zeros(1, in_channels, input_size, input_size)
+        trace = trace_model(student, input_size, in_channels)
+        self.graph = build_graph(student, example)
+        self.dims: list[PrunableDim] = find_dims(student, self.graph, trace)
+        if not self.dims:
+            raise GroupError("the model has no prunable channel group")
+        needs_lut = cfg.criterion == "taylor-latency" or cfg.target_latency_ms is not None \
+            or cfg.selector == "knapsack"
+        if needs_lut and lut is None:
+            raise TargetError("this criterion/target needs a LUT (--lut)")
+        self.latency = cost_model("taylor-latency", trace, lut) if lut is not None else None
+        self.cost = cost_model(cfg.criterion, trace, lut) \
+            if cfg.criterion in ("taylor-latency", "flops-aware") else None
+        if self.latency is not None or self.cost is not None:
+            check_matches(self.dims, trace)
+        self.original_filters = original_filters or self.filters()
+        self.opt = make_sgd(student, cfg)
+        self.gates = GateTaylor(student, self.dims)
+        self.step = 0
+        self.trajectory: list[StepRecord] = []
+
+    # -- progress ---------------------------------------------------------------------------
+    def filters(self) -> int:
+        return sum(d.channels * len(d.producers) for d in self.dims)
+
+    def estimated_ms(self) -> float | None:
+        return self.latency.total_ms if self.latency is not None else None
+
+    def reached(self) -> bool:
+        if self.cfg.target_latency_ms is not None:
+            return self.latency.total_ms <= self.cfg.target_latency_ms
+        return self.filters() <= self.cfg.target_ratio * self.original_filters
+
+    def floor_ms(self) -> float:
+        """The LUT estimate with every dimension cut to its smallest size (what is reachable)."""
+        model = copy.deepcopy(self.latency)
+        g = self.cfg.group_size
+        for d in self.dims:
+            k = int(math.ceil(d.channels / g) - 1) * g
+            if k > 0:
+                model.remove(d.lut_dim, k)
+        return model.total_ms
+
+    def check_target(self) -> None:
+        """Refuse a target the run cannot reach, or one already met, before any work."""
+        if self.cfg.target_latency_ms is None:
+            return
+        now, target = self.latency.total_ms, self.cfg.target_latency_ms
+        if target >= now:
+            raise TargetError(f"target {target:.3f} ms is not below the current estimate "
+                              f"{now:.3f} ms: nothing to prune")
+        floor = self.floor_ms()
+        if target < floor:
+            raise TargetError(f"target {target:.3f} ms is below what pruning can reach on this "
+                              f"LUT (about {floor:.3f} ms with every layer at its smallest)")
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_interval(self, rank: int = 0, world: int = 1,
+                       forward: nn.Module | None = None) -> float:
+        """``interval`` minibatches of training (or gradient only) with the gates in place."""
+        cfg, net = self.cfg, forward or self.student
+        self.student.train()
+        losses = []
+        seed = (cfg.seed * 1_000_003 + self.step) * max(1, world) + rank
+        for x, y in self.data.batches(cfg.interval, cfg.batch_size, seed, cfg.shift, cfg.flip):
+            out = net(x)
+            if cfg.loss == "ce":
+                loss = F.cross_entropy(out, y)
+            else:
+                with torch.no_grad():
+                    t_out = self.teacher(x)
+                loss = kd_loss(out, t_out, cfg.temperature)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.gates.accumulate()
+            if cfg.update_weights:
+                self.opt.step()
+            losses.append(loss.item())
+        self.opt.zero_grad(set_to_none=True)
+        return float(np.mean(losses))
+
+    def _scores(self) -> list[np.ndarray]:
+        if self.cfg.criterion == "magnitude":
+            return magnitude_scores(self.student, self.dims)
+        self.gates.all_reduce()
+        return [s.copy() for s in self.gates.scores]
+
+    def _cost(self, k: int) -> np.ndarray | None:
+        if self.cost is None:
+            return None
+        per_lut_dim = self.cost.delta_ms(k)
+        return np.array([per_lut_dim[d.lut_dim] for d in self.dims])
+
+    def select_greedy(self, scores: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+        """The least important group, ``groups_per_step`` times, stopping once the target is met."""
+        k, picks = self.cfg.group_size, []
+        for _ in range(self.cfg.groups_per_step):
+            err = group_error(scores, k)
+            imp = combine(err, self._cost(k), self.cfg.eta if self.cost is not None else 0.0)
+            if not np.isfinite(imp).any():
+                break
+            j = int(np.nanargmin(imp))
+            idxs = lowest(scores[j], k)
+            picks.append((j, idxs))
+            self._remove(j, idxs)
+            scores[j] = np.delete(scores[j], idxs)
+            if self.reached():
+                break
+        return picks
+
+    def select_knapsack(self, scores: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+        """Close 1/(steps left) of the latency gap, removing the least error (HALP-style)."""
+        k = self.cfg.group_size
+        left = max(1, self.cfg.knapsack_steps - self.step)
+        quota = (self.latency.total_ms - self.cfg.target_latency_ms) / left
+        costs, savings = [], []
+        for d, s in zip(self.dims, scores):
+            n_max = int(math.ceil(d.channels / k) - 1)
+            srt = np.sort(s)
+            costs.append(np.array([srt[:n * k].sum() for n in range(1, n_max + 1)]))
+            savings.append(np.array([-self.latency.delta_ms(n * k)[d.lut_dim]
+                                     for n in range(1, n_max + 1)]))
+        scale = np.mean([c[0] for c in costs if len(c)]) or 1.0
+        counts = min_cost_cover([c / scale for c in costs], savings, quota)
+        picks = []
+        for j, n in enumerate(counts):
+            if n:
+                idxs = lowest(scores[j], n * k)
+                picks.append((j, idxs))
+                self._remove(j, idxs)
+        return picks
+
+    def _remove(self, j: int, idxs: np.ndarray) -> None:
+        d = self.dims[j]
+        with carry_momentum(self.student, self.opt) as rebuild:
+            remove_channels(self.student, self.graph, d, [int(i) for i in idxs])
+        self.opt = rebuild()
+        for model in (self.latency, self.cost):
+            if model is not None:
+                model.remove(d.lut_dim, len(idxs))
+
+    def prune_step(self, rank: int = 0, world: int = 1,
+                   forward: nn.Module | None = None) -> StepRecord:
+        t0 = time.perf_counter()
+        self.gates.install()
+        try:
+            loss = self.train_interval(rank, world, forward)
+            scores = self._scores()
+        finally:
+            self.gates.remove()
+        picks = (self.select_knapsack(scores) if self.cfg.selector == "knapsack"
+                 else self.select_greedy(scores))
+        if not picks:
+            raise TargetError(f"no group can be removed any more (every layer at its smallest) "
+                              f"and the target is not met at step {self.step}")
+        self.step += 1
+        rec = StepRecord(self.step, self.step * self.cfg.interval, self.estimated_ms(),
+                         self.filters(), loss, [(self.dims[j].root, len(i)) for j, i in picks],
+                         time.perf_counter() - t0)
+        self.trajectory.append(rec)
+        return rec
+
+    def run(self, data: ImageSet, on_step: Callable[["Pruner", StepRecord], None] | None = None,
+            rank: int = 0, world: int = 1, wrap: Callable[[nn.Module], nn.Module] | None = None
+            ) -> list[StepRecord]:
+        """Prune until the target is met; ``on_step`` sees every step (progress, checkpoints)."""
+        self.data = data
+        if self.cfg.loss == "ce" and data.labels is None:
+            raise TargetError(f"{data.source}: cross-entropy needs labelled images")
+        while not self.reached():
+            if self.step >= self.cfg.max_steps:
+                raise TargetError(f"target not met after {self.step} steps (--max-steps)")
+            rec = self.prune_step(rank, world, wrap(self.student) if wrap else None)
+            if on_step:
+                on_step(self, rec)
+        return self.trajectory
+
+    def channels(self) -> dict[str, int]:
+        return out_channels(self.student, self.dims)
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+
+__all__ = ["CRITERIA", "SELECTORS", "TargetError", "PruneConfig", "StepRecord", "Pruner",
+           "kd_loss"]
