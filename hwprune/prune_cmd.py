@@ -65,13 +65,15 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--mean", default=None, help="Normalisation mean for image folders, e.g. "
                                              "0.485,0.456,0.406.")
 @click.option("--std", default=None)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where pruning and fine-tuning run (latency is measured in the LUT's mode).")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
 @click.option("--allow-mismatch", is_flag=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
-          decay_at, no_update, shift, flip, val, mean, std, no_measure, allow_mismatch, seed,
+          decay_at, no_update, shift, flip, val, mean, std, device, no_measure, allow_mismatch, seed,
           quiet) -> None:
     """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
 
@@ -95,7 +97,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta
                             batch_size=batch_size, temperature=temperature, loss=loss,
                             shift=shift, seed=seed)
         rep = run_job(PruneJob(teacher, out, data, list(luts), pc, fc, val, _floats(mean),
-                               _floats(std), allow_mismatch, not no_measure,
+                               _floats(std), allow_mismatch, not no_measure, device=device,
                                progress=not quiet))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:

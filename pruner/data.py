@@ -95,6 +95,8 @@ def _tensor_file(path: Path) -> ImageSet:
 def _image_folder(path: Path, size: int, mean, std) -> ImageSet:
     from torchvision import datasets, transforms
 
+    if not any(path.iterdir()):
+        raise DataError(f"'{path}' is an empty directory: it holds no images")
     tf = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
     if mean is not None:
         tf.append(transforms.Normalize(mean, std))
@@ -114,11 +116,12 @@ def evaluate(model: torch.nn.Module, data: ImageSet, batch: int = 256) -> float:
         raise DataError(f"{data.source}: no labels to evaluate against")
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     correct = 0
     with torch.no_grad():
         for i in range(0, len(data), batch):
-            correct += int((model(data.images[i:i + batch]).argmax(1)
-                            == data.labels[i:i + batch]).sum())
+            pred = model(data.images[i:i + batch].to(device)).argmax(1).cpu()
+            correct += int((pred == data.labels[i:i + batch]).sum())
     model.train(was)
     return correct / len(data)
 

@@ -64,12 +64,13 @@ def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTu
     student is wrapped in DistributedDataParallel and each rank takes a share of every epoch.
     """
     rank, world = _dist()
+    device = next(student.parameters()).device
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
     history: list[dict] = []
     start = 0
     if checkpoint is not None and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        state = torch.load(checkpoint, map_location=device, weights_only=True)
         student.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         history, start = list(state["history"]), int(state["epoch"])
@@ -84,6 +85,7 @@ def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTu
         losses = []
         for x, y in data.epoch(cfg.batch_size, cfg.seed * 1_000_003 + epoch, rank, world,
                                cfg.shift):
+            x, y = x.to(device), (y.to(device) if y is not None else None)
             out = net(x)
             if cfg.loss == "ce":
                 loss = F.cross_entropy(out, y)

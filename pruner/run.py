@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ class PruneJob:
     allow_mismatch: bool = False
     measure: bool = True             # confirm the latency by measurement in the LUT's mode
     measure_rounds: int = 5
+    device: str = "cpu"              # where pruning and fine-tuning run
     progress: bool = True
 
 
@@ -88,21 +90,44 @@ def _student(teacher_mod, channels: dict, size: int, in_ch: int, state: dict | N
     for prm in student.parameters():  # the teacher's are frozen
         prm.requires_grad_(True)
     if channels:
-        shrink_to(student.eval(), channels, torch.zeros(1, in_ch, size, size))
+        device = next(student.parameters()).device
+        shrink_to(student.eval(), channels, torch.zeros(1, in_ch, size, size, device=device))
     if state is not None:
         student.load_state_dict(state)
     return student
 
 
 def run_job(job: PruneJob) -> dict:
-    """Prune, fine-tune, measure and save; returns the report (also written to report.json)."""
+    """Prune, fine-tune, measure and save; returns the report (also written to report.json).
+
+    Launched by ``torchrun``, every rank trains on its own minibatches (DDP), the gate scores
+    are summed over ranks so all remove the same groups, and rank 0 writes the outputs.
+    """
+    import torch.distributed as dist
+
+    own = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized()
+    if own:
+        dist.init_process_group("nccl" if job.device == "cuda" else "gloo")
+        if job.device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    try:
+        return _run_job(job)
+    finally:
+        if own:
+            dist.destroy_process_group()
+
+
+def _run_job(job: PruneJob) -> dict:
     t0 = time.perf_counter()
     rank, world = _dist()
     resolved = resolve_model(job.teacher)
     if resolved.source in ("torchvision", "export"):
         raise ModelError(f"'{job.teacher}': the teacher must be an hwprune checkpoint with "
                          f"weights (a name has random weights; an export cannot be pruned)")
-    teacher, size, in_ch = resolved.module.eval(), resolved.input_size, resolved.in_channels
+    if job.device == "cuda" and not torch.cuda.is_available():
+        raise JobError("--device cuda: no CUDA device is visible")
+    teacher = resolved.module.eval().to(job.device)
+    size, in_ch = resolved.input_size, resolved.in_channels
     for prm in teacher.parameters():
         prm.requires_grad_(False)
     lut = _load_lut(job)
@@ -115,7 +140,7 @@ def run_job(job: PruneJob) -> dict:
     arch = {"arch": resolved.name, "arch_kwargs": resolved.arch_kwargs}
     state_dir = job.out / "state"
     prune_state = state_dir / "prune.pt"
-    state = (torch.load(prune_state, map_location="cpu", weights_only=True)
+    state = (torch.load(prune_state, map_location=job.device, weights_only=True)
              if prune_state.is_file() else None)
     if state is not None and state["config"] != asdict(job.prune):
         raise JobError(f"{prune_state} was made with other pruning settings; use another --out")

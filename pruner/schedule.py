@@ -100,7 +100,8 @@ class Pruner:
         self.cfg = cfg.check()
         self.student, self.teacher = student, teacher.eval()
         self.size, self.in_ch = input_size, in_channels
-        example = torch.zeros(1, in_channels, input_size, input_size)
+        self.device = next(student.parameters()).device
+        example = torch.zeros(1, in_channels, input_size, input_size, device=self.device)
         trace = trace_model(student, input_size, in_channels)
         self.graph = build_graph(student, example)
         self.dims: list[PrunableDim] = find_dims(student, self.graph, trace)
@@ -165,6 +166,7 @@ class Pruner:
         losses = []
         seed = (cfg.seed * 1_000_003 + self.step) * max(1, world) + rank
         for x, y in self.data.batches(cfg.interval, cfg.batch_size, seed, cfg.shift, cfg.flip):
+            x, y = x.to(self.device), (y.to(self.device) if y is not None else None)
             out = net(x)
             if cfg.loss == "ce":
                 loss = F.cross_entropy(out, y)

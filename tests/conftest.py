@@ -18,3 +18,36 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from zoo.digits import load_digits
+
+    return load_digits()
+
+
+@pytest.fixture(scope="session")
+def teacher_ckpt(tmp_path_factory, digits):
+    """A small BatchNorm/residual teacher really trained on the embedded digits."""
+    from zoo import build_demo, save_checkpoint
+    from zoo.digits import accuracy, train_classifier
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    net = train_classifier(build_demo(width=16), digits.x_train, digits.y_train, epochs=12)
+    torch.set_num_threads(old)
+    assert accuracy(net, digits.x_test, digits.y_test) > 0.85
+    return save_checkpoint(net, tmp_path_factory.mktemp("teacher") / "demo.pt", "demo",
+                           {"width": 16})
+
+
+@pytest.fixture(scope="session")
+def demo_lut(tmp_path_factory):
+    """A real (fast, low-repetition) CPU LUT of the demo net at step 32."""
+    from profiler import ProfileConfig, TimingConfig, profile_model
+
+    out = tmp_path_factory.mktemp("lut") / "demo.parquet"
+    profile_model(ProfileConfig("demo", out, step=32, progress=False,
+                                timing=TimingConfig(max_reps=5, warmup=1, threads=1)))
+    return out
