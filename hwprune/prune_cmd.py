@@ -68,12 +68,13 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where pruning and fine-tuning run (latency is measured in the LUT's mode).")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
-@click.option("--allow-mismatch", is_flag=True)
+@click.option("--max-steps", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Give up (with an error) after this many pruning steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
-          decay_at, no_update, shift, flip, val, mean, std, device, no_measure, allow_mismatch, seed,
+          decay_at, no_update, shift, flip, val, mean, std, device, no_measure, max_steps, seed,
           quiet) -> None:
     """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
 
@@ -92,12 +93,13 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta
                          interval=interval, target_latency_ms=target_latency,
                          target_ratio=target_ratio, selector=selector, loss=loss,
                          temperature=temperature, lr=lr, batch_size=batch_size,
-                         update_weights=not no_update, shift=shift, flip=flip, seed=seed)
+                         update_weights=not no_update, shift=shift, flip=flip,
+                         max_steps=max_steps, seed=seed)
         fc = FineTuneConfig(epochs=epochs, lr=lr, milestones=(decay_at,),
                             batch_size=batch_size, temperature=temperature, loss=loss,
-                            shift=shift, seed=seed)
+                            shift=shift, flip=flip, seed=seed)
         rep = run_job(PruneJob(teacher, out, data, list(luts), pc, fc, val, _floats(mean),
-                               _floats(std), allow_mismatch, not no_measure, device=device,
+                               _floats(std), not no_measure, device=device,
                                progress=not quiet))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
@@ -106,12 +108,15 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta
         click.echo(f"\ninterrupted: progress is kept in {out / 'state'}; rerun to resume",
                    err=True)
         sys.exit(130)
-    if "measured" not in rep:
-        return
-    b, a, m = rep["before"], rep["after"], rep.get("measured", {})
-    click.echo(f"estimated {b['estimated_ms']:.3f} -> {a['estimated_ms']:.3f} ms; measured "
-               f"{m['teacher_ms']:.3f} -> {m['pruned_ms']:.3f} ms (x{m['speedup']:.2f}); "
-               f"{100 * rep['filters_kept']:.0f}% of prunable filters kept")
+    b, a = rep["before"], rep["after"]
+    line = f"{100 * rep['filters_kept']:.0f}% of prunable filters kept"
+    if b["estimated_ms"] is not None:
+        line += f"; estimated {b['estimated_ms']:.3f} -> {a['estimated_ms']:.3f} ms"
+    if "measured" in rep:
+        m = rep["measured"]
+        line += (f"; measured {m['teacher_ms']:.3f} -> {m['pruned_ms']:.3f} ms "
+                 f"(x{m['speedup']:.2f})")
+    click.echo(line)
     if "accuracy" in rep:
         acc = rep["accuracy"]
         click.echo(f"accuracy on {acc['data']}: teacher {100 * acc['teacher']:.2f}%, "

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from profiler.coupling import Dimension
 from profiler.keyspace import Trace, channel_grid
+from zoo.models import shrink_to
 
 
 @dataclass
@@ -63,16 +63,5 @@ def plan_variants(dims: list[Dimension], step: int, n: int, seed: int = 0) -> li
 def build_variant(model: nn.Module, trace: Trace, dims: list[Dimension], channels: tuple[int, ...],
                   example: torch.Tensor) -> nn.Module:
     """A physically smaller copy of ``model`` with ``channels[j]`` channels in dimension j."""
-    pruned = copy.deepcopy(model).eval()
-    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=example)
-    modules = dict(pruned.named_modules())
-    for d, target in zip(dims, channels):
-        k = d.channels - target
-        if k <= 0:
-            continue
-        root = modules[trace.layers[d.producers[0]].name]
-        handler = tp.prune_conv_out_channels if isinstance(root, nn.Conv2d) \
-            else tp.prune_linear_out_channels
-        group = graph.get_pruning_group(root, handler, idxs=list(range(target, d.channels)))
-        group.prune()
-    return pruned
+    spec = {trace.layers[d.producers[0]].name: target for d, target in zip(dims, channels)}
+    return shrink_to(copy.deepcopy(model).eval(), spec, example)

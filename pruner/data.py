@@ -45,16 +45,20 @@ class ImageSet:
             yield x, (self.labels[idx] if self.labels is not None else None)
 
     def epoch(self, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-              shift: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+              shift: int = 0, flip: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """One pass in a seeded order; under ``torch.distributed`` each rank takes its share."""
         gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.images), generator=gen)[rank::world]
+        order = torch.randperm(len(self.images), generator=gen)
+        # Every rank gets the same number of batches, or DDP's all-reduce would wait forever.
+        order = order[:len(order) // world * world][rank::world]
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             x = self.images[idx]
             if shift:
                 dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
                 x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+            if flip and bool(torch.randint(2, (1,), generator=gen)):
+                x = torch.flip(x, dims=(3,))
             yield x, (self.labels[idx] if self.labels is not None else None)
 
 
@@ -98,6 +102,8 @@ def _image_folder(path: Path, size: int, mean, std) -> ImageSet:
     if not any(path.iterdir()):
         raise DataError(f"'{path}' is an empty directory: it holds no images")
     tf = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
+    if (mean is None) != (std is None):
+        raise DataError("give both --mean and --std (or neither)")
     if mean is not None:
         tf.append(transforms.Normalize(mean, std))
     try:
@@ -114,15 +120,17 @@ def evaluate(model: torch.nn.Module, data: ImageSet, batch: int = 256) -> float:
     """Top-1 accuracy on labelled data."""
     if data.labels is None:
         raise DataError(f"{data.source}: no labels to evaluate against")
+    from zoo import set_training
+
     was = model.training
-    model.eval()
+    set_training(model, False)
     device = next(model.parameters()).device
     correct = 0
     with torch.no_grad():
         for i in range(0, len(data), batch):
             pred = model(data.images[i:i + batch].to(device)).argmax(1).cpu()
             correct += int((pred == data.labels[i:i + batch]).sum())
-    model.train(was)
+    set_training(model, was)
     return correct / len(data)
 
 

@@ -31,6 +31,7 @@ class FineTuneConfig:
     temperature: float = 5.0
     loss: str = "kl"
     shift: int = 0
+    flip: bool = False
     seed: int = 0
 
     def lr_at(self, epoch: int) -> float:
@@ -84,7 +85,7 @@ def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTu
         student.train()
         losses = []
         for x, y in data.epoch(cfg.batch_size, cfg.seed * 1_000_003 + epoch, rank, world,
-                               cfg.shift):
+                               cfg.shift, cfg.flip):
             x, y = x.to(device), (y.to(device) if y is not None else None)
             out = net(x)
             if cfg.loss == "ce":

@@ -82,9 +82,10 @@ class GateTaylor:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and self.scores:
-            flat = torch.from_numpy(np.concatenate(self.scores))
+            device = self.gates[0].device if self.gates else torch.device("cpu")
+            flat = torch.from_numpy(np.concatenate(self.scores)).to(device)
             dist.all_reduce(flat)
-            self.scores = list(np.split(flat.numpy(), np.cumsum([len(s) for s in self.scores])[:-1]))
+            self.scores = list(np.split(flat.cpu().numpy(), np.cumsum([len(s) for s in self.scores])[:-1]))
 
 
 def _gate_hook(gate: torch.Tensor):

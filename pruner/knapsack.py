@@ -19,6 +19,10 @@ def min_cost_cover(costs: list[np.ndarray], savings: list[np.ndarray], quota: fl
     at the least total cost. If the quota cannot be reached, the largest saving is taken."""
     if quota <= 0:
         return [0] * len(costs)
+    # Fine enough that the smallest saving counts and rounding loses little per dimension.
+    smallest = min((float(v) for s in savings for v in s if np.isfinite(v) and v > 0),
+                   default=quota)
+    bins = int(min(20_000, max(bins, 4 * len(costs) * quota / smallest)))
     unit = quota / bins
     inf = np.inf
     best = np.full(bins + 1, inf)  # best[b]: least cost for a saving of at least b units
@@ -29,11 +33,18 @@ def min_cost_cover(costs: list[np.ndarray], savings: list[np.ndarray], quota: fl
         for n, (cn, sn) in enumerate(zip(c, s), start=1):
             if not (np.isfinite(cn) and np.isfinite(sn)) or sn <= 0:
                 continue
-            gain = int(min(bins, np.floor(sn / unit)))
-            for b in np.flatnonzero(np.isfinite(best)):
-                t = min(bins, b + gain)
-                if best[b] + cn < new[t]:
-                    new[t], pick[t] = best[b] + cn, n * (bins + 1) + b + 1
+            gain = int(min(bins, np.floor(sn / unit + 1e-9)))
+            cand = best + cn
+            # Saving b -> min(bins, b + gain): a shift, with everything past the end in bin `bins`.
+            shifted = np.full(bins + 1, inf)
+            source = np.full(bins + 1, -1)
+            shifted[gain:bins] = cand[:bins - gain]
+            source[gain:bins] = np.arange(bins - gain)
+            tail = bins - gain + int(np.argmin(cand[bins - gain:]))
+            shifted[bins], source[bins] = cand[tail], tail
+            better = shifted < new
+            new[better] = shifted[better]
+            pick[better] = n * (bins + 1) + source[better] + 1
         choice.append(pick)
         best = new
     target = bins if np.isfinite(best[bins]) else int(np.max(np.flatnonzero(np.isfinite(best))))

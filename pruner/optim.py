@@ -42,7 +42,12 @@ def carry_momentum(model: nn.Module, opt: torch.optim.SGD
                 p.grad = None
         return new
 
-    yield rebuild
+    try:
+        yield rebuild
+    except BaseException:
+        for p in model.parameters():
+            p.grad = None
+        raise
 
 
 __all__ = ["make_sgd", "carry_momentum"]

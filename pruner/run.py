@@ -22,13 +22,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from luts import Lut, estimate
+from luts import Lut, estimate_trace
 from luts.validate import timing_of
 from profiler.table import LutError
 from profiler.timing import model_input, prepare_model, time_model
 from pruner.data import DataError, evaluate, load_images
 from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
-from pruner.schedule import Pruner, PruneConfig, StepRecord, TargetError
+from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 
 
@@ -47,7 +47,6 @@ class PruneJob:
     val: str | None = None           # labelled validation data (ImageFolder dir, digits-test)
     mean: tuple[float, ...] | None = None  # normalisation for image folders
     std: tuple[float, ...] | None = None
-    allow_mismatch: bool = False
     measure: bool = True             # confirm the latency by measurement in the LUT's mode
     measure_rounds: int = 5
     device: str = "cpu"              # where pruning and fine-tuning run
@@ -71,11 +70,18 @@ def _check_out(out: Path) -> None:
         raise JobError(f"{out} exists and is not a directory")
 
 
-def _state_payload(p: Pruner, arch: dict) -> dict:
+def _inputs(job: PruneJob, arch: dict) -> dict:
+    """What a resumed run must share with the interrupted one."""
+    return {"teacher": str(Path(job.teacher).resolve()), "data": job.data,
+            "luts": [str(Path(p).resolve()) for p in job.luts], "arch": arch,
+            "prune": asdict(job.prune), "finetune": asdict(job.finetune)}
+
+
+def _state_payload(p: Pruner, inputs: dict) -> dict:
     return {"channels": p.channels(), "model": p.student.state_dict(),
             "optimizer": p.opt.state_dict(), "step": p.step,
-            "trajectory": [asdict(r) for r in p.trajectory], "config": p.config_dict(),
-            "original_filters": p.original_filters, "arch": arch}
+            "trajectory": [asdict(r) for r in p.trajectory], "inputs": inputs,
+            "original_filters": p.original_filters}
 
 
 def _restore(p: Pruner, state: dict) -> None:
@@ -142,8 +148,12 @@ def _run_job(job: PruneJob) -> dict:
     prune_state = state_dir / "prune.pt"
     state = (torch.load(prune_state, map_location=job.device, weights_only=True)
              if prune_state.is_file() else None)
-    if state is not None and state["config"] != asdict(job.prune):
-        raise JobError(f"{prune_state} was made with other pruning settings; use another --out")
+    inputs = json.loads(json.dumps(_inputs(job, arch)))  # tuples as lists, as stored
+    if state is not None and state.get("inputs") != inputs:
+        old = state.get("inputs", {})
+        diff = sorted(k for k in inputs if old.get(k) != inputs[k])
+        raise JobError(f"{prune_state} was made with other settings ({', '.join(diff)}); "
+                       f"use another --out")
     student = _student(teacher, state["channels"] if state else {}, size, in_ch,
                        state["model"] if state else None)
     pruner = Pruner(student, teacher, job.prune, size, in_ch, lut,
@@ -162,13 +172,13 @@ def _run_job(job: PruneJob) -> dict:
         bar.set_postfix(est_ms=f"{rec.estimated_ms:.3f}" if rec.estimated_ms else "-",
                         filters=rec.filters, loss=f"{rec.loss:.4f}")
         if rank == 0:
-            atomic_save(_state_payload(p, arch), prune_state)
+            atomic_save(_state_payload(p, inputs), prune_state)
 
     wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if world > 1 else None
     with bar:
         pruner.run(data, on_step, rank, world, wrap)
     if rank == 0 and not prune_state.is_file():  # the target needed no step at all
-        atomic_save(_state_payload(pruner, arch), prune_state)
+        atomic_save(_state_payload(pruner, inputs), prune_state)
     fbar = tqdm(desc="fine-tuning", total=job.finetune.epochs, unit="epoch",
                 disable=not job.progress or rank != 0)
     with fbar:
@@ -206,7 +216,9 @@ def pruner_channels_of(model, pruner: Pruner) -> dict[str, int]:
 
 
 def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
-    return estimate(model, lut, size, in_ch).total_ms if lut is not None else None
+    if lut is None:
+        return None
+    return estimate_trace(cpu_trace(model, size, in_ch), lut).total_ms
 
 
 def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,

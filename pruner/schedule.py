@@ -29,6 +29,13 @@ CRITERIA = ("taylor-latency", "taylor", "magnitude", "flops-aware")
 SELECTORS = ("greedy", "knapsack")
 
 
+def cpu_trace(model: nn.Module, input_size: int, in_channels: int):
+    """The LUT's view of ``model``, traced on a CPU copy wherever the model lives."""
+    if next(model.parameters()).device.type != "cpu":
+        model = copy.deepcopy(model).cpu()
+    return trace_model(model, input_size, in_channels)
+
+
 class TargetError(ValueError):
     """The requested target cannot be met (or is already met)."""
 
@@ -102,7 +109,7 @@ class Pruner:
         self.size, self.in_ch = input_size, in_channels
         self.device = next(student.parameters()).device
         example = torch.zeros(1, in_channels, input_size, input_size, device=self.device)
-        trace = trace_model(student, input_size, in_channels)
+        trace = cpu_trace(student, input_size, in_channels)
         self.graph = build_graph(student, example)
         self.dims: list[PrunableDim] = find_dims(student, self.graph, trace)
         if not self.dims:
@@ -195,12 +202,18 @@ class Pruner:
         per_lut_dim = self.cost.delta_ms(k)
         return np.array([per_lut_dim[d.lut_dim] for d in self.dims])
 
+    def rank(self, scores: list[np.ndarray]) -> np.ndarray:
+        """Importance of each dimension's candidate group (its ``group_size`` least important
+        channels): error term + eta x cost term, normalised; NaN where it cannot be removed."""
+        k = self.cfg.group_size
+        return combine(group_error(scores, k), self._cost(k),
+                       self.cfg.eta if self.cost is not None else 0.0)
+
     def select_greedy(self, scores: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
         """The least important group, ``groups_per_step`` times, stopping once the target is met."""
         k, picks = self.cfg.group_size, []
         for _ in range(self.cfg.groups_per_step):
-            err = group_error(scores, k)
-            imp = combine(err, self._cost(k), self.cfg.eta if self.cost is not None else 0.0)
+            imp = self.rank(scores)
             if not np.isfinite(imp).any():
                 break
             j = int(np.nanargmin(imp))
@@ -217,15 +230,17 @@ class Pruner:
         k = self.cfg.group_size
         left = max(1, self.cfg.knapsack_steps - self.step)
         quota = (self.latency.total_ms - self.cfg.target_latency_ms) / left
+        n_max = [int(math.ceil(d.channels / k) - 1) for d in self.dims]
+        deltas = {n: self.latency.delta_ms(n * k) for n in range(1, max(n_max, default=0) + 1)}
         costs, savings = [], []
-        for d, s in zip(self.dims, scores):
-            n_max = int(math.ceil(d.channels / k) - 1)
+        for d, s, top in zip(self.dims, scores, n_max):
             srt = np.sort(s)
-            costs.append(np.array([srt[:n * k].sum() for n in range(1, n_max + 1)]))
-            savings.append(np.array([-self.latency.delta_ms(n * k)[d.lut_dim]
-                                     for n in range(1, n_max + 1)]))
+            costs.append(np.array([srt[:n * k].sum() for n in range(1, top + 1)]))
+            savings.append(np.array([-deltas[n][d.lut_dim] for n in range(1, top + 1)]))
         scale = np.mean([c[0] for c in costs if len(c)]) or 1.0
         counts = min_cost_cover([c / scale for c in costs], savings, quota)
+        if not any(counts):  # no set saves anything on this LUT: fall back to the paper's rule
+            return self.select_greedy(scores)
         picks = []
         for j, n in enumerate(counts):
             if n:

@@ -111,6 +111,13 @@ def test_eta_zero_prunes_the_plain_taylor_choice(teacher_ckpt, teacher_lut, digi
     assert picks[("taylor", 0.0)] == picks[("taylor-latency", 0.0)]
 
 
+def test_knapsack_rounding_does_not_lose_cheap_sets():
+    third = [np.array([0.334]), np.array([0.334]), np.array([0.334])]
+    assert min_cost_cover([np.array([1.0])] * 3, third, 1.0) == [1, 1, 1]
+    many = [np.array([0.004])] * 300  # each far below a 200th of the quota
+    assert sum(min_cost_cover([np.array([1.0])] * 300, many, 0.4)) == 100
+
+
 def test_knapsack_matches_brute_force():
     rng = np.random.default_rng(0)
     for _ in range(20):
@@ -145,3 +152,21 @@ def test_momentum_is_sliced_with_the_weights():
                        old_next[:, keep])
     assert all(p.grad is None for p in model.parameters())
     assert opt.param_groups[0]["momentum"] == 0.9
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "magnitude", "flops-aware"])
+def test_every_criterion_reaches_a_filter_target_without_a_lut(criterion, teacher_ckpt, digits):
+    from pruner import ImageSet
+
+    teacher = resolve_model(str(teacher_ckpt)).module
+    student = copy.deepcopy(teacher)
+    for prm in student.parameters():
+        prm.requires_grad_(True)
+    p = Pruner(student, teacher, PruneConfig(criterion=criterion, target_ratio=0.7, group_size=8,
+                                             interval=2, batch_size=16), 32, 1, None)
+    p.run(ImageSet(digits.x_train[:64], digits.y_train[:64]))
+    assert p.filters() <= 0.7 * p.original_filters
+    assert all(d.channels >= 1 for d in p.dims)
+    assert student(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    if criterion == "flops-aware":  # the cost term is the MACs saving of each group
+        assert np.all(np.nan_to_num(p._cost(8)) <= 0)
