@@ -1,0 +1,126 @@
+"""Run every benchmark script and write a Markdown summary of what they measured.
+
+Each script runs as ``python benchmarks/NAME.py --out DIR`` in its own process (so one
+failure does not stop the others), re-measures everything, and writes NAME.json; this
+runner copies each to ``OUT/NAME_<cpu|cuda>.json`` and writes ``OUT/summary.md`` with
+the machine (device, torch, cuDNN, date) and the headline numbers of every result.
+
+    python benchmarks/run_all.py --out benchmarks/results            # CPU benchmarks
+    python benchmarks/run_all.py --out benchmarks/results --gpu      # + their GPU variants
+    python benchmarks/run_all.py --out DIR --only prune_rank delta_query
+    python benchmarks/run_all.py --out DIR --summary-only            # re-read existing JSON
+
+The digits benchmarks (synth_digits, prune_digits) take 30-60 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# name -> (extra CPU arguments, GPU arguments or None when the script has no GPU variant)
+SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
+    "delta_query": ([], None),
+    "prune_rank": ([], None),
+    "profiler_cost": ([], ["--device", "cuda"]),
+    "synth_speed": ([], ["--device", "cuda"]),
+    "synth_digits": ([], None),
+    "prune_digits": ([], None),
+}
+
+
+def run(name: str, args: list[str], out: Path, kind: str) -> dict:
+    tmp = out / f".{name}_{kind}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--out", str(tmp), *args])
+    status = {"name": name, "kind": kind, "rc": proc.returncode,
+              "seconds": time.perf_counter() - t0}
+    produced = tmp / f"{name}.json"
+    if proc.returncode == 0 and produced.is_file():
+        shutil.copyfile(produced, out / f"{name}_{kind}.json")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return status
+
+
+def _headline(name: str, r: dict) -> str:
+    """One line of the numbers that matter in each result."""
+    if name == "delta_query":
+        return "; ".join(f"{x['model']}: {x['delta_query_ms']['median']:.1f} ms per query "
+                         f"over {x['dimensions']} dimensions (target < {x['target_ms']:.0f})"
+                         for x in r["results"])
+    if name == "prune_rank":
+        return "; ".join(f"{x['model']}: {x['rank_ms']['median']:.1f} ms per ranking step over "
+                         f"{x['groups']} groups (target < {x['target_ms']:.0f})"
+                         for x in r["results"])
+    if name == "profiler_cost":
+        return "; ".join(f"{x['model']}: adaptive timing {x['cost_ratio_paper_over_adaptive']:.1f}x "
+                         f"cheaper than the paper's protocol, median difference "
+                         f"{100 * x['median_abs_rel_diff_of_stored_latency']:.1f}%"
+                         for x in r["models"])
+    if name == "synth_speed":
+        return f"x{r.get('speedup', float('nan')):.2f} images/s against the plain reference loop"
+    if name == "synth_digits":
+        return (f"teacher {100 * r['teacher_acc']:.1f}%, student from DI "
+                f"{100 * r['student_acc_di']:.1f}%, ADI {100 * r['student_acc_adi']:.1f}%, "
+                f"noise {100 * r['student_acc_noise']:.1f}% ({r['n_images']} images)")
+    if name == "prune_digits":
+        cells = [f"{int(100 * x['budget_fraction'])}% {x['criterion']}: "
+                 + (f"{x['measured_ms']:.2f} ms, {100 * x['accuracy']:.1f}%" if "error" not in x
+                    else "unreachable") for x in r["rows"]]
+        return "; ".join(cells)
+    return ""
+
+
+def summarize(out: Path) -> Path:
+    lines = ["# Benchmark results", "",
+             "Written by `python benchmarks/run_all.py`; each JSON holds the full result.", "",
+             "| result | device | torch | cuDNN | date | headline |", "|---|---|---|---|---|---|"]
+    for path in sorted(out.glob("*.json")):
+        name = path.stem.rsplit("_", 1)[0]
+        try:
+            r = json.loads(path.read_text())
+            m = r.get("machine", {})
+            head = _headline(name, r)
+        except (ValueError, KeyError, TypeError) as exc:
+            m, head = {}, f"(unreadable: {exc})"
+        lines.append(f"| `{path.name}` | {m.get('device_name', '?')} | {m.get('torch', '?')} | "
+                     f"{m.get('cudnn', '-')} | {str(m.get('date', '?'))[:10]} | {head} |")
+    md = out / "summary.md"
+    md.write_text("\n".join(lines) + "\n")
+    return md
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", required=True, type=Path, help="directory for the results")
+    ap.add_argument("--gpu", action="store_true", help="also run the GPU variants")
+    ap.add_argument("--only", nargs="+", choices=sorted(SCRIPTS), default=None)
+    ap.add_argument("--summary-only", action="store_true")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    statuses = []
+    if not args.summary_only:
+        for name in args.only or SCRIPTS:
+            cpu_args, gpu_args = SCRIPTS[name]
+            statuses.append(run(name, cpu_args, args.out, "cpu"))
+            if args.gpu and gpu_args is not None:
+                statuses.append(run(name, gpu_args, args.out, "cuda"))
+    md = summarize(args.out)
+    for s in statuses:
+        print(f"{s['name']} ({s['kind']}): {'ok' if s['rc'] == 0 else 'FAILED rc=%d' % s['rc']}"
+              f" in {s['seconds']:.0f} s")
+    print(f"wrote {md}")
+    sys.exit(1 if any(s["rc"] for s in statuses) else 0)
+
+
+if __name__ == "__main__":
+    main()
