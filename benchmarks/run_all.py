@@ -55,7 +55,7 @@ def _headline(name: str, r: dict) -> str:
     if name == "delta_query":
         return "; ".join(f"{x['model']}: {x['delta_query_ms']['median']:.1f} ms per query "
                          f"over {x['dimensions']} dimensions (target < {x['target_ms']:.0f})"
-                         for x in r["results"])
+                         for x in r["models"])
     if name == "prune_rank":
         return "; ".join(f"{x['model']}: {x['rank_ms']['median']:.1f} ms per ranking step over "
                          f"{x['groups']} groups (target < {x['target_ms']:.0f})"
