@@ -97,18 +97,19 @@ def _images(cfg: DemoConfig, ckpt: Path) -> Path:
     return out
 
 
-def lut_target(budget_ms: float, est_teacher: float, teacher_ms: float, fit: dict) -> float:
-    """The LUT estimate that should measure ``budget_ms``.
+def lut_target(budget: float, est_teacher: float, fit: dict) -> float:
+    """The LUT estimate whose network should measure ``budget`` x the teacher's latency.
 
-    The validation's linear fit (measured = intercept + slope x estimate, over measured
-    pruned variants) maps a measured budget to the LUT's units; when it is unusable, the
-    difference between the teacher's measurement and estimate is taken as a constant
-    per-call overhead that pruning cannot remove.
+    The validation's linear fit over measured pruned variants (measured = a + b x estimate)
+    gives the ratio of a variant to the teacher as (a + b e) / (a + b e_teacher); solving
+    for ``budget`` uses only a / b, so the machine's drift between the validation and the
+    pruning runs (a common scale) cancels. Without a usable fit, the budget is taken as a
+    fraction of the teacher's estimate.
     """
     slope, intercept = fit.get("fit_slope"), fit.get("fit_intercept_ms")
-    if slope is not None and np.isfinite(slope) and slope > 0.2 and fit.get("r2_linear", 0) > 0.8:
-        return (budget_ms - intercept) / slope
-    return est_teacher - (teacher_ms - budget_ms)
+    if slope is not None and np.isfinite(slope) and slope > 0 and fit.get("r2_linear", 0) > 0.8:
+        return budget * est_teacher - (1 - budget) * intercept / slope
+    return budget * est_teacher
 
 
 def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: float,
@@ -119,7 +120,7 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
                         shift=2, seed=cfg.seed)
     shutil.rmtree(cfg.out / "runs", ignore_errors=True)
     for budget in cfg.budgets:
-        target = lut_target(budget * teacher_ms, est_teacher, teacher_ms, fit)
+        target = lut_target(budget, est_teacher, fit)
         for crit, eta in (("taylor-latency", cfg.eta), ("taylor", 0.0)):
             name = f"{crit}-{budget:.2f}"
             row = {"run": name, "criterion": crit, "eta": eta, "budget": budget,

@@ -36,12 +36,7 @@ class ImageSet:
         for _ in range(n):
             idx = torch.randint(len(self.images), (min(batch_size, len(self.images)),),
                                 generator=gen)
-            x = self.images[idx]
-            if shift:
-                dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
-                x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-            if flip and bool(torch.randint(2, (1,), generator=gen)):
-                x = torch.flip(x, dims=(3,))
+            x = _augment(self.images[idx], gen, shift, flip)
             yield x, (self.labels[idx] if self.labels is not None else None)
 
     def epoch(self, batch_size: int, seed: int, rank: int = 0, world: int = 1,
@@ -53,13 +48,18 @@ class ImageSet:
         order = order[:len(order) // world * world][rank::world]
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
-            x = self.images[idx]
-            if shift:
-                dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
-                x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
-            if flip and bool(torch.randint(2, (1,), generator=gen)):
-                x = torch.flip(x, dims=(3,))
+            x = _augment(self.images[idx], gen, shift, flip)
             yield x, (self.labels[idx] if self.labels is not None else None)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> torch.Tensor:
+    """One random shift (px, wrapping) and optionally a horizontal flip for the whole batch."""
+    if shift:
+        dx, dy = (int(v) for v in torch.randint(-shift, shift + 1, (2,), generator=gen))
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if flip and bool(torch.randint(2, (1,), generator=gen)):
+        x = torch.flip(x, dims=(3,))
+    return x
 
 
 def load_images(spec: str, input_size: int, mean=None, std=None) -> ImageSet:

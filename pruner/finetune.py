@@ -3,8 +3,6 @@ labelled data is given), with per-epoch checkpoints, resume, and DDP under torch
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -15,6 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
+from profiler.table import atomic_write_bytes
 from pruner.data import ImageSet
 from pruner.schedule import kd_loss
 
@@ -45,15 +44,9 @@ def _dist() -> tuple[int, int]:
 
 
 def atomic_save(obj, path: Path) -> None:
+    """``torch.save`` through a temp file and a rename, so a crash never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
 
 
 def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTuneConfig,
