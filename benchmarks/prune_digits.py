@@ -5,10 +5,12 @@
 3. Measure the teacher's latency end to end in the LUT's mode (batch 1, fixed threads).
 4. For each budget (default 70%, 50%, 35% of that latency), prune with hardware-aware
    Taylor (eta > 0, LUT latency term) and latency-blind Taylor (eta = 0) on the DI images
-   only, with the same schedule and fine-tuning budget. The LUT target asks the LUT for
-   the saving the budget needs, (1 - budget) x the teacher's measured latency, below the
-   teacher's estimate (the estimate and the measurement differ by a roughly constant
-   per-call overhead, which pruning does not remove). Each pruned model is measured against the
+   only, with the same schedule and fine-tuning budget. The LUT target comes from a
+   validation of the LUT on measured pruned variants, as in `hwprune demo`
+   (``--calibration fit``: the ratio form of the linear fit, which the machine's drift
+   does not move), or asks the LUT for the saving the budget needs below the teacher's
+   estimate (``--calibration offset``: estimate and measurement differ by a constant
+   per-call overhead). Each pruned model is measured against the
    teacher in interleaved rounds (a ratio from one run) and evaluated on the real
    held-out digits, which no network here was trained on.
 5. Paper Table 10 analogue: prune 10-40% of the filters with no fine-tuning and no weight
@@ -33,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
-from luts import Lut, estimate  # noqa: E402
+from hwprune.demo import lut_target  # noqa: E402
+from luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
 from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from profiler.store import parts_dir  # noqa: E402
 from pruner import PruneConfig, TargetError  # noqa: E402
@@ -105,6 +108,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30, help="fine-tuning epochs (every run)")
     ap.add_argument("--table10", type=float, nargs="*", default=[0.9, 0.8, 0.7, 0.6],
                     help="filter fractions kept in the no-fine-tuning comparison")
+    ap.add_argument("--calibration", choices=["fit", "offset"], default="fit")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
@@ -120,6 +124,13 @@ def main() -> None:
     teacher_ms = base["teacher_ms"]
     print(f"teacher: {teacher_ms:.3f} ms measured, {est_teacher:.3f} ms LUT estimate",
           flush=True)
+    fit = {}
+    if args.calibration == "fit":
+        shutil.rmtree(args.out / "validate", ignore_errors=True)
+        fit = validate(ValidateConfig(str(ckpt), [str(lut_path)], args.out / "validate",
+                                      samples=12, rounds=2, seed=args.seed, progress=False))
+        print(f"LUT validation: R² linear {fit['r2_linear']:.3f}, slope {fit['fit_slope']:.2f}, "
+              f"intercept {fit['fit_intercept_ms']:.3f} ms", flush=True)
     common = dict(group_size=args.group_size, interval=args.interval, shift=2, seed=args.seed)
     ft = FineTuneConfig(epochs=args.epochs, milestones=(int(args.epochs * 2 / 3),), shift=2,
                         seed=args.seed)
@@ -127,7 +138,8 @@ def main() -> None:
     for budget in args.budgets:
         for crit, eta in (("taylor-latency", args.eta), ("taylor", 0.0)):
             name = f"{crit}-{budget:.2f}"
-            target = est_teacher - (1 - budget) * teacher_ms
+            target = (lut_target(budget, est_teacher, fit) if args.calibration == "fit"
+                      else est_teacher - (1 - budget) * teacher_ms)
             pc = PruneConfig(criterion=crit, eta=eta, target_latency_ms=target, **common)
             try:
                 rep = run_job(PruneJob(str(ckpt), args.out / "runs" / name, str(images),
@@ -159,6 +171,8 @@ def main() -> None:
                "teacher_acc": teacher_acc, "teacher_measured_ms": teacher_ms,
                "teacher_measured_spread": base["teacher_spread"],
                "teacher_estimated_ms": est_teacher, "n_images": args.n_images,
+               "lut_validation": {k: fit.get(k) for k in ("r2_identity", "r2_linear", "mape",
+                                                          "fit_slope", "fit_intercept_ms")},
                "images": str(images), "args": {k: (str(v) if isinstance(v, Path) else v)
                                                for k, v in vars(args).items()},
                "rows": rows, "table10": table10, "seconds": time.perf_counter() - t_all}
