@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from luts import Lut, estimate_trace
 from luts.validate import timing_of
-from profiler.table import LutError
+from profiler.table import LutError, atomic_write_bytes
 from profiler.timing import model_input, prepare_model, time_model
 from pruner.data import DataError, evaluate, load_images
 from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
+from pruner.groups import out_channels
 from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 
@@ -164,7 +165,7 @@ def _run_job(job: PruneJob) -> dict:
     else:
         _restore(pruner, state)
     before = {"estimated_ms": _est(teacher, lut, size, in_ch),
-              "channels": pruner_channels_of(teacher, pruner)}
+              "channels": out_channels(teacher, pruner.dims)}
     bar = tqdm(desc="pruning", unit="step", disable=not job.progress or rank != 0,
                initial=pruner.step)
 
@@ -210,12 +211,6 @@ def _run_job(job: PruneJob) -> dict:
     return report
 
 
-def pruner_channels_of(model, pruner: Pruner) -> dict[str, int]:
-    modules = dict(model.named_modules())
-    return {name: int(getattr(modules[name], "out_channels", None)
-                      or modules[name].out_features) for name in pruner.channels()}
-
-
 def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
     if lut is None:
         return None
@@ -245,9 +240,7 @@ def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
 
 
 def _write_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, default=str).encode()))
 
 
 def plot_trajectory(report: dict, path: Path) -> None:
@@ -276,10 +269,8 @@ def plot_trajectory(report: dict, path: Path) -> None:
     ax2.set_ylabel("loss over the step's minibatches", color="tab:red")
     ax.set_title(f"{report['prune']['criterion']} (eta {report['prune']['eta']})")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
-    tmp.replace(path)
 
 
 __all__ = ["JobError", "PruneJob", "run_job", "measure_pair", "plot_trajectory"]
