@@ -33,6 +33,11 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "synth_speed": ([], ["--device", "cuda"]),
     "synth_digits": ([], None),
     "prune_digits": ([], None),
+    # CPU: the embedded digits net, a quick check; GPU: the H100 check of issue 4.
+    "lut_validation": (["--device", "cpu", "--mode", "eager", "--batch", "1", "--dtype", "fp32",
+                        "--threads", "2", "--models", "demo", "--step", "8", "--extend", ""],
+                       ["--channels-last", "--models", "resnet18,resnet50", "--extend",
+                        "resnet18", "--budget", "500"]),
 }
 
 
@@ -76,6 +81,12 @@ def _headline(name: str, r: dict) -> str:
                  + (f"{x['measured_ms']:.2f} ms, {100 * x['accuracy']:.1f}%" if "error" not in x
                     else "unreachable") for x in r["rows"]]
         return "; ".join(cells)
+    if name.startswith("lut_validation"):
+        return f"{r['regime']}, step {r['step']}: " + "; ".join(
+            f"{m}: R² identity {x['report']['r2_identity']:.4f}, MAPE "
+            f"{100 * x['report']['mape']:.1f}%, FLOPs proxy R² "
+            f"{x['report']['proxies']['flops']['r2_linear']:.2f}" if "report" in x
+            else f"{m}: not validated in this run" for m, x in r["models"].items())
     return ""
 
 

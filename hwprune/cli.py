@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from luts import LutError, format_summary, merge_luts, summarize
+from luts import LutError, format_summary, merge_luts, summarize, variant_keys
 from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, TimingError,
                       parse_shard, profile_model)
 from profiler.store import parts_dir
@@ -72,9 +72,18 @@ def cli() -> None:
               show_default=True,
               help="cold: rotate copies of each op's weights so they come from memory, as in a "
                    "network whose weights exceed the last-level cache; auto: cold exactly then.")
+@click.option("--time-budget", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Stop measuring after this long (a rented GPU); rerun to continue.")
+@click.option("--for-validation", type=click.IntRange(min=3), default=None, metavar="N",
+              help="Only the keys that `lut validate --samples N --seed SEED` will look up, not "
+                   "the whole grid: checks a model too big to scan (e.g. resnet50 at step 16), "
+                   "but the pruner needs the full grid.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Variant seed for --for-validation (use the same in `lut validate`).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def profile(model, device, step, out, input_size, batch, dtype, channels_last, mode, algos,
-            threads, layers, max_keys, shard, max_reps, rel_ci, weights, quiet) -> None:
+            threads, layers, max_keys, shard, max_reps, rel_ci, weights, time_budget,
+            for_validation, seed, quiet) -> None:
     """Time every operator key of MODEL's pruning grid and store the LUT.
 
     MODEL is a torchvision classifier name (resnet18, resnet50, mobilenet_v2, ...),
@@ -85,8 +94,14 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
         timing = TimingConfig(device=device, dtype=dtype, batch=batch,
                               channels_last=channels_last, mode=mode, algos=algos,
                               threads=threads, max_reps=max_reps, rel_ci=rel_ci)
+        keys = None
+        if for_validation is not None:
+            if layers:
+                raise ProfileError("--for-validation and --layers cannot be combined")
+            keys = variant_keys(model, step, for_validation, seed, input_size)
         cfg = ProfileConfig(model, out, step, input_size, layers, max_keys,
-                            parse_shard(shard) if shard else None, timing, not quiet, weights)
+                            parse_shard(shard) if shard else None, timing, not quiet, weights,
+                            keys, time_budget)
         result = profile_model(cfg)
     except USER_ERRORS as exc:
         _fail(exc)

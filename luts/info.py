@@ -64,7 +64,9 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
              f"created {m.get('created')}  updated {m.get('updated')}"]
     for src in m.get("sources", []):
         lines.append(f"  source   {src['model']} @ {src['input_size']}px, step {src['step']}"
-                     + (f", layers {' '.join(src['layers'])}" if src.get("layers") else ""))
+                     + (f", layers {' '.join(src['layers'])}" if src.get("layers") else "")
+                     + (f", keys of the validation variants only ({src['keys']})"
+                        if src.get("keys") else ""))
     ref = m.get("reference")
     if ref:
         lines.append(f"  reference {ref['model']} end to end: {ref['start_median_ms']:.3f} ms "

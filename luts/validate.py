@@ -25,7 +25,7 @@ from luts.lookup import STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
 from luts.variants import build_variant, plan_variants
 from profiler.coupling import dimensions
-from profiler.keyspace import trace_model
+from profiler.keyspace import OpKey, trace_model
 from profiler.table import LutError, atomic_write_bytes
 from profiler.timing import TimingConfig, model_input, prepare_model, time_model
 from zoo import resolve_model
@@ -113,6 +113,26 @@ def validate(cfg: ValidateConfig) -> dict:
         torch.set_num_threads(old_threads)
     df = pd.DataFrame(list(rows.values())).sort_values("variant")
     return _report(df, lut, cfg, tc, size, time.perf_counter() - t0)
+
+
+def variant_keys(model: str, step: int, samples: int, seed: int = 0,
+                 input_size: int | None = None) -> list[OpKey]:
+    """Every operator key that ``validate`` with the same step, samples and seed will look up.
+
+    For a model whose full grid takes too long to profile (resnet50 at step 16 has about
+    25,000 keys), profiling just these checks the estimate on the same variants; the
+    pruner still needs the whole grid.
+    """
+    resolved = resolve_model(model)
+    size = input_size or resolved.input_size
+    trace = trace_model(resolved.module, size, resolved.in_channels)
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    example = torch.randn(1, resolved.in_channels, size, size)
+    keys: dict[OpKey, None] = {}
+    for plan in plan_variants(dims, step, samples, seed):
+        net = build_variant(resolved.module, trace, dims, plan.channels, example)
+        keys.update(dict.fromkeys(r.key for r in trace_model(net, size, resolved.in_channels).layers))
+    return list(keys)
 
 
 def _load_rows(csv: Path) -> dict:

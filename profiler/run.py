@@ -48,6 +48,11 @@ class ProfileConfig:
     # "auto": time with cold weights when the model's weights exceed the last-level cache,
     # as they then stream from memory in every forward pass; "hot" or "cold" to force.
     weights: str = "auto"
+    # Exactly these keys instead of the model's grid: e.g. only what the validation
+    # variants of a model too big to scan in full need (`luts.variant_keys`).
+    keys: Sequence[OpKey] | None = None
+    # Stop measuring after this many seconds (a rented GPU); rerun to continue.
+    max_seconds: float | None = None
 
 
 @dataclass
@@ -187,7 +192,9 @@ def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Tr
     return {**info, **tc.identity(), "device_name": info["device_name"], "protocol": protocol,
             "created": now_iso(), "updated": now_iso(),
             "sources": [{"model": resolved_name, "input_size": input_size, "step": cfg.step,
-                         "layers": list(cfg.layers)}],
+                         "layers": list(cfg.layers),
+                         **({"keys": f"{len(cfg.keys)} listed, not the grid"}
+                            if cfg.keys is not None else {})}],
             "configs": _configs(trace, cfg.step)}
 
 
@@ -209,7 +216,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
     meta.update(cache_bytes=llc, model_weight_bytes=model_bytes)
 
-    keys = [k for k in scan_keys(trace, cfg.step) if in_shard(k, shard)]
+    grid = scan_keys(trace, cfg.step) if cfg.keys is None else list(dict.fromkeys(cfg.keys))
+    keys = [k for k in grid if in_shard(k, shard)]
     target = shard_path(out, shard) if shard else out
     store = PartStore(target, meta)
     done = store.open()
@@ -241,12 +249,17 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
             if todo else None
         t0 = time.perf_counter()
         device_seconds = 0.0
+        measured = 0
         with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:
             for key in todo:
+                if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+                    _log(f"time budget of {cfg.max_seconds:.0f} s spent: stopping", show)
+                    break
                 bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
                 stats = measure_key(key, tc)
                 store.add(key, stats.as_dict())
                 device_seconds += stats.seconds
+                measured += 1
                 bar.update()
         wall = time.perf_counter() - t0
         if reference:
@@ -254,11 +267,11 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     finally:
         torch.set_num_threads(old_threads)
     store.compact()
-    if len(todo) == len(missing):  # complete: fold the parts into the output file
+    if measured == len(missing):  # complete: fold the parts into the output file
         store.finalize()
     merged = _merge_ranks(out, shard) if distributed else None
-    return ProfileResult(target, len(keys), len(keys) - len(missing), len(todo),
-                         len(missing) - len(todo), wall, device_seconds, merged)
+    return ProfileResult(target, len(keys), len(keys) - len(missing), measured,
+                         len(missing) - measured, wall, device_seconds, merged)
 
 
 class _Reference:

@@ -62,3 +62,30 @@ def test_bad_inputs_name_the_file_and_the_problem(demo_lut, tmp_path):
     _error(_run("lut", "estimate", "resnet18", "--lut", demo_lut, "--input-size", "32"),
            "conv1", "never profiled")
     _error(_run("lut", "plot", demo_lut, "--layer", "nope"), "no layer 'nope'")
+
+
+def test_profile_for_validation_covers_exactly_the_variants_keys(tmp_path):
+    """A table of just the validation variants' keys: validate finds every key exactly
+    (strict mode, no interpolation), and the table lacks the rest of the grid."""
+    import pytest
+
+    from luts import Lut, LutMissError, variant_keys
+    from profiler.keyspace import scan_keys, trace_model
+    from zoo import resolve_model
+
+    lut = tmp_path / "sparse.parquet"
+    res = _run("profile", "demo", "--step", "8", "--out", lut, "--threads", "1",
+               "--max-reps", "3", "--for-validation", "9", "--seed", "3", "-q")
+    assert res.exit_code == 0, res.output
+    keys = variant_keys("demo", 8, 9, seed=3)
+    table = Lut.load([lut])
+    assert len(table.rows) == len(set(keys))
+    val = _run("lut", "validate", "demo", "--lut", lut, "--samples", "9", "--seed", "3",
+               "--rounds", "1", "--max-reps", "3", "--strict", "--out", tmp_path / "v", "-q")
+    assert val.exit_code == 0, val.output
+    assert (pd.read_csv(tmp_path / "v" / "variants.csv")["interpolated_layers"] == 0).all()
+    m = resolve_model("demo")
+    grid = scan_keys(trace_model(m.module, 32, 1), 8)
+    assert len(keys) < len(grid)
+    with pytest.raises(LutMissError):
+        table.lookup(grid, strict=True)

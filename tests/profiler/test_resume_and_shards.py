@@ -132,3 +132,18 @@ def test_weights_mode_is_chosen_by_model_size_and_recorded(tmp_path):
         profile_model(ProfileConfig("resnet18", tmp_path / "r18.parquet", step=512,
                                     input_size=32, progress=False, layers=["fc"],
                                     timing=TimingConfig(**FAST), weights=forced))
+
+
+def test_time_budget_stops_early_keeps_the_parts_and_a_rerun_finishes(tmp_path):
+    out = tmp_path / "demo.parquet"
+    cfg = ProfileConfig("demo", out, step=16, timing=TimingConfig(**FAST), progress=False,
+                        max_seconds=0.2)
+    first = profile_model(cfg)
+    # each key writes its own file, so 200 keys take well over 0.2 s
+    assert 0 < first.keys_measured < _demo_grid(16)
+    assert first.keys_left == _demo_grid(16) - first.keys_measured
+    assert not out.exists() and parts_dir(out).exists()
+    cfg.max_seconds = None
+    second = profile_model(cfg)
+    assert second.keys_before == first.keys_measured and second.keys_left == 0 and out.exists()
+    assert len(read_lut(out)[0]) == _demo_grid(16)

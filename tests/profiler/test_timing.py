@@ -93,3 +93,17 @@ def test_cold_weights_rotate_enough_copies_to_leave_the_cache():
     assert all(torch.equal(o, outs[0]) for o in outs)
     cfg = TimingConfig(max_reps=5, warmup=1, cold_bytes=1 << 20).validate()
     assert cfg.identity()["weights"] == "cold" and measure_key(conv, cfg).mean_ms > 0
+
+
+@pytest.mark.gpu
+def test_whole_networks_are_graphed_with_few_calls_per_replay():
+    from profiler.timing import _model_unroll, model_input, prepare_model, time_model
+    from zoo import resolve_model
+
+    cfg = TimingConfig(device="cuda", mode="graph", batch=64, max_reps=50).validate()
+    m = resolve_model("resnet18")
+    net = prepare_model(m.module, cfg)
+    x = model_input(cfg, 3, 224)
+    unroll = _model_unroll(lambda: net(x), cfg)
+    assert 1 <= unroll < cfg.graph_unroll  # a batch-64 resnet18 forward takes milliseconds
+    assert time_model(net, x, cfg).mean_ms > 0

@@ -1,0 +1,118 @@
+"""Profile and validate latency tables for several models in one regime, inside a time budget.
+
+For each model: ``hwprune profile`` (the keys its validation variants need, with
+``--for-validation``, or the whole grid with ``--full-grid``), then ``hwprune lut
+validate`` on the same variants, both re-measured now. Models are done in the order
+given; with time left, ``--extend`` tables are then grown to their full grid so that
+the pruner can use them. Every phase runs as its own process under the time left,
+so an overrun loses one phase, not the run. Writes ``OUT/lut_validation.json``
+(device, torch, CUDA, cuDNN, each model's R², MAPE, max error, Spearman, conv-only and
+proxy figures, key counts and seconds) beside the LUTs and reports.
+
+Example (the H100 check of issue 4, the regime of ../shared/gpu-facts.md)::
+
+    python benchmarks/lut_validation.py --out DIR --device cuda --mode graph --batch 256 \\
+        --dtype fp16 --channels-last --models resnet18,resnet50 --extend resnet18 --budget 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import machine, write_json  # noqa: E402
+
+
+def _run(cmd: list[str], seconds: float) -> tuple[int, float]:
+    print("$ " + " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    try:
+        rc = subprocess.run(cmd, timeout=max(1.0, seconds)).returncode
+    except subprocess.TimeoutExpired:
+        rc = 124
+    return rc, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--models", default="resnet18,resnet50")
+    ap.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    ap.add_argument("--mode", default="graph", choices=["eager", "graph"])
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
+    ap.add_argument("--channels-last", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="cpu only")
+    ap.add_argument("--step", type=int, default=16)
+    ap.add_argument("--samples", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-reps", type=int, default=200)
+    ap.add_argument("--full-grid", default="", help="models profiled on their whole grid first")
+    ap.add_argument("--extend", default="", help="models grown to their whole grid at the end")
+    ap.add_argument("--budget", type=float, default=3600.0, help="seconds for everything")
+    args = ap.parse_args(argv)
+    t_end = time.perf_counter() + args.budget
+    left = lambda: t_end - time.perf_counter()  # noqa: E731
+    args.out.mkdir(parents=True, exist_ok=True)
+    hw = [sys.executable, "-m", "hwprune"]
+    regime = ["--device", args.device, "--mode", args.mode, "--batch", str(args.batch),
+              "--dtype", args.dtype] + (["--channels-last"] if args.channels_last else []) + \
+        (["--threads", str(args.threads)] if args.threads else [])
+    tag = f"{args.device}-{args.dtype}-b{args.batch}-{args.mode}" + \
+        ("-cl" if args.channels_last else "")
+    result = {"machine": machine(args.device), "regime": tag, "step": args.step,
+              "samples": args.samples, "models": {}}
+    full = set(filter(None, args.full_grid.split(",")))
+    models = args.models.split(",")
+    for i, model in enumerate(models):
+        lut = args.out / f"{model}-{tag}-s{args.step}.parquet"
+        vdir = args.out / f"{model}-{tag}-s{args.step}.validate"
+        prof = hw + ["profile", model, "--step", str(args.step), "--out", str(lut),
+                     "--max-reps", str(args.max_reps), "-q"] + regime
+        if model not in full:
+            prof += ["--for-validation", str(args.samples)]
+        # An equal share of the time left for each model still to do, its validation
+        # (about a minute and a half on an H100) set aside.
+        share = max(30.0, (left() - 90 * (len(models) - i)) / (len(models) - i))
+        rc_p, s_p = _run(prof + ["--time-budget", f"{share:.0f}"], left() - 60)
+        entry = {"lut": lut.name, "profile_rc": rc_p, "profile_seconds": s_p,
+                 "keys": "grid" if model in full else "validation variants"}
+        if rc_p == 0 and lut.exists() and left() > 30:
+            rc_v, s_v = _run(hw + ["lut", "validate", model, "--lut", str(lut), "--samples",
+                                   str(args.samples), "--rounds", str(args.rounds),
+                                   "--max-reps", str(args.max_reps), "--out", str(vdir), "-q"],
+                             left())
+            entry.update(validate_rc=rc_v, validate_seconds=s_v)
+            if (vdir / "report.json").exists():
+                rep = json.loads((vdir / "report.json").read_text())
+                entry["report"] = {k: rep.get(k) for k in (
+                    "r2_identity", "r2_linear", "mape", "max_abs_err_ms", "spearman",
+                    "n_samples", "measured_range_ms", "conv_only", "conv_only_share_of_measured",
+                    "proxies", "machine_drift", "median_round_spread")}
+        result["models"][model] = entry
+        write_json(args.out, "lut_validation.json", result)
+    for model in filter(None, args.extend.split(",")):
+        if left() < 30:
+            break
+        lut = args.out / f"{model}-{tag}-s{args.step}.parquet"
+        rc, s = _run(hw + ["profile", model, "--step", str(args.step), "--out", str(lut),
+                           "--max-reps", str(args.max_reps), "-q",
+                           "--time-budget", str(max(1, left() - 20))] + regime, left())
+        result["models"].setdefault(model, {})["extend"] = {"rc": rc, "seconds": s}
+        write_json(args.out, "lut_validation.json", result)
+    print(json.dumps({m: e.get("report", {}).get("r2_identity") for m, e in
+                      result["models"].items()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
