@@ -27,7 +27,8 @@ def cli() -> None:
     """hwprune: make a trained CNN meet a latency budget on a given device, without its data.
 
     \b
-    Steps:  profile  -> a latency look-up table (LUT) of the device
+    Steps:  import   -> your trained weights as an hwprune checkpoint
+            profile  -> a latency look-up table (LUT) of the device
             lut      -> inspect, merge, estimate with, validate and plot LUTs
             synth    -> training images from the model alone (DeepInversion)
             prune    -> remove filter groups until a latency target, then fine-tune
@@ -358,8 +359,9 @@ def demo(out, quick, threads, quiet) -> None:
                f"({result['seconds']:.0f} s)")
 
 
-from hwprune.prune_cmd import evaluate, prune  # noqa: E402
+from hwprune.prune_cmd import evaluate, import_weights_cmd, prune  # noqa: E402
 
+cli.add_command(import_weights_cmd)
 cli.add_command(prune)
 cli.add_command(evaluate)
 

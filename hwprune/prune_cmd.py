@@ -142,3 +142,28 @@ def evaluate(model, val, mean, std) -> None:
                    f"of {data.source}")
     except (ModelError, DataError) as exc:
         _fail(exc)
+
+
+@click.command("import")
+@click.argument("arch")
+@click.argument("weights", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="hwprune checkpoint to write (the TEACHER of `hwprune prune`).")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Classifier outputs, for a model trained on your own classes "
+                   "[default: the architecture's, 1000 for torchvision].")
+def import_weights_cmd(arch, weights, out, num_classes) -> None:
+    """Turn your trained weights for torchvision's ARCH into an hwprune checkpoint.
+
+    WEIGHTS is a state dict saved with torch.save (DDP's 'module.' prefix and a nesting
+    under 'state_dict' or 'model' are accepted); it is read with weights_only=True, so
+    no pickled code runs. Example: hwprune import resnet50 my_resnet50.pth --out teacher.pt
+    """
+    from zoo import import_weights
+
+    kwargs = {"num_classes": num_classes} if num_classes else {}
+    try:
+        path = import_weights(arch, weights, out, **kwargs)
+    except ModelError as exc:
+        _fail(exc)
+    click.echo(f"wrote {path} ({arch}{', ' + str(num_classes) + ' classes' if num_classes else ''})")

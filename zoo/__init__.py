@@ -4,6 +4,7 @@ from zoo.demo import DEMO_INPUT_SIZE, DemoNet, build_demo
 from zoo.models import (
     ModelError,
     ResolvedModel,
+    import_weights,
     load_checkpoint,
     resolve_model,
     save_checkpoint,
@@ -18,6 +19,7 @@ __all__ = [
     "build_demo",
     "ModelError",
     "ResolvedModel",
+    "import_weights",
     "load_checkpoint",
     "resolve_model",
     "save_checkpoint",

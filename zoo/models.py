@@ -113,6 +113,39 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
     return path
 
 
+def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike,
+                   **arch_kwargs: Any) -> Path:
+    """Your own trained weights for a torchvision ``arch`` as an hwprune checkpoint.
+
+    ``weights`` is a state dict saved with ``torch.save`` (also one nested under
+    'state_dict' or 'model', and with DistributedDataParallel's 'module.' prefix); it is
+    read with ``weights_only=True`` and must match ``arch`` exactly (e.g. pass
+    ``num_classes`` for a model trained on your own classes).
+    """
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelError(f"weights file '{path}' does not exist")
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelError(f"cannot load '{path}' as a weights-only state dict: {exc}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ModelError(f"'{path}' holds no state dict (a dict of tensors)")
+    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    resolved = _build_arch(arch, arch_kwargs)
+    try:
+        resolved.module.load_state_dict(sd)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise ModelError(f"'{path}' does not match {arch}"
+                         f"{' ' + str(arch_kwargs) if arch_kwargs else ''}: "
+                         f"{' '.join(first[1:3]) if len(first) > 1 else first[0]}") from None
+    return save_checkpoint(resolved.module, out, arch, arch_kwargs, imported_from=str(path))
+
+
 def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
     path = Path(path)
     if not path.is_file():

@@ -34,3 +34,28 @@ def test_unknown_names_get_suggestions():
     with pytest.raises(ModelError, match="did you mean.*mobilenet_v2"):
         resolve_model("mobilenetv2")
     assert resolve_model("resnet18").input_size == 224
+
+
+def test_import_weights_from_a_plain_or_ddp_state_dict(tmp_path):
+    import torchvision
+    from click.testing import CliRunner
+
+    from hwprune.cli import cli
+    from zoo import ModelError, import_weights, load_checkpoint
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=7).eval()
+    ddp_style = {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}
+    torch.save(ddp_style, tmp_path / "mine.pth")
+    res = CliRunner().invoke(cli, ["import", "resnet18", str(tmp_path / "mine.pth"),
+                                   "--out", str(tmp_path / "t.pt"), "--num-classes", "7"])
+    assert res.exit_code == 0, res.output
+    back = load_checkpoint(tmp_path / "t.pt").module.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(back(x), net(x))
+    with pytest.raises(ModelError, match="does not match resnet18"):  # 1000 classes expected
+        import_weights("resnet18", tmp_path / "mine.pth", tmp_path / "u.pt")
+    (tmp_path / "junk.pth").write_bytes(b"not a torch file")
+    with pytest.raises(ModelError, match="weights-only"):
+        import_weights("resnet18", tmp_path / "junk.pth", tmp_path / "u.pt")
