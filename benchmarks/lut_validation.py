@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         lut = args.out / f"{model}-{tag}-s{args.step}.parquet"
         rc, s = _run(hw + ["profile", model, "--step", str(args.step), "--out", str(lut),
                            "--max-reps", str(args.max_reps), "-q",
-                           "--time-budget", str(max(1, left() - 20))] + regime, left())
+                           "--time-budget", str(max(1, left() - 60))] + regime, left())
         result["models"].setdefault(model, {})["extend"] = {"rc": rc, "seconds": s}
         write_json(args.out, "lut_validation.json", result)
     print(json.dumps({m: e.get("report", {}).get("r2_identity") for m, e in

@@ -34,7 +34,7 @@ from luts import Lut, estimate  # noqa: E402
 from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from pruner import PruneConfig, TargetError  # noqa: E402
 from pruner.finetune import FineTuneConfig  # noqa: E402
-from pruner.run import PruneJob, run_job  # noqa: E402
+from pruner.run import JobError, PruneJob, run_job  # noqa: E402
 from zoo import resolve_model, save_checkpoint  # noqa: E402
 
 
@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     lut_path, lut_info = _lut(args)
     lut = Lut.load([lut_path])
+    steps = {int(src["step"]) for src in lut.meta.get("sources", [])}
+    step = steps.pop() if len(steps) == 1 else args.step  # a reused table's own grid
     torch.manual_seed(args.seed)
     resolved = resolve_model(args.model)
     teacher = save_checkpoint(resolved.module, args.out / "teacher.pt", resolved.name)
@@ -100,16 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         target = frac * full_ms
         row = {"target_fraction": frac, "target_ms": target, "criterion": "taylor-latency"}
         t1 = time.perf_counter()
-        job = PruneJob(teacher=str(teacher), out=args.out / f"pruned-{int(100 * frac)}",
+        job = PruneJob(teacher=str(teacher), out=args.out / f"pruned-{round(100 * frac)}",
                        data=str(images), luts=[str(lut_path)],
-                       prune=PruneConfig(target_latency_ms=target, group_size=args.step,
+                       prune=PruneConfig(target_latency_ms=target, group_size=step,
                                          interval=args.interval, batch_size=args.batch_size,
                                          seed=args.seed),
                        finetune=FineTuneConfig(epochs=0), measure_rounds=args.rounds,
                        measure_max_reps=args.max_reps, device=args.device, progress=False)
         try:
             rep = run_job(job)
-        except TargetError as exc:
+        except (TargetError, JobError) as exc:  # unreachable, or --out holds a finished run
             row["error"] = str(exc)
         else:
             m = rep["measured"]

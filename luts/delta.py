@@ -17,6 +17,7 @@ import numpy as np
 from luts.lookup import Lut
 from profiler.coupling import Dimension, dimensions, is_depthwise
 from profiler.keyspace import OpKey, Trace
+from profiler.table import LutError
 
 
 def shrink(key: OpKey, k: int, side: str) -> OpKey:
@@ -35,6 +36,12 @@ class LatencyModel:
     """Current channel counts of a network and their LUT latency, with a batched delta query."""
 
     def __init__(self, trace: Trace, lut: Lut, strict: bool = False) -> None:
+        sources = lut.meta.get("sources") or []
+        if sources and all(s.get("keys") for s in sources):
+            # Between such sparse keys interpolation would silently span whole grids.
+            raise LutError(f"LUT {lut.source} holds only the keys of validation variants "
+                           f"(`profile --for-validation`); pruning needs the model's whole "
+                           f"grid: profile it without --for-validation")
         self.lut, self.strict = lut, strict
         self.names = [r.name for r in trace.layers]
         self.keys = [r.key for r in trace.layers]

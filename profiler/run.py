@@ -61,7 +61,7 @@ class ProfileResult:
     keys_total: int        # the scan grid of this run (after --layers and sharding)
     keys_before: int       # already measured when the run started
     keys_measured: int     # measured by this run
-    keys_left: int         # still missing (stopped by --max-keys)
+    keys_left: int         # still missing (stopped by --max-keys or the time budget)
     wall_seconds: float
     device_seconds: float  # sum of per-key timing time, warm-up and all algorithms included
     merged: Path | None = None
@@ -200,6 +200,7 @@ def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Tr
 
 def profile_model(cfg: ProfileConfig) -> ProfileResult:
     """Measure every missing key of ``cfg.model``'s scan grid and write the LUT."""
+    t_start = time.perf_counter()  # the time budget counts set-up and pilot too
     tc = cfg.timing.validate()
     shard = cfg.shard or shard_from_env()
     distributed = cfg.shard is None and shard is not None
@@ -252,7 +253,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         measured = 0
         with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:
             for key in todo:
-                if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+                if cfg.max_seconds is not None and \
+                        time.perf_counter() - t_start > cfg.max_seconds:
                     _log(f"time budget of {cfg.max_seconds:.0f} s spent: stopping", show)
                     break
                 bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)

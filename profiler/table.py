@@ -143,9 +143,19 @@ def _union(lists: Iterable[list]) -> list:
     return out
 
 
+def _whole_grids(sources: list[dict]) -> list[dict]:
+    """Drop a partial source (only listed keys) once a whole-grid scan of the same model,
+    size and step (all layers) is in the table: the rows now cover the grid."""
+    def tag(s: dict) -> tuple:
+        return s.get("model"), s.get("input_size"), s.get("step")
+
+    whole = {tag(s) for s in sources if not s.get("keys") and not s.get("layers")}
+    return [s for s in sources if not (s.get("keys") and tag(s) in whole)]
+
+
 def merge_meta(metas: Sequence[dict]) -> dict:
     merged = dict(metas[0])
-    merged["sources"] = _union(m.get("sources", []) for m in metas)
+    merged["sources"] = _whole_grids(_union(m.get("sources", []) for m in metas))
     merged["configs"] = _union(m.get("configs", []) for m in metas)
     merged["created"] = min(m.get("created", now_iso()) for m in metas)
     merged["updated"] = now_iso()

@@ -119,22 +119,33 @@ def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike
 
     ``weights`` is a state dict saved with ``torch.save`` (also one nested under
     'state_dict' or 'model', and with DistributedDataParallel's 'module.' prefix); it is
-    read with ``weights_only=True`` and must match ``arch`` exactly (e.g. pass
+    read with ``weights_only=True`` (torch.compile's '_orig_mod.' prefix and the options
+    torchvision's reference scripts save beside the weights are accepted too) and must
+    match ``arch`` exactly (e.g. pass
     ``num_classes`` for a model trained on your own classes).
     """
     path = Path(weights)
     if not path.is_file():
         raise ModelError(f"weights file '{path}' does not exist")
+    import argparse
+    from contextlib import nullcontext
+
+    # torchvision's reference training scripts store their argparse options beside the
+    # weights: a plain namespace, safe to allow (torch >= 2.5 can say so).
+    allow = getattr(torch.serialization, "safe_globals", None)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        with allow([argparse.Namespace]) if allow else nullcontext():
+            sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot load '{path}' as a weights-only state dict: {exc}") from None
+        raise ModelError(f"cannot load '{path}' as a weights-only state dict (save "
+                         f"model.state_dict(), not the model object): {exc}") from None
     for key in ("state_dict", "model"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError(f"'{path}' holds no state dict (a dict of tensors)")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
+    # DistributedDataParallel and torch.compile wrap the names of the weights they save.
+    sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
     resolved = _build_arch(arch, arch_kwargs)
     try:
         resolved.module.load_state_dict(sd)

@@ -89,3 +89,14 @@ def test_profile_for_validation_covers_exactly_the_variants_keys(tmp_path):
     assert len(keys) < len(grid)
     with pytest.raises(LutMissError):
         table.lookup(grid, strict=True)
+    # the pruner refuses such a table; once grown to the whole grid, it is a full table
+    from luts import LatencyModel, LutError
+
+    with pytest.raises(LutError, match="validation variants"):
+        LatencyModel(trace_model(m.module, 32, 1), table)
+    grown = _run("profile", "demo", "--step", "8", "--out", lut, "--threads", "1",
+                 "--max-reps", "3", "-q")
+    assert grown.exit_code == 0, grown.output
+    full = Lut.load([lut])
+    assert len(full.rows) == len(grid) and not any(s.get("keys") for s in full.meta["sources"])
+    LatencyModel(trace_model(m.module, 32, 1), full)

@@ -45,7 +45,11 @@ def test_import_weights_from_a_plain_or_ddp_state_dict(tmp_path):
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=7).eval()
-    ddp_style = {"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}
+    import argparse
+
+    # as torchvision's reference train.py saves: DDP-prefixed weights beside its options
+    ddp_style = {"model": {f"module.{k}": v for k, v in net.state_dict().items()},
+                 "args": argparse.Namespace(lr=0.1), "epoch": 3}
     torch.save(ddp_style, tmp_path / "mine.pth")
     res = CliRunner().invoke(cli, ["import", "resnet18", str(tmp_path / "mine.pth"),
                                    "--out", str(tmp_path / "t.pt"), "--num-classes", "7"])
