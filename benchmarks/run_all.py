@@ -78,7 +78,8 @@ def _headline(name: str, r: dict) -> str:
                 f"noise {100 * r['student_acc_noise']:.1f}% ({r['n_images']} images)")
     if name == "prune_digits":
         cells = [f"{int(100 * x['budget_fraction'])}% {x['criterion']}: "
-                 + (f"{x['measured_ms']:.2f} ms, {100 * x['accuracy']:.1f}%" if "error" not in x
+                 + (f"{100 * x['measured_ratio']:.0f}% of the teacher's latency, "
+                    f"{100 * x['accuracy']:.1f}%" if "error" not in x
                     else "unreachable") for x in r["rows"]]
         return "; ".join(cells)
     if name.startswith("lut_validation"):
