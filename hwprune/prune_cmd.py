@@ -32,6 +32,11 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="Prune until the LUT estimate is at most MS (confirmed by measurement).")
 @click.option("--target-ratio", type=float, default=None,
               help="Prune until this fraction of the prunable filters is kept.")
+@click.option("--target-measured-ratio", type=float, default=None, metavar="R",
+              help="Prune until the pruned model MEASURES at most R x the teacher's latency "
+                   "on this machine (in the LUT's mode); the LUT target (--target-latency, "
+                   "default R x the teacher's estimate) is the first guess, lowered while "
+                   "the measurement misses.")
 @click.option("--criterion", type=click.Choice(["taylor-latency", "taylor", "magnitude",
                                                 "flops-aware"]),
               default="taylor-latency", show_default=True,
@@ -72,7 +77,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="Give up (with an error) after this many pruning steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
-def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta, selector,
+def prune(teacher, data, luts, out, target_latency, target_ratio, target_measured_ratio,
+          criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
           decay_at, no_update, shift, flip, val, mean, std, device, no_measure, max_steps, seed,
           quiet) -> None:
@@ -100,7 +106,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, criterion, eta
                             shift=shift, flip=flip, seed=seed)
         rep = run_job(PruneJob(teacher, out, data, list(luts), pc, fc, val, _floats(mean),
                                _floats(std), not no_measure, device=device,
-                               progress=not quiet))
+                               progress=not quiet, measured_ratio=target_measured_ratio))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
         _fail(exc)

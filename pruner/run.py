@@ -15,7 +15,7 @@ import copy
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ from profiler.timing import model_input, prepare_model, time_model
 from pruner.data import DataError, evaluate, load_images
 from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from pruner.groups import out_channels
+from pruner.measured_target import close_loop
 from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 
@@ -53,6 +54,10 @@ class PruneJob:
     measure_max_reps: int = 1000     # per round and network (adaptive: stops at a 1% CI)
     device: str = "cpu"              # where pruning and fine-tuning run
     progress: bool = True
+    # Prune on until the student *measures* at most this fraction of the teacher's latency
+    # (here, in the LUT's mode); the LUT target is the first guess (measured_target.py).
+    measured_ratio: float | None = None
+    measured_retries: int = 4
 
 
 def _load_lut(job: PruneJob) -> Lut | None:
@@ -139,6 +144,15 @@ def _run_job(job: PruneJob) -> dict:
     for prm in teacher.parameters():
         prm.requires_grad_(False)
     lut = _load_lut(job)
+    if job.measured_ratio is not None:
+        if not 0 < job.measured_ratio < 1:
+            raise JobError(f"measured ratio {job.measured_ratio} must lie strictly in (0, 1)")
+        if lut is None or not job.measure:
+            raise JobError("a measured target needs a LUT and measurement (no --no-measure)")
+        if job.prune.target_latency_ms is None and job.prune.target_ratio is None:
+            # first guess: the same fraction of the teacher's LUT estimate
+            job.prune = replace(job.prune, target_latency_ms=job.measured_ratio *
+                                _est(teacher, lut, size, in_ch))
     data = load_images(job.data, size, job.mean, job.std)
     if tuple(data.images.shape[1:]) != (in_ch, size, size):
         raise DataError(f"{data.source}: images are {tuple(data.images.shape[1:])}, the model "
@@ -161,6 +175,11 @@ def _run_job(job: PruneJob) -> dict:
     pruner = Pruner(student, teacher, job.prune, size, in_ch, lut,
                     state["original_filters"] if state else None)
     if state is None:
+        if job.measured_ratio is not None and pruner.cfg.target_latency_ms is not None:
+            # The LUT target is only a first guess here: keep it within what can be reached.
+            now, floor = pruner.latency.total_ms, pruner.floor_ms()
+            pruner.cfg.target_latency_ms = min(max(pruner.cfg.target_latency_ms, floor),
+                                               now * (1 - 1e-6))
         pruner.check_target()
     else:
         _restore(pruner, state)
@@ -177,8 +196,15 @@ def _run_job(job: PruneJob) -> dict:
             atomic_save(_state_payload(p, inputs), prune_state)
 
     wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if world > 1 else None
+    loop = None
     with bar:
         pruner.run(data, on_step, rank, world, wrap)
+        if job.measured_ratio is not None:
+            loop = close_loop(
+                pruner, teacher, lut, job.measured_ratio, job.measured_retries,
+                lambda t, s: measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
+                                          job.measure_max_reps),
+                data, dict(on_step=on_step, rank=rank, world=world, wrap=wrap), rank, world)
     if rank == 0 and not prune_state.is_file():  # the target needed no step at all
         atomic_save(_state_payload(pruner, inputs), prune_state)
     fbar = tqdm(desc="fine-tuning", total=job.finetune.epochs, unit="epoch",
@@ -193,6 +219,7 @@ def _run_job(job: PruneJob) -> dict:
         "after": {"estimated_ms": _est(student, lut, size, in_ch),
                   "channels": pruner.channels()},
         "filters_kept": pruner.filters() / pruner.original_filters,
+        **({"measured_target": {"ratio": job.measured_ratio, "loop": loop}} if loop else {}),
         "trajectory": [asdict(r) for r in pruner.trajectory], "finetune_history": history,
     }
     if rank != 0:

@@ -139,3 +139,45 @@ def test_torchrun_two_cpu_ranks_prune_together(teacher_ckpt, teacher_lut, tmp_pa
     assert '"trajectory"' in rep
     assert resolve_model(str(tmp_path / "d" / "pruned.pt")).module(torch.zeros(1, 1, 32, 32)) \
         .shape == (1, 10)
+
+
+def test_measured_target_prunes_on_until_the_measurement_meets_it(teacher_ckpt, teacher_lut):
+    """The loop's decisions, with a measurement that adds a fixed overhead the LUT lacks
+    (as a CPU's framework overhead does): the LUT target alone misses, the loop corrects."""
+    from pruner.data import load_images
+    from pruner.measured_target import close_loop
+
+    r = resolve_model(str(teacher_ckpt))
+    teacher = r.module.eval()
+    student = resolve_model(str(teacher_ckpt)).module
+    lut = Lut.load(teacher_lut)
+    full = estimate(teacher, lut, 32, 1).total_ms
+    overhead = 0.2 * full
+
+    def measure(t, s):  # deterministic stand-in for measure_pair: est + overhead
+        return {"teacher_ms": full + overhead,
+                "pruned_ms": estimate(s, lut, 32, 1).total_ms + overhead}
+
+    p = Pruner(student, teacher, PruneConfig(target_latency_ms=0.8 * full, **FAST), 32, 1, lut)
+    data = load_images("digits", 32)
+    p.run(data)
+    goal = 0.65
+    loop = close_loop(p, teacher, lut, goal, retries=6, measure=measure, data=data,
+                      run_kwargs={})
+    assert loop[0]["measured_ratio"] > goal  # the LUT target alone missed the goal
+    assert loop[-1]["measured_ratio"] <= goal and loop[-1]["stopped"] == "met"
+    ests = [h["estimated_ms"] for h in loop]
+    assert all(a > b for a, b in zip(ests, ests[1:]))  # each correction pruned further
+
+
+def test_measured_target_job_reports_its_loop(teacher_ckpt, teacher_lut, tmp_path):
+    job = _job(teacher_ckpt, teacher_lut, tmp_path / "m", None)
+    job.measured_ratio, job.finetune = 0.8, FineTuneConfig(epochs=0)
+    rep = run_job(job)
+    loop = rep["measured_target"]["loop"]
+    assert loop and loop[-1]["stopped"] in ("met", "at the LUT's floor", "out of retries")
+    assert rep["prune"]["target_latency_ms"] > 0  # a first guess was made from the LUT
+    with pytest.raises(ValueError, match="strictly"):
+        bad = _job(teacher_ckpt, teacher_lut, tmp_path / "b", None)
+        bad.measured_ratio = 1.5
+        run_job(bad)
