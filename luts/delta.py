@@ -36,7 +36,7 @@ class LatencyModel:
     """Current channel counts of a network and their LUT latency, with a batched delta query."""
 
     def __init__(self, trace: Trace, lut: Lut, strict: bool = False) -> None:
-        sources = lut.meta.get("sources") or []
+        sources = (getattr(lut, "meta", None) or {}).get("sources") or []  # MacsTable: none
         if sources and all(s.get("keys") for s in sources):
             # Between such sparse keys interpolation would silently span whole grids.
             raise LutError(f"LUT {lut.source} holds only the keys of validation variants "
