@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="cpu only")
     ap.add_argument("--step", type=int, default=16)
+    ap.add_argument("--input-size", type=int, default=None, help="default: the model's own")
+    ap.add_argument("--calibrate", type=int, default=8,
+                    help="variants for the in-network calibration of whole-grid tables (0: none)")
     ap.add_argument("--samples", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-reps", type=int, default=200)
@@ -66,10 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     hw = [sys.executable, "-m", "hwprune"]
     regime = ["--device", args.device, "--mode", args.mode, "--batch", str(args.batch),
               "--dtype", args.dtype] + (["--channels-last"] if args.channels_last else []) + \
-        (["--threads", str(args.threads)] if args.threads else [])
+        (["--threads", str(args.threads)] if args.threads else []) + \
+        (["--input-size", str(args.input_size)] if args.input_size else [])
     tag = f"{args.device}-{args.dtype}-b{args.batch}-{args.mode}" + \
         ("-cl" if args.channels_last else "")
     result = {"machine": machine(args.device), "regime": tag, "step": args.step,
+              "input_size": args.input_size, "threads": args.threads,
               "samples": args.samples, "models": {}}
     full = set(filter(None, args.full_grid.split(",")))
     models = args.models.split(",")
@@ -77,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         lut = args.out / f"{model}-{tag}-s{args.step}.parquet"
         vdir = args.out / f"{model}-{tag}-s{args.step}.validate"
         prof = hw + ["profile", model, "--step", str(args.step), "--out", str(lut),
-                     "--max-reps", str(args.max_reps), "-q"] + regime
+                     "--max-reps", str(args.max_reps), "--calibrate", str(args.calibrate),
+                     "-q"] + regime
         if model not in full:
             prof += ["--for-validation", str(args.samples)]
         # An equal share of the time left for each model still to do, its validation
@@ -89,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         if rc_p == 0 and lut.exists() and left() > 30:
             rc_v, s_v = _run(hw + ["lut", "validate", model, "--lut", str(lut), "--samples",
                                    str(args.samples), "--rounds", str(args.rounds),
-                                   "--max-reps", str(args.max_reps), "--out", str(vdir), "-q"],
-                             left())
+                                   "--max-reps", str(args.max_reps), "--out", str(vdir), "-q"]
+                             + (["--input-size", str(args.input_size)] if args.input_size
+                                else []), left())
             entry.update(validate_rc=rc_v, validate_seconds=s_v)
             if (vdir / "report.json").exists():
                 rep = json.loads((vdir / "report.json").read_text())
                 entry["report"] = {k: rep.get(k) for k in (
-                    "r2_identity", "r2_linear", "mape", "max_abs_err_ms", "spearman",
+                    "estimator", "operator_sum", "calibration", "r2_identity", "r2_linear", "mape", "max_abs_err_ms", "spearman",
                     "n_samples", "measured_range_ms", "conv_only", "conv_only_share_of_measured",
                     "proxies", "machine_drift", "median_round_spread")}
         result["models"][model] = entry

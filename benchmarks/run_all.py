@@ -33,9 +33,12 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "synth_speed": ([], ["--device", "cuda"]),
     "synth_digits": ([], None),
     "prune_digits": ([], None),
-    # CPU: the embedded digits net, a quick check; GPU: the H100 check of issue 4.
+    # CPU: issue 4's check (resnet18 at 112 px, batch 1, one thread, whole step-32 grid,
+    # calibrated, 32 variants; about 5 minutes); GPU: the H100 check of issue 4.
     "lut_validation": (["--device", "cpu", "--mode", "eager", "--batch", "1", "--dtype", "fp32",
-                        "--threads", "2", "--models", "demo", "--step", "8", "--extend", ""],
+                        "--threads", "1", "--models", "resnet18", "--full-grid", "resnet18",
+                        "--input-size", "112", "--step", "32", "--samples", "32",
+                        "--max-reps", "1000"],
                        ["--channels-last", "--models", "resnet18,resnet50", "--extend",
                         "resnet18", "--budget", "500"]),
 }
@@ -85,7 +88,11 @@ def _headline(name: str, r: dict) -> str:
     if name.startswith("lut_validation"):
         return f"{r['regime']}, step {r['step']}: " + "; ".join(
             f"{m}: R² identity {x['report']['r2_identity']:.4f}, MAPE "
-            f"{100 * x['report']['mape']:.1f}%, FLOPs proxy R² "
+            f"{100 * x['report']['mape']:.1f}% ({x['report'].get('estimator', 'operator sum')}"
+            + (f"; operator sum {x['report']['operator_sum']['r2_identity']:.3f}, "
+               f"{100 * x['report']['operator_sum']['mape']:.1f}%"
+               if x['report'].get('operator_sum') and x['report'].get('calibration') else "")
+            + f"), FLOPs proxy R² "
             f"{x['report']['proxies']['flops']['r2_linear']:.2f}" if "report" in x
             else f"{m}: not validated in this run" for m, x in r["models"].items())
     return ""

@@ -81,10 +81,15 @@ def cli() -> None:
                    "but the pruner needs the full grid.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Variant seed for --for-validation (use the same in `lut validate`).")
+@click.option("--calibrate", "calibrate_n", type=click.IntRange(min=0), default=8,
+              show_default=True, metavar="N",
+              help="Once the whole grid is measured, time N random pruned variants end to end "
+                   "and store the in-network calibration (operators run slower inside a "
+                   "network than alone; see `hwprune lut calibrate`). 0: none.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def profile(model, device, step, out, input_size, batch, dtype, channels_last, mode, algos,
             threads, layers, max_keys, shard, max_reps, rel_ci, weights, time_budget,
-            for_validation, seed, quiet) -> None:
+            for_validation, seed, calibrate_n, quiet) -> None:
     """Time every operator key of MODEL's pruning grid and store the LUT.
 
     MODEL is a torchvision classifier name (resnet18, resnet50, mobilenet_v2, ...),
@@ -117,6 +122,32 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
                + (f", {r.keys_left} left (rerun to continue)" if r.keys_left else ""))
     if r.merged:
         click.echo(f"rank 0 merged all shards into {r.merged}")
+    whole = not r.keys_left and not layers and for_validation is None and \
+        (r.merged is not None or (shard is None and r.out == out))
+    if calibrate_n and whole:
+        _calibrate(model, out, calibrate_n, input_size, max_reps, quiet,
+                   skip_if_done=r.keys_measured == 0, optional=True)
+
+
+def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_done=False,
+               optional=False) -> None:
+    from luts import CalibrateConfig, calibrate, read_meta
+
+    try:
+        if skip_if_done and read_meta(lut_path).get("calibration"):
+            return
+        cal = calibrate(CalibrateConfig(model, lut_path, samples, input_size,
+                                        max_reps=max_reps, progress=not quiet))
+    except USER_ERRORS as exc:
+        if optional and "random pruned variants" in str(exc):
+            click.echo(f"not calibrated: {exc}")  # the table itself is complete and kept
+            return
+        _fail(exc)
+    f = cal["fits"]["mean_ms"]
+    click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
+               f"measured = {f['slope']:.3f} x operator sum + {1e3 * f['per_op_ms']:.1f} us x "
+               f"{f['n_ops']} operators (R2 {f['r2']:.3f}, in-sample MAPE "
+               f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}")
 
 
 @cli.group()
@@ -230,11 +261,19 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
                f"{p['measured_range_ms'][0]:.3f}-{p['measured_range_ms'][1]:.3f} ms")
     click.echo(f"{'':16}{'R2 identity':>12}{'R2 linear':>11}{'MAPE':>8}{'max err ms':>12}"
                f"{'Spearman':>10}")
-    for name, r in (("all operators", p), ("convs only", c),
+    main = [("calibrated", p), ("operator sum", p["operator_sum"])] if p.get("calibration") \
+        else [("all operators", p)]
+    for name, r in (*main, ("convs only", c),
                     ("FLOPs (fitted)", p["proxies"]["flops"]),
                     ("params (fitted)", p["proxies"]["params"])):
         click.echo(f"{name:16}{r['r2_identity']:>12.3f}{r['r2_linear']:>11.3f}"
                    f"{100 * r['mape']:>7.1f}%{r['max_abs_err_ms']:>12.3f}{r['spearman']:>10.3f}")
+    if p.get("calibration"):
+        k = p["calibration"]
+        click.echo(f"calibrated: measured = {k['slope']:.3f} x operator sum + "
+                   f"{1e3 * k['per_op_ms']:.1f} us x operators (fitted on {k['variants']} "
+                   f"other variants of {k['model']}); {k['shared_with_validation']} of these "
+                   f"variants were among them and are left out of its row")
     drift = p.get("machine_drift")
     if drift:
         d = p["drift_corrected"]
@@ -244,6 +283,28 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
                    f"identity {d['r2_identity']:.3f}, MAPE {100 * d['mape']:.1f}%")
     click.echo(f"wrote {out / 'report.json'}, {out / 'variants.csv'}, "
                f"{out / 'estimate_vs_measured.png'}")
+
+
+@lut.command("calibrate")
+@click.argument("model")
+@click.option("--lut", "lut_path", type=click.Path(path_type=Path), required=True,
+              help="The LUT to calibrate (rewritten in place, atomically).")
+@click.option("--samples", type=click.IntRange(min=3), default=8, show_default=True,
+              help="Random pruned variants to measure end to end.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None)
+@click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+def calibrate_cmd(model, lut_path, samples, input_size, max_reps, quiet) -> None:
+    """Fit how the LUT's operator sums relate to whole-network latency, and store it.
+
+    Operators timed alone run with warm caches; inside a network (on a CPU most of all)
+    the same operators take longer. This measures SAMPLES random pruned variants of
+    MODEL end to end in the LUT's own mode and fits measured = slope x operator sum +
+    per-operator overhead x operators. Estimates, validation and the pruner then use
+    the calibrated value; `lut validate` leaves these variants out of its score.
+    `hwprune profile` runs this by default once the grid is complete.
+    """
+    _calibrate(model, lut_path, samples, input_size, max_reps, quiet)
 
 
 @lut.command("plot")
@@ -352,8 +413,10 @@ def demo(out, quick, threads, quiet) -> None:
         _fail(exc)
     click.echo("\n" + format_table(result))
     v = result["lut_validation"]
-    click.echo(f"\nLUT vs measured on {v['n_samples']} pruned variants: R² {v['r2_identity']:.3f} "
-               f"(identity line), MAPE {100 * v['mape']:.1f}%")
+    click.echo(f"\nLUT vs measured on {v['n_samples']} pruned variants ({v['estimator']}): R² "
+               f"{v['r2_identity']:.3f} (identity line), MAPE {100 * v['mape']:.1f}%; operator "
+               f"sum alone R² {v['operator_sum']['r2_identity']:.3f}, MAPE "
+               f"{100 * v['operator_sum']['mape']:.1f}%")
     click.echo(f"plots: {out / 'accuracy_vs_latency.png'}, {out / 'digits_synth_vs_real.png'}, "
                f"{out / 'validate' / 'estimate_vs_measured.png'}; results: {out / 'demo.json'} "
                f"({result['seconds']:.0f} s)")

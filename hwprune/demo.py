@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from luts import Lut, ValidateConfig, estimate, validate
+from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
 from profiler import ProfileConfig, TimingConfig, profile_model
 from profiler.store import parts_dir
 from pruner import PruneConfig, TargetError
@@ -42,6 +42,7 @@ class DemoConfig:
     # 4 groups per step remove the paper's 32 filters per step.
     step: int = 8
     groups_per_step: int = 4
+    calibrate_samples: int = 6       # variants timed end to end for the LUT's calibration
     validate_samples: int = 10
     n_images: int = 200              # the paper's 30 minibatches per step and 15 fine-tuning
     iterations: int = 80             # epochs scaled down to fit 10 minutes on 2 CPU cores
@@ -62,8 +63,8 @@ class DemoConfig:
     @classmethod
     def quick_mode(cls, **kw) -> "DemoConfig":
         """Every step and every table row, with far less compute (about 2 minutes)."""
-        base = dict(quick=True, teacher_epochs=3, validate_samples=6, n_images=100,
-                    iterations=20, interval=3, epochs=2, measure_rounds=2,
+        base = dict(quick=True, teacher_epochs=3, calibrate_samples=4, validate_samples=6,
+                    n_images=100, iterations=20, interval=3, epochs=2, measure_rounds=2,
                     measure_max_reps=60, lut_max_reps=100, validate_rounds=1, retries=2)
         return cls(**{**base, **kw})
 
@@ -90,6 +91,12 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
                                     timing=TimingConfig(threads=cfg.threads,
                                                         max_reps=cfg.lut_max_reps)))
     cfg.log(f"LUT: {r.keys_measured} keys measured in {r.wall_seconds:.0f} s -> {lut}")
+    cal = calibrate(CalibrateConfig(str(ckpt), lut, cfg.calibrate_samples,
+                                    max_reps=cfg.lut_max_reps, rounds=cfg.validate_rounds,
+                                    progress=cfg.progress))
+    f = cal["fits"]["mean_ms"]
+    cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: measured = "
+            f"{f['slope']:.2f} x operator sum + {1e3 * f['per_op_ms']:.1f} us per operator")
     return lut
 
 
@@ -195,9 +202,10 @@ def run_demo(cfg: DemoConfig) -> dict:
                          for k, v in asdict(cfg).items() if k != "log"},
               "teacher_acc": teacher_acc, "teacher_ms": teacher_ms,
               "teacher_estimated_ms": est_teacher,
-              "lut_validation": {k: val[k] for k in ("r2_identity", "r2_linear", "mape",
-                                                     "max_abs_err_ms", "n_samples", "fit_slope",
-                                                     "fit_intercept_ms")},
+              "lut_validation": {**{k: val[k] for k in (
+                  "estimator", "r2_identity", "r2_linear", "mape", "max_abs_err_ms",
+                  "n_samples", "fit_slope", "fit_intercept_ms")},
+                  "operator_sum": {k: val["operator_sum"][k] for k in ("r2_identity", "mape")}},
               "rows": rows, "seconds": time.perf_counter() - t0}
     plot_accuracy_latency(result, cfg.out / "accuracy_vs_latency.png")
     plot_images(images / "synthetic.pt", data, cfg.out / "digits_synth_vs_real.png")

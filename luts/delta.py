@@ -62,7 +62,15 @@ class LatencyModel:
 
     @property
     def total_ms(self) -> float:
-        return float(self.layer_ms.sum())
+        """The network's estimate (in-network calibrated when the LUT carries a calibration)."""
+        cal = getattr(self.lut, "in_network_ms", None)  # a MacsTable has no calibration
+        total = float(self.layer_ms.sum())
+        return float(cal(total, len(self.keys))) if cal else total
+
+    @property
+    def _slope(self) -> float:
+        cal = getattr(self.lut, "calibration", None)
+        return float(cal["slope"]) if cal else 1.0
 
     def delta_ms(self, k: int = 16) -> np.ndarray:
         """Latency change (ms, negative = saved) of removing ``k`` channels from each dimension.
@@ -76,7 +84,8 @@ class LatencyModel:
                                     [self.names[self._layer[t]] for t in idx])
         change = np.zeros(len(self._dim_of))
         change[idx] = new_ms - self.layer_ms[self._layer[idx]]
-        out = np.bincount(self._dim_of, weights=change, minlength=len(self.dims))
+        # Pruning never removes an operator, so only the calibration's slope applies.
+        out = self._slope * np.bincount(self._dim_of, weights=change, minlength=len(self.dims))
         out[self.channels <= k] = np.nan
         return out
 

@@ -15,14 +15,18 @@ from profiler.keyspace import CONV, Trace, trace_model
 @dataclass
 class Estimate:
     layers: pd.DataFrame   # name, op, c_in, c_out, in_h, in_w, ms, exact
-    total_ms: float        # every operator in the table
+    total_ms: float        # the estimate: operator sum, in-network calibrated when the LUT is
     conv_ms: float         # convolutions only: the paper's Eq. 14
     interpolated: int      # layers answered by interpolation rather than an exact key
     unmodelled: dict       # ops the model runs that the table holds no operator for
+    operator_sum_ms: float = float("nan")  # every operator's row, summed, uncalibrated
+    calibrated: bool = False
 
     def summary(self) -> str:
-        return (f"estimated {self.total_ms:.3f} ms (all operators), {self.conv_ms:.3f} ms "
-                f"(convs only, {100 * self.conv_ms / self.total_ms:.0f}%); "
+        how = (f"in-network calibrated; operator sum {self.operator_sum_ms:.3f} ms"
+               if self.calibrated else "sum of all operators")
+        return (f"estimated {self.total_ms:.3f} ms ({how}), {self.conv_ms:.3f} ms "
+                f"(convs only, {100 * self.conv_ms / self.operator_sum_ms:.0f}% of the sum); "
                 f"{len(self.layers)} operators, {self.interpolated} interpolated")
 
 
@@ -34,8 +38,10 @@ def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
                        "c_in": [k.c_in for k in keys], "c_out": [k.c_out for k in keys],
                        "in_h": [k.in_h for k in keys], "in_w": [k.in_w for k in keys],
                        "ms": ms, "exact": exact})
-    return Estimate(df, float(ms.sum()), float(ms[(df["op"] == CONV).to_numpy()].sum()),
-                    int((~exact).sum()), dict(trace.unmodelled))
+    total = float(ms.sum())
+    return Estimate(df, float(lut.in_network_ms(total, len(keys))),
+                    float(ms[(df["op"] == CONV).to_numpy()].sum()), int((~exact).sum()),
+                    dict(trace.unmodelled), total, lut.calibration is not None)
 
 
 def estimate(model: nn.Module, lut: Lut, input_size: int, in_channels: int = 3,

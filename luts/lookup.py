@@ -108,6 +108,23 @@ class Lut:
             lut.check_target(target, allow_mismatch)
         return lut
 
+    @property
+    def calibration(self) -> dict | None:
+        """The in-network calibration of this table for its statistic (``luts.calibrate``):
+        ``{"slope", "per_op_ms", ...}``, or None when the table has none."""
+        cal = (self.meta.get("calibration") or {}).get("fits", {}).get(self.stat)
+        return cal if cal and np.isfinite(cal.get("slope", np.nan)) else None
+
+    def in_network_ms(self, operator_sum_ms: float | np.ndarray, n_ops: int) -> float | np.ndarray:
+        """A network's latency from the sum of its operators' rows: operators timed alone run
+        faster than inside a network (caches and branch predictors warm, buffers reused), so
+        a calibrated table scales the sum and adds a per-operator overhead; without a
+        calibration the sum itself."""
+        cal = self.calibration
+        if cal is None:
+            return operator_sum_ms
+        return cal["slope"] * operator_sum_ms + cal["per_op_ms"] * n_ops
+
     def check_target(self, target: dict, allow_mismatch: bool = False) -> None:
         wanted = {k: v for k, v in target.items() if k in IDENTITY_FIELDS and v is not None}
         have = {k: self.meta.get(k) for k in wanted}

@@ -18,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from luts.estimate import estimate_trace
 from luts.lookup import STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
-from luts.variants import build_variant, plan_variants
+from luts.variants import build_variant, measure_interleaved, plan_variants
 from profiler.coupling import dimensions
 from profiler.keyspace import OpKey, trace_model
 from profiler.table import LutError, atomic_write_bytes
@@ -57,7 +56,7 @@ def timing_of(lut: Lut, max_reps: int) -> TimingConfig:
                         max_reps=max_reps).validate()
 
 
-def _lut_step(lut: Lut) -> int:
+def lut_step(lut: Lut) -> int:
     steps = {int(s["step"]) for s in lut.meta.get("sources", [])}
     if len(steps) != 1:
         raise LutError(f"LUT {lut.source}: cannot tell its grid step (sources: {sorted(steps)})")
@@ -81,10 +80,13 @@ def validate(cfg: ValidateConfig) -> dict:
     trace = trace_model(resolved.module, size, resolved.in_channels)
     estimate_trace(trace, lut, cfg.strict)  # fail early: the LUT must cover the model
     dims = dimensions(trace.layers, trace.frozen_dims)
-    plans = plan_variants(dims, _lut_step(lut), cfg.samples, cfg.seed)
+    plans = plan_variants(dims, lut_step(lut), cfg.samples, cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     csv = cfg.out / "variants.csv"
     rows = _load_rows(csv)
+    rows = {tag: r for tag, r in rows.items() if tag in {" ".join(map(str, p.channels))
+                                                         for p in plans}}
+    calibrated = set((lut.meta.get("calibration") or {}).get("variants", []))
     example = torch.randn(1, resolved.in_channels, size, size)
     x = model_input(tc, resolved.in_channels, size)
     old_threads = torch.get_num_threads()
@@ -94,20 +96,25 @@ def validate(cfg: ValidateConfig) -> dict:
         nets = {}
         for i, plan in enumerate(plans):
             tag = " ".join(map(str, plan.channels))
-            if tag in rows:
-                continue
             net = build_variant(resolved.module, trace, dims, plan.channels, example)
             vt = trace_model(net, size, resolved.in_channels)
             est = estimate_trace(vt, lut, cfg.strict)
-            nets[tag] = prepare_model(net, tc)
-            rows[tag] = {"variant": i, "kind": plan.kind, "channels": tag,
-                         "estimate_ms": est.total_ms, "conv_only_ms": est.conv_ms,
-                         **{f"estimate_{s}": estimate_trace(vt, t, cfg.strict).total_ms
-                            for s, t in others.items()},
-                         "interpolated_layers": est.interpolated,
-                         "macs": sum(macs(r.key) for r in vt.layers),
-                         "params": sum(p.numel() for p in net.parameters()),
-                         "measured_ms": np.nan, "measured_std_ms": np.nan, "rounds": 0}
+            # Estimates are recomputed on every run (the table may have been extended or
+            # calibrated since); measurements of an earlier run are reused.
+            row = {"variant": i, "kind": plan.kind, "channels": tag,
+                   "estimate_ms": est.total_ms, "operator_sum_ms": est.operator_sum_ms,
+                   "conv_only_ms": est.conv_ms,
+                   **{f"estimate_{s}": estimate_trace(vt, t, cfg.strict).total_ms
+                      for s, t in others.items()},
+                   "interpolated_layers": est.interpolated,
+                   "in_calibration": tag in calibrated,
+                   "macs": sum(macs(r.key) for r in vt.layers),
+                   "params": sum(p.numel() for p in net.parameters())}
+            if tag in rows:
+                rows[tag].update(row)
+            else:
+                rows[tag] = {**row, "measured_ms": np.nan, "measured_std_ms": np.nan, "rounds": 0}
+                nets[tag] = prepare_model(net, tc)
         _measure(nets, rows, x, tc, cfg, csv)
     finally:
         torch.set_num_threads(old_threads)
@@ -144,18 +151,7 @@ def _load_rows(csv: Path) -> dict:
 
 def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
              csv: Path) -> None:
-    """Interleaved rounds over all variants, so a slow drift of the machine hits all alike."""
-    samples: dict[str, dict[str, list[float]]] = {tag: {s: [] for s in STATS} for tag in nets}
-    stds: dict[str, list[float]] = {tag: [] for tag in nets}
-    bar = tqdm(total=len(nets) * cfg.rounds, unit="net", disable=not cfg.progress)
-    with torch.inference_mode(), bar:
-        for _ in range(cfg.rounds):
-            for tag, net in nets.items():
-                st = time_model(net, x, tc)
-                for s in STATS:
-                    samples[tag][s].append(getattr(st, s))
-                stds[tag].append(st.std_ms)
-                bar.update()
+    samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress)
     for tag in nets:
         mine = samples[tag][cfg.stat]
         rows[tag].update(measured_ms=float(np.median(mine)),
@@ -171,9 +167,20 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
             seconds: float) -> dict:
     meas = df["measured_ms"].to_numpy()
     drift = _drift(df, lut, cfg.stat)
+    # Variants the table's calibration was fitted on are not evidence for it: leave them out.
+    held = ~df["in_calibration"].to_numpy(dtype=bool) if lut.calibration else \
+        np.ones(len(df), dtype=bool)
+    cal = lut.meta.get("calibration") or {}
     report = {
         "model": cfg.model, "input_size": size, "lut": lut.source, "stat": cfg.stat,
-        **agreement(df["estimate_ms"].to_numpy(), meas),
+        "estimator": ("in-network calibrated operator sum" if lut.calibration
+                      else "operator sum"),
+        **agreement(df["estimate_ms"].to_numpy()[held], meas[held]),
+        "operator_sum": agreement(df["operator_sum_ms"].to_numpy(), meas),
+        "calibration": {**lut.calibration, "model": cal.get("model"),
+                        "variants": len(cal.get("variants", [])),
+                        "shared_with_validation": int((~held).sum())}
+        if lut.calibration else None,
         "conv_only": agreement(df["conv_only_ms"].to_numpy(), meas),
         "conv_only_share_of_measured": float((df["conv_only_ms"] / df["measured_ms"]).mean()),
         "by_stat": {s: agreement(df[f"estimate_{s}"].to_numpy(), df[f"measured_{s}"].to_numpy())
@@ -219,7 +226,12 @@ def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(5.5, 5))
     meas = df["measured_ms"]
-    ax.scatter(meas, df["estimate_ms"], s=18, label=f"all operators (R² identity "
+    if report.get("calibration"):
+        o = report["operator_sum"]
+        ax.scatter(meas, df["operator_sum_ms"], s=14, marker="^", alpha=0.6,
+                   label=f"operator sum, uncalibrated (R² identity {o['r2_identity']:.3f}, "
+                         f"MAPE {100 * o['mape']:.1f}%)")
+    ax.scatter(meas, df["estimate_ms"], s=18, label=f"{report['estimator']} (R² identity "
                f"{report['r2_identity']:.3f}, MAPE {100 * report['mape']:.1f}%)")
     ax.scatter(meas, df["conv_only_ms"], s=18, marker="x", label=f"convs only (MAPE "
                f"{100 * report['conv_only']['mape']:.0f}%)")

@@ -9,9 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
+from luts.lookup import STATS
 from profiler.coupling import Dimension
 from profiler.keyspace import Trace, channel_grid
+from profiler.timing import TimingConfig, time_model
 from zoo.models import shrink_to
 
 
@@ -65,3 +68,21 @@ def build_variant(model: nn.Module, trace: Trace, dims: list[Dimension], channel
     """A physically smaller copy of ``model`` with ``channels[j]`` channels in dimension j."""
     spec = {trace.layers[d.producers[0]].name: target for d, target in zip(dims, channels)}
     return shrink_to(copy.deepcopy(model).eval(), spec, example)
+
+
+def measure_interleaved(nets: dict, x: torch.Tensor, tc: TimingConfig, rounds: int,
+                        progress: bool = True) -> tuple[dict, dict]:
+    """Every net timed end to end in ``rounds`` interleaved passes, so a slow drift of the
+    machine hits all alike. Returns ({tag: {stat: [per round]}}, {tag: [std per round]})."""
+    samples = {tag: {s: [] for s in STATS} for tag in nets}
+    stds: dict = {tag: [] for tag in nets}
+    bar = tqdm(total=len(nets) * rounds, unit="net", disable=not progress)
+    with torch.inference_mode(), bar:
+        for _ in range(rounds):
+            for tag, net in nets.items():
+                st = time_model(net, x, tc)
+                for s in STATS:
+                    samples[tag][s].append(getattr(st, s))
+                stds[tag].append(st.std_ms)
+                bar.update()
+    return samples, stds

@@ -1,0 +1,113 @@
+"""In-network calibration of a LUT: from the sum of operators timed alone to a network's latency.
+
+An operator timed alone, thousands of times in a row, runs with everything warm: its
+code in the instruction cache and branch predictors, its output buffer reused. Inside a
+network every operator follows different ones, so on a CPU the same shapes take longer
+(measured on the 2-core dev VM: convs 3-17%, BatchNorm and ReLU 2-5x, about 10 us each),
+and the sum of rows underestimates a whole network by 10-25%, proportionally more than
+by a constant. A calibration measures a few pruned variants of the model end to end in
+the table's own mode, fits ``measured = slope x operator sum + per_op_ms x operators``
+(the intercept, spread over the network's operators, so that it carries over to networks
+of other depth), and stores the fit in the table's metadata. ``Lut`` then reports
+calibrated estimates; the pruner's delta query scales by the slope.
+
+The calibration variants are random draws under their own seed, never the fixed variants
+(original, uniform, lopsided, extreme) that ``lut validate`` always measures, and their
+channel counts are stored so that validation can leave out any it happens to share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from luts.estimate import estimate_trace
+from luts.lookup import STATS, Lut
+from luts.validate import lut_step, timing_of
+from luts.variants import build_variant, measure_interleaved, plan_variants
+from profiler.coupling import dimensions
+from profiler.keyspace import trace_model
+from profiler.table import LutError, now_iso, read_lut, write_lut
+from profiler.timing import model_input, prepare_model
+from zoo import resolve_model
+
+# Far from `lut validate`'s default seeds, so the two sets of random draws differ.
+CALIBRATION_SEED = 1_000_003
+
+
+@dataclass
+class CalibrateConfig:
+    model: str
+    lut: Path
+    samples: int = 8             # random pruned variants measured end to end
+    input_size: int | None = None
+    seed: int = CALIBRATION_SEED
+    rounds: int = 3              # interleaved passes over the variants
+    max_reps: int = 1000
+    progress: bool = True
+
+
+def fit_calibration(operator_sum: np.ndarray, measured: np.ndarray, n_ops: int) -> dict:
+    """Least-squares ``measured = slope x sum + intercept``; the intercept per operator."""
+    if len(operator_sum) < 3 or np.ptp(operator_sum) <= 0:
+        raise LutError("a calibration needs at least 3 variants of different estimated latency")
+    fit = stats.linregress(operator_sum, measured)
+    resid = measured - (fit.slope * operator_sum + fit.intercept)
+    return {"slope": float(fit.slope), "per_op_ms": float(fit.intercept) / n_ops,
+            "intercept_ms": float(fit.intercept), "n_ops": int(n_ops),
+            "r2": float(fit.rvalue ** 2),
+            "mape_in_sample": float(np.mean(np.abs(resid) / measured))}
+
+
+def calibrate(cfg: CalibrateConfig) -> dict:
+    """Measure ``cfg.samples`` pruned variants, fit, and store the calibration in the LUT."""
+    raw = Lut.load(cfg.lut)
+    raw.meta.pop("calibration", None)  # the fit is always against the plain operator sums
+    if any(s.get("keys") for s in raw.meta.get("sources", [])):
+        raise LutError(f"LUT {cfg.lut} holds only listed keys (`--for-validation`): calibrate "
+                       f"a table that covers the model's whole grid")
+    tc = timing_of(raw, cfg.max_reps)
+    resolved = resolve_model(cfg.model)
+    size = cfg.input_size or next((s["input_size"] for s in raw.meta.get("sources", [])
+                                   if s["model"] == resolved.name), resolved.input_size)
+    trace = trace_model(resolved.module, size, resolved.in_channels)
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    plans = [p for p in plan_variants(dims, lut_step(raw), cfg.samples + 8, cfg.seed)
+             if p.kind == "random"][: cfg.samples]
+    if len(plans) < 3:
+        raise LutError(f"cannot calibrate {cfg.lut}: its grid gives only {len(plans)} random "
+                       f"pruned variants of {resolved.name}, a fit needs at least 3")
+    example = torch.randn(1, resolved.in_channels, size, size)
+    nets, sums, n_ops = {}, {s: [] for s in STATS}, None
+    for plan in plans:
+        net = build_variant(resolved.module, trace, dims, plan.channels, example)
+        vt = trace_model(net, size, resolved.in_channels)
+        for s in STATS:
+            sums[s].append(estimate_trace(vt, Lut(raw.rows, raw.meta, s, raw.source)).total_ms)
+        n_ops = len(vt.layers)
+        nets[" ".join(map(str, plan.channels))] = prepare_model(net, tc)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)
+    try:
+        samples, _ = measure_interleaved(nets, model_input(tc, resolved.in_channels, size), tc,
+                                         cfg.rounds, cfg.progress)
+    finally:
+        torch.set_num_threads(old_threads)
+    fits = {s: fit_calibration(np.array(sums[s]),
+                               np.array([np.median(samples[t][s]) for t in nets]), n_ops)
+            for s in STATS}
+    result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
+              "measured": now_iso(), "variants": list(nets), "fits": fits,
+              "operator_sum_ms": sums["mean_ms"],
+              "measured_ms": [float(np.median(samples[t]["mean_ms"])) for t in nets]}
+    rows, meta = read_lut(cfg.lut)
+    meta["calibration"] = result
+    write_lut(rows, meta, cfg.lut)
+    return result
+
+
+__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "CALIBRATION_SEED"]

@@ -1,0 +1,92 @@
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hwprune.cli import cli
+from luts import LatencyModel, Lut, LutError, build_variant, estimate, fit_calibration
+from profiler import read_lut, trace_model, write_lut
+from profiler.coupling import dimensions
+from zoo import build_demo
+
+
+def _with_calibration(src, dst, slope, per_op):
+    rows, meta = read_lut(src)
+    fit = {"slope": slope, "per_op_ms": per_op}
+    meta["calibration"] = {"model": "demo", "variants": [],
+                           "fits": {s: fit for s in ("mean_ms", "median_ms", "min_ms")}}
+    write_lut(rows, meta, dst)
+    return dst
+
+
+def test_fit_recovers_a_line_and_needs_three_points():
+    rng = np.random.default_rng(0)
+    s = rng.uniform(2, 20, 12)
+    fit = fit_calibration(s, 1.1 * s + 0.5 + rng.normal(0, 0.01, 12), n_ops=50)
+    assert fit["slope"] == pytest.approx(1.1, abs=0.01)
+    assert fit["per_op_ms"] * 50 == pytest.approx(0.5, abs=0.05) and fit["r2"] > 0.999
+    with pytest.raises(LutError, match="at least 3"):
+        fit_calibration(s[:2], s[:2], 10)
+
+
+def test_calibrated_estimate_and_delta_stay_consistent(demo_lut, tmp_path):
+    raw = Lut.load(demo_lut)
+    lut = Lut.load(_with_calibration(demo_lut, tmp_path / "cal.parquet", 1.25, 0.004))
+    net = build_demo()
+    plain, est = estimate(net, raw, 32, 1, strict=True), estimate(net, lut, 32, 1, strict=True)
+    n_ops = len(est.layers)
+    assert not plain.calibrated and est.calibrated
+    assert est.operator_sum_ms == pytest.approx(plain.total_ms)
+    assert est.total_ms == pytest.approx(1.25 * plain.total_ms + 0.004 * n_ops)
+    # The pruner's delta query is the difference of two calibrated estimates.
+    trace = trace_model(net, 32, 1)
+    model = LatencyModel(trace, lut, strict=True)
+    assert model.total_ms == pytest.approx(est.total_ms)
+    delta = model.delta_ms(32)
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    for j in range(len(dims)):
+        chans = tuple(c - 32 if i == j else c for i, c in enumerate(model.channels))
+        smaller = build_variant(net, trace, dims, chans, torch.randn(1, 1, 32, 32))
+        assert delta[j] == pytest.approx(
+            estimate(smaller, lut, 32, 1, strict=True).total_ms - est.total_ms, abs=1e-12)
+
+
+def test_calibrate_then_validate_leaves_out_the_calibration_variants(demo_lut, tmp_path):
+    lut = shutil.copy(demo_lut, tmp_path / "demo.parquet")
+    run = lambda *a: CliRunner().invoke(cli, list(map(str, a)))  # noqa: E731
+    res = run("lut", "calibrate", "demo", "--lut", lut, "--samples", 4, "--max-reps", 5, "-q")
+    assert res.exit_code == 0, res.output
+    cal = read_lut(lut)[1]["calibration"]
+    assert len(cal["variants"]) == 4 and set(cal["fits"]) == {"mean_ms", "median_ms", "min_ms"}
+    assert all(np.isfinite(f["slope"]) for f in cal["fits"].values())
+    out = tmp_path / "val"
+    res = run("lut", "validate", "demo", "--lut", lut, "--samples", 8, "--rounds", 1,
+              "--max-reps", 5, "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    variants = pd.read_csv(out / "variants.csv")
+    shared = int(variants["in_calibration"].sum())
+    assert report["estimator"] == "in-network calibrated operator sum"
+    assert report["calibration"]["shared_with_validation"] == shared
+    assert report["n_samples"] == 8 - shared and report["operator_sum"]["n_samples"] == 8
+    f = cal["fits"]["mean_ms"]
+    assert np.allclose(variants["estimate_ms"], f["slope"] * variants["operator_sum_ms"]
+                       + f["intercept_ms"])
+    assert "calibrated" in res.output and "operator sum" in res.output
+
+
+def test_profile_calibrates_a_complete_table_and_not_a_partial_one(tmp_path):
+    run = lambda *a: CliRunner().invoke(cli, list(map(str, a)))  # noqa: E731
+    fast = ["--step", 32, "--max-reps", 3, "--threads", 1, "-q", "--calibrate", 3]
+    part = tmp_path / "part.parquet"
+    res = run("profile", "demo", "--out", part, "--max-keys", 5, *fast)
+    assert res.exit_code == 0 and "calibrated" not in res.output
+    whole = tmp_path / "whole.parquet"
+    res = run("profile", "demo", "--out", whole, *fast)
+    assert res.exit_code == 0 and "calibrated on 3 pruned variants" in res.output, res.output
+    assert len(read_lut(whole)[1]["calibration"]["variants"]) == 3
+    assert Lut.load(whole).calibration is not None
