@@ -71,6 +71,15 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
     if ref:
         lines.append(f"  reference {ref['model']} end to end: {ref['start_median_ms']:.3f} ms "
                      f"before the scan, {ref['end_median_ms']:.3f} ms after (medians)")
+    cal = m.get("calibration")
+    if cal and cal.get("fits", {}).get("mean_ms"):
+        f = cal["fits"]["mean_ms"]
+        lines.append(f"  calibration {len(cal['variants'])} pruned {cal['model']} variants end to "
+                     f"end ({cal['measured'][:16]}): measured = {f['slope']:.3f} x operator sum "
+                     f"+ {1e3 * f['per_op_ms']:.1f} us x operators (R2 {f['r2']:.3f})")
+    else:
+        lines.append("  calibration none: estimates are plain operator sums "
+                     "(`hwprune lut calibrate`)")
     ops = ", ".join(f"{op} {n}" for op, n in s.rows_per_op.items())
     lines += [f"  rows     {s.rows} ({ops})",
               f"  {100 * s.converged:.0f}% of rows reached the 95% CI target; "
