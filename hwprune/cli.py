@@ -391,9 +391,13 @@ def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alp
               show_default=True, help="Output directory (LUT, reports, pruned models, plots).")
 @click.option("--quick", is_flag=True,
               help="Every step and table row with far less compute (about 2 minutes).")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="CPU threads for training, synthesis and fine-tuning.")
+@click.option("--timing-threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="CPU threads of the LUT and of every latency measurement (the deployment "
+                   "being modelled); one is the predictable choice on a shared machine.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def demo(out, quick, threads, quiet) -> None:
+def demo(out, quick, threads, timing_threads, quiet) -> None:
     """The main job on embedded data (scikit-learn's digits), end to end.
 
     \b
@@ -405,8 +409,8 @@ def demo(out, quick, threads, quiet) -> None:
     """
     from hwprune.demo import DemoConfig, format_table, run_demo
 
-    cfg = (DemoConfig.quick_mode if quick else DemoConfig)(out=out, threads=threads,
-                                                           progress=not quiet)
+    cfg = (DemoConfig.quick_mode if quick else DemoConfig)(
+        out=out, threads=threads, timing_threads=timing_threads, progress=not quiet)
     try:
         result = run_demo(cfg)
     except USER_ERRORS as exc:

@@ -256,9 +256,14 @@ def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
     nets = {"teacher": prepare_model(copy.deepcopy(teacher), tc),
             "pruned": prepare_model(copy.deepcopy(student), tc)}
     samples = {k: [] for k in nets}
-    for _ in range(rounds):
-        for k, net in nets.items():
-            samples[k].append(time_model(net, x, tc).median_ms)
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)  # the LUT's thread count is part of its mode
+    try:
+        for _ in range(rounds):
+            for k, net in nets.items():
+                samples[k].append(time_model(net, x, tc).median_ms)
+    finally:
+        torch.set_num_threads(old_threads)
     out = {f"{k}_ms": float(np.median(v)) for k, v in samples.items()}
     out.update({f"{k}_spread": float(np.ptp(v) / np.median(v)) for k, v in samples.items()})
     out["speedup"] = out["teacher_ms"] / out["pruned_ms"]
