@@ -207,15 +207,18 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
 def _drift(df: pd.DataFrame, lut: Lut, stat: str) -> dict | None:
     """How much faster or slower the machine ran the unpruned model now than when the LUT was
     measured (its end-to-end reference). Only reported, and used for the metrics labelled
-    drift-corrected; the headline metrics use the LUT as it is."""
+    drift-corrected; the headline metrics use the LUT as it is. Medians on both sides: one
+    burst on a shared machine can move a mean of the reference several-fold."""
     ref = lut.meta.get("reference")
     original = df[df["kind"] == "original"]
-    if not ref or original.empty or f"end_{stat}" not in ref:
+    col = "measured_median_ms" if "measured_median_ms" in df else "measured_ms"
+    if not ref or original.empty or "end_median_ms" not in ref:
         return None
-    then = (ref[f"start_{stat}"] + ref[f"end_{stat}"]) / 2
-    now = float(original["measured_ms"].iloc[0])
+    then = (ref["start_median_ms"] + ref["end_median_ms"]) / 2
+    now = float(original[col].iloc[0])
     return {"reference_at_profiling_ms": then, "original_now_ms": now, "factor": now / then,
-            "during_profiling": ref[f"end_{stat}"] / ref[f"start_{stat}"]}
+            "during_profiling": ref["end_median_ms"] / ref["start_median_ms"],
+            "stat": "median_ms"}
 
 
 def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:

@@ -101,6 +101,9 @@ def _image_folder(path: Path, size: int, mean, std) -> ImageSet:
 
     if not any(path.iterdir()):
         raise DataError(f"'{path}' is an empty directory: it holds no images")
+    if (path / "config.json").is_file() and (path / "batches").is_dir():
+        raise DataError(f"'{path}' holds an unfinished `hwprune synth` run (no synthetic.pt "
+                        f"yet): finish it by rerunning the same synth command with --resume")
     tf = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
     if (mean is None) != (std is None):
         raise DataError("give both --mean and --std (or neither)")

@@ -69,9 +69,13 @@ def _prepare_out(cfg: SynthConfig) -> DatasetWriter:
         if not cfg.resume:
             raise SynthError(f"output directory '{out}' is not empty: pass --resume to continue "
                              "the run in it, or choose another directory")
-        if config_file.exists() and json.loads(config_file.read_text()) != ident:
-            raise SynthError(f"'{out}' holds a run with other settings; resume with the same "
-                             "ones or choose another directory")
+        saved = json.loads(config_file.read_text()) if config_file.exists() else None
+        if saved is not None and saved != ident:
+            diff = [f"{k} {saved.get(k)!r} there, {ident.get(k)!r} now"
+                    for k in sorted(set(saved) | set(ident)) if saved.get(k) != ident.get(k)]
+            raise SynthError(f"'{out}' holds a run with other settings ({'; '.join(diff[:4])}); "
+                             "resume with the same options plus --resume, or choose another "
+                             "directory")
     out.mkdir(parents=True, exist_ok=True)
     if not config_file.exists():
         atomic_write_bytes(config_file, lambda f: f.write(json.dumps(ident, indent=1).encode()))

@@ -83,6 +83,12 @@ def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
     return resolved
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
                     arch_kwargs: dict[str, Any] | None = None,
                     channels: dict[str, int] | None = None, **extra: Any) -> Path:
@@ -106,6 +112,7 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a kept file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

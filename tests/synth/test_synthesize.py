@@ -45,6 +45,10 @@ def test_resume_gives_the_same_images_as_an_uninterrupted_run(teacher_ckpt, tmp_
     (part / "batches" / "batch-00002.pt").unlink()
     (part / "synthetic.pt").unlink()
     assert list((part / "images").glob("*/b00002-*.png"))
+    from pruner.data import DataError, load_images
+
+    with pytest.raises(DataError, match="unfinished `hwprune synth` run"):
+        load_images(str(part), 32)  # not read as an ImageFolder of half a run
     with pytest.raises(SynthError, match="not empty"):
         synthesize(_cfg(teacher_ckpt, part, iterations=30, n_images=30))
     summary = synthesize(_cfg(teacher_ckpt, part, iterations=30, n_images=30, resume=True))
@@ -52,7 +56,7 @@ def test_resume_gives_the_same_images_as_an_uninterrupted_run(teacher_ckpt, tmp_
     a = torch.load(whole / "synthetic.pt", weights_only=True)
     b = torch.load(part / "synthetic.pt", weights_only=True)
     assert torch.equal(a["images"], b["images"]) and torch.equal(a["targets"], b["targets"])
-    with pytest.raises(SynthError, match="other settings"):
+    with pytest.raises(SynthError, match=r"other settings \(.*31.*\).*same options plus"):
         synthesize(_cfg(teacher_ckpt, part, iterations=31, n_images=30, resume=True))
 
 
