@@ -83,11 +83,12 @@ def calibrate(cfg: CalibrateConfig) -> dict:
                        f"pruned variants of {resolved.name}, a fit needs at least 3")
     example = torch.randn(1, resolved.in_channels, size, size)
     nets, sums, n_ops = {}, {s: [] for s in STATS}, None
+    by_stat = {s: Lut(raw.rows, raw.meta, s, raw.source) for s in STATS}  # indexed once
     for plan in plans:
         net = build_variant(resolved.module, trace, dims, plan.channels, example)
         vt = trace_model(net, size, resolved.in_channels)
-        for s in STATS:
-            sums[s].append(estimate_trace(vt, Lut(raw.rows, raw.meta, s, raw.source)).total_ms)
+        for s, table in by_stat.items():
+            sums[s].append(estimate_trace(vt, table).total_ms)
         n_ops = len(vt.layers)
         nets[" ".join(map(str, plan.channels))] = prepare_model(net, tc)
     old_threads = torch.get_num_threads()
