@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hwprune-installed
 DEMO_OUT ?= build/demo
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean gpu-wheels
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,15 @@ demo: install
 test: install
 	@$(BIN)/python -m pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 0; fi; exit $$rc
+
+# Wheels of what the GPU machine (Python 3.12, no network) lacks, for benchmarks/gpu_check.py:
+# torch-pruning, and cudnn-frontend for `--algos all` (1.20: later ones require CUTLASS's DSL).
+GPU_WHEELS ?= .whl
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+	  --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d $(GPU_WHEELS) \
+	  torch-pruning==1.6.1 nvidia-cudnn-frontend==1.20.0
 
 clean:
 	rm -rf build .pytest_cache

@@ -8,9 +8,11 @@
    can be downloaded, and latency does not depend on the weights' values. The Taylor
    term therefore ranks on noise, so accuracy means nothing here and is not reported;
    ``--interval`` is short for the same reason (it only matters for accuracy).
-3. For each target (default 70%, 50%, 35% of the unpruned model's LUT estimate) the
-   pruner (taylor-latency, no fine-tuning) runs on ``--device``; teacher and pruned model
-   are then measured end to end in the LUT's mode in interleaved rounds.
+3. For each target (default 70%, 50%, 35% of the unpruned model's LUT estimate; with
+   ``--measured``, of its latency measured in the LUT's mode, the fraction as a LUT
+   target being only the first guess) the pruner (taylor-latency, no fine-tuning) runs on
+   ``--device``; teacher and pruned model are then measured end to end in the LUT's mode
+   in interleaved rounds.
 
 Writes OUT/prune_gpu.json: the machine, the LUT (keys, seconds), and ``rows`` with
 target_ms, estimated_ms (LUT), measured_ms, teacher_measured_ms, measured ratio,
@@ -73,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile-budget", type=float, default=400.0, help="seconds")
     ap.add_argument("--targets", type=float, nargs="+", default=[0.70, 0.50, 0.35],
                     help="fractions of the unpruned model's LUT estimate")
+    ap.add_argument("--measured", action="store_true",
+                    help="targets are fractions of the measured latency (pruner's measured loop)")
+    ap.add_argument("--retries", type=int, default=3, help="measured-loop corrections")
+    ap.add_argument("--groups-per-step", type=int, default=2, help="groups removed per step")
     ap.add_argument("--images", type=int, default=256, help="random images to rank on")
     ap.add_argument("--batch-size", type=int, default=64, help="pruning minibatch")
     ap.add_argument("--interval", type=int, default=3, help="minibatches between removals")
@@ -100,15 +106,19 @@ def main(argv: list[str] | None = None) -> int:
               "rows": []}
     for frac in args.targets:
         target = frac * full_ms
-        row = {"target_fraction": frac, "target_ms": target, "criterion": "taylor-latency"}
+        row = {"target_fraction": frac, "target_ms": target, "criterion": "taylor-latency",
+               "target_kind": "measured ratio" if args.measured else "LUT fraction"}
         t1 = time.perf_counter()
         job = PruneJob(teacher=str(teacher), out=args.out / f"pruned-{round(100 * frac)}",
                        data=str(images), luts=[str(lut_path)],
-                       prune=PruneConfig(target_latency_ms=target, group_size=step,
+                       prune=PruneConfig(target_latency_ms=None if args.measured else target,
+                                         group_size=step, groups_per_step=args.groups_per_step,
                                          interval=args.interval, batch_size=args.batch_size,
                                          seed=args.seed),
                        finetune=FineTuneConfig(epochs=0), measure_rounds=args.rounds,
-                       measure_max_reps=args.max_reps, device=args.device, progress=False)
+                       measure_max_reps=args.max_reps, device=args.device, progress=False,
+                       measured_ratio=frac if args.measured else None,
+                       measured_retries=args.retries)
         try:
             rep = run_job(job)
         except (TargetError, JobError) as exc:  # unreachable, or --out holds a finished run
@@ -120,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
                        measured_fraction=m["pruned_ms"] / m["teacher_ms"],
                        estimate_error=rep["after"]["estimated_ms"] / m["pruned_ms"] - 1,
                        filters_kept=rep["filters_kept"], steps=len(rep["trajectory"]))
+            if "measured_target" in rep:
+                loop = rep["measured_target"]["loop"]
+                row.update(loop_stopped=loop[-1].get("stopped"), corrections=len(loop) - 1)
         row["seconds"] = time.perf_counter() - t1
         print(row, flush=True)
         result["rows"].append(row)

@@ -1,0 +1,47 @@
+"""benchmarks/gpu_check.py --smoke: every step of the prepared GPU check, end to end on the
+CPU with tiny sizes, so the script is known to run before a GPU is ever lent."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_gpu_check_smoke_runs_every_step(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out",
+                           str(out), "--work", str(tmp_path / "work")], cwd=ROOT,
+                          capture_output=True, text=True)
+    log = (out / "gpu_check.log").read_text() if (out / "gpu_check.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + log[-5000:]
+    result = json.loads((out / "gpu_check.json").read_text())
+    steps = result["steps"]
+    assert list(steps) == ["tests", "synth", "profile", "floor", "digits", "prune"]
+    for name, step in steps.items():
+        # "missed" is allowed: tiny CPU sizes cannot meet GPU targets; an error is not.
+        assert step["status"] in ("ok", "missed"), (name, step, log[-5000:])
+        assert step["checks"] and all(isinstance(c["ok"], bool) for c in step["checks"]), name
+    assert set(steps["synth"]["bn_fall"]) == {"none", "fp16", "bf16"}
+    assert steps["floor"]["measured_ms"]["extreme-min"] < steps["floor"]["measured_ms"]["original"]
+    assert len(steps["prune"]["rows"]) == 2 and len(steps["digits"]["rows"]) == 2
+    assert result["versions"]["torch"] and result["versions"]["machine"]["device_kind"] == "cpu"
+    summary = (out / "gpu_check.md").read_text()
+    assert all(f"| {name} |" in summary for name in steps)
+    # What the device tool brings back: at most 8 files in OUT.
+    assert len(list(out.iterdir())) <= 8
+
+
+def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "no CUDA device" in proc.stderr
