@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 
 from profiler.keyspace import LayerRecord, OpKey, grid_for
+from profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
 from profiler.table import key_of_row, read_lut
 
 
@@ -31,6 +32,16 @@ class LutSummary:
     converged: float          # fraction of rows whose 95% CI reached the target
     device_seconds: float
     configs: list[ConfigCoverage]
+    # Cold tables: (rows whose weights even the capped copies left partly cached, rows with
+    # weights). None for a hot table.
+    cold_shortfall: tuple[int, int] | None = None
+
+
+def cold_bytes_of(meta: dict) -> int:
+    """The bytes a cold table's weight copies had to exceed (older tables: twice the cache)."""
+    if meta.get("weights", "hot") != "cold":
+        return 0
+    return int(meta.get("cold_bytes") or 2 * int(meta.get("cache_bytes") or 0))
 
 
 def summarize(path: str | os.PathLike) -> LutSummary:
@@ -43,9 +54,36 @@ def summarize(path: str | os.PathLike) -> LutSummary:
         configs.append(ConfigCoverage(c["layers"], rec.key, len(grid),
                                       sum(k in present for k in grid)))
     per_op = df.groupby("op").size().sort_values(ascending=False)
+    cold = cold_bytes_of(meta)
+    shortfall = None
+    if cold:
+        dtype = meta.get("dtype", "fp32")
+        weighted = [k for k in present if weight_bytes(k, dtype) > 0]
+        cap = int(meta.get("max_weight_copies", MAX_WEIGHT_COPIES))
+        shortfall = (sum(cold_shortfall(k, dtype, cold, cap) for k in weighted), len(weighted))
     return LutSummary(str(path), meta, len(df), {k: int(v) for k, v in per_op.items()},
                       float(df["converged"].mean()) if len(df) else 0.0,
-                      float(df["seconds"].sum()), configs)
+                      float(df["seconds"].sum()), configs, shortfall)
+
+
+def _cold_notes(s: LutSummary) -> list[str]:
+    """Where a cold table's weights were not in fact all read from memory."""
+    m, notes = s.meta, []
+    cold = cold_bytes_of(m)
+    cap = int(m.get("max_weight_copies", MAX_WEIGHT_COPIES))
+    if s.cold_shortfall and s.cold_shortfall[0]:
+        notes.append(f"  cold     {s.cold_shortfall[0]} of {s.cold_shortfall[1]} rows with weights "
+                     f"hold under {cold / cap / 2**10:.0f} KiB of them: {cap} copies (the cap) "
+                     f"stay under {cold / 2**20:.0f} MiB, so those were timed with weights "
+                     f"the cache could hold")
+    unroll = (m.get("protocol") or {}).get("graph_unroll")
+    if cold and m.get("timing_mode") == "graph" and "graph_calls" not in (m.get("protocol") or {}):
+        notes.append(f"  cold     measured before a graph captured every weight copy: only "
+                     f"{unroll} copies were read per replay, so keys whose weights are under "
+                     f"{(m.get('cache_bytes') or cold / 2) / 2**20 / max(1, unroll or 1):.1f} "
+                     f"MiB were timed with cached "
+                     f"weights; re-measure for cold rows")
+    return notes
 
 
 def format_summary(s: LutSummary, all_ops: bool = False) -> str:
@@ -60,6 +98,7 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
              f"  weights  {m.get('weights', 'hot')}"
              + (f" (model {m['model_weight_bytes'] / 2**20:.1f} MiB, cache "
                 f"{m['cache_bytes'] / 2**20:.1f} MiB)" if m.get("cache_bytes") else ""),
+             *_cold_notes(s),
              f"  hosts    {', '.join(m.get('hosts', [m.get('host')]) or [])}   "
              f"created {m.get('created')}  updated {m.get('updated')}"]
     for src in m.get("sources", []):

@@ -71,9 +71,7 @@ def validate(cfg: ValidateConfig) -> dict:
     lut = Lut.load(cfg.luts, stat=cfg.stat)
     # One measurement serves every statistic: the report compares each with its own column.
     others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
-    tc = timing_of(lut, cfg.max_reps)
-    if tc.device == "cuda":
-        torch.backends.cudnn.benchmark = True
+    tc = timing_of(lut, cfg.max_reps)  # time_model turns cudnn.benchmark on while it times
     resolved = resolve_model(cfg.model)
     size = cfg.input_size or next((s["input_size"] for s in lut.meta.get("sources", [])
                                    if s["model"] == resolved.name), resolved.input_size)

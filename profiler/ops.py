@@ -57,13 +57,44 @@ def input_shape(key: OpKey, batch: int) -> tuple[int, ...]:
     return (batch, key.c_in, key.in_h, key.in_w)
 
 
+# Copies are deep copies of the module, built per key: beyond a few hundred, building them
+# costs more than timing the key. A key whose weights are smaller than cold_bytes / 512
+# therefore keeps part of its copies in the cache (`cold_shortfall`, shown by `lut info`).
+MAX_WEIGHT_COPIES = 512
+_WEIGHTED = ("conv2d", "linear", "batch_norm2d")
+
+
+def weight_bytes(key: OpKey, dtype: str) -> int:
+    """Bytes of weights (parameters and BN statistics) ``key``'s module reads on each call."""
+    # Counted from the shape, not by building the module: `lut info` asks for every row.
+    if key.op == "conv2d":
+        params = key.c_out * (key.c_in // key.groups) * key.kernel_h * key.kernel_w
+    elif key.op == "linear":
+        params = key.c_out * key.c_in
+    elif key.op == "batch_norm2d":
+        # weight, bias, running mean and running variance: eval-mode BN reads all four
+        return 4 * key.c_in * torch.finfo(DTYPES[dtype]).bits // 8
+    else:
+        return 0
+    return (params + (key.c_out if key.bias else 0)) * torch.finfo(DTYPES[dtype]).bits // 8
+
+
 def weight_copies(key: OpKey, dtype: str, cold_bytes: int) -> int:
     """How many copies of the key's weights to rotate so they no longer fit in ``cold_bytes``."""
-    if cold_bytes <= 0 or key.op not in ("conv2d", "linear", "batch_norm2d"):
+    if cold_bytes <= 0 or key.op not in _WEIGHTED:
         return 1
-    params = sum(p.numel() for p in _module_for(key).parameters())
-    nbytes = max(1, params * torch.finfo(DTYPES[dtype]).bits // 8)
-    return int(min(512, max(1, -(-cold_bytes // nbytes))))
+    nbytes = max(1, weight_bytes(key, dtype))
+    return int(min(MAX_WEIGHT_COPIES, max(1, -(-cold_bytes // nbytes))))
+
+
+def cold_shortfall(key: OpKey, dtype: str, cold_bytes: int,
+                   cap: int = MAX_WEIGHT_COPIES) -> bool:
+    """True when ``key`` has weights but even ``cap`` copies of them stay under ``cold_bytes``:
+    timed as cold, it still reads them partly from the cache."""
+    nbytes = weight_bytes(key, dtype)
+    if cold_bytes <= 0 or nbytes <= 0:
+        return False
+    return min(cap, -(-cold_bytes // nbytes)) * nbytes < cold_bytes
 
 
 def build_op(key: OpKey, batch: int = 1, dtype: str = "fp32", device: str = "cpu",

@@ -21,12 +21,12 @@ from tqdm import tqdm
 
 from profiler.device import cache_bytes, describe_device
 from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
-from profiler.ops import DTYPES, build_op, weight_copies
+from profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
 from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
-from profiler.timing import (TimingConfig, measure_key, model_input, prepare_model, time_callable,
-                             time_model)
+from profiler.timing import (TimingConfig, algorithm_count, cudnn_benchmark, measure_key,
+                             model_input, prepare_model, time_callable, time_model)
 from zoo import resolve_model
 
 
@@ -144,34 +144,60 @@ def _work_ratio(small: OpKey, big: OpKey) -> float:
     return small.c_in / max(1, big.c_in)
 
 
-def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> float:
-    """ETA from a pilot: ``min_reps`` timed calls of each layer config at full size.
+@dataclass
+class Pilot:
+    """One layer config timed at full size, for the ETA."""
 
-    Each key's cost is the pilot's per-call time scaled by the key's share of
-    the work, times the repetitions the pilot's spread implies for the 95% CI
-    target, (1.96 * cv / rel_ci)^2, clipped to [min_reps, max_reps].
-    """
-    pilot: dict[tuple, tuple[OpKey, float, float]] = {}
+    key: OpKey
+    seconds_per_call: float
+    cv: float              # std / mean of the pilot's calls
+    build_seconds: float   # building the op (weight copies included)
+    algorithms: int        # algorithms ``measure_key`` will time for each key of the config
+
+
+def pilot_configs(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> dict[tuple, Pilot]:
+    """``min_reps`` timed calls of each wanted layer config at full size."""
+    pilot: dict[tuple, Pilot] = {}
     wanted = {k.config() for k in keys}
-    with torch.inference_mode():
+    with torch.inference_mode(), cudnn_benchmark():
         for rec in trace.layers:
             conf = rec.key.config()
             if conf in pilot or conf not in wanted:
                 continue
+            copies = weight_copies(rec.key, cfg.dtype, cfg.cold_bytes)
             t_build = time.perf_counter()
-            fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last,
-                          weight_copies(rec.key, cfg.dtype, cfg.cold_bytes))
+            fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last, copies)
             t_build = time.perf_counter() - t_build
             probe = TimingConfig(**{**cfg.__dict__, "warmup": 2, "max_reps": cfg.min_reps})
-            s = time_callable(fn, probe.validate())
-            pilot[conf] = (rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12), t_build)
+            s = time_callable(fn, probe.validate(), copies=copies)
+            pilot[conf] = Pilot(rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12),
+                                t_build, algorithm_count(rec.key, cfg))
+    return pilot
+
+
+def eta_seconds(pilot: dict[tuple, Pilot], keys: Sequence[OpKey], cfg: TimingConfig) -> float:
+    """Each key's cost: the pilot's per-call time scaled by the key's share of the work,
+    times the repetitions the pilot's spread implies for the 95% CI target,
+    (1.96 * cv / rel_ci)^2 clipped to [min_reps, max_reps], once per algorithm timed.
+
+    Under ``--algos all`` on CUDA every cuDNN plan is costed as fast as the pilot's
+    (cudnn.benchmark's pick) and plan building is left out: a lower bound there.
+    """
     total = 0.0
-    algos = 2 if cfg.algos == "all" else 1
     for key in keys:
-        big, t, cv, build = pilot.get(key.config(), (key, 1e-4, 0.3, 1e-3))
-        reps = min(cfg.max_reps, max(cfg.min_reps, (1.96 * cv / cfg.rel_ci) ** 2))
-        total += algos * (t * _work_ratio(key, big) * (cfg.warmup + reps) + build + 5e-3)
+        p = pilot.get(key.config())
+        if p is None:  # not in the traced model: a guess, counted once per algorithm
+            p = Pilot(key, 1e-4, 0.3, 1e-3, algorithm_count(key, cfg) if cfg.device == "cpu"
+                      else 1)
+        reps = min(cfg.max_reps, max(cfg.min_reps, (1.96 * p.cv / cfg.rel_ci) ** 2))
+        per_algo = p.seconds_per_call * _work_ratio(key, p.key) * (cfg.warmup + reps)
+        total += p.algorithms * (per_algo + p.build_seconds + 5e-3)
     return total
+
+
+def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> float:
+    """ETA from a pilot run of each layer config (``pilot_configs``, ``eta_seconds``)."""
+    return eta_seconds(pilot_configs(trace, keys, cfg), keys, cfg)
 
 
 def _fmt_seconds(s: float) -> str:
@@ -189,6 +215,9 @@ def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Tr
     info = describe_device(tc.device, device_index)
     protocol = {k: getattr(tc, k) for k in ("warmup", "min_reps", "max_reps", "rel_ci",
                                              "max_seconds", "graph_unroll")}
+    # Tables from before this rule captured graph_unroll calls whatever the weight copies;
+    # `lut info` tells them apart by this entry.
+    protocol["graph_calls"] = "graph_unroll, rounded up to whole rounds of the weight copies"
     return {**info, **tc.identity(), "device_name": info["device_name"], "protocol": protocol,
             "created": now_iso(), "updated": now_iso(),
             "sources": [{"model": resolved_name, "input_size": input_size, "step": cfg.step,
@@ -215,7 +244,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     tc.cold_bytes, llc, model_bytes = cold_bytes_for(resolved.module, tc, cfg.weights,
                                                      device_index)
     meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
-    meta.update(cache_bytes=llc, model_weight_bytes=model_bytes)
+    # cold_bytes and the copy cap let `lut info` tell which rows' weights stayed partly cached.
+    meta.update(cache_bytes=llc, model_weight_bytes=model_bytes, cold_bytes=tc.cold_bytes,
+                max_weight_copies=MAX_WEIGHT_COPIES)
 
     grid = scan_keys(trace, cfg.step) if cfg.keys is None else list(dict.fromkeys(cfg.keys))
     keys = [k for k in grid if in_shard(k, shard)]
@@ -242,7 +273,10 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
              f"{len(todo)} to measure on {meta['device_name']} "
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads, "
              f"{'cold' if tc.cold_bytes else 'hot'} weights); "
-             f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config)", show)
+             f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config"
+             + ("; every cuDNN plan costed as fast as cudnn.benchmark's pick, plan builds "
+                "left out: a lower bound)" if tc.algos == "all" and tc.device == "cuda" else ")"),
+             show)
         if trace.unmodelled:
             _log("not timed (no LUT operator for them): " + ", ".join(
                 f"{name} x{n}" for name, n in trace.unmodelled.most_common()), show)

@@ -2,7 +2,10 @@
 
 Backends: ``cpu`` (``perf_counter_ns`` around each call, fixed thread count)
 and ``cuda`` (CUDA events; eager, or ``graph`` mode where ``graph_unroll``
-calls are captured in one CUDA graph so launch overhead is removed).
+calls, or every rotated weight copy when weights are cold, are captured in one
+CUDA graph so launch overhead is removed). ``cudnn.benchmark`` is on only while
+timing (``cudnn_benchmark``): a pruner that measures mid-run must not leave
+training autotuning every new shape.
 Repetitions stop once the 95% confidence interval of the mean is within
 ``rel_ci`` of it, or at ``max_reps`` (1000, the paper's fixed count).
 """
@@ -66,6 +69,10 @@ class TimingConfig:
             raise TimingError("graph timing mode needs --device cuda")
         if self.algos not in ALGOS:
             raise TimingError(f"unknown algos '{self.algos}' (choose {', '.join(ALGOS)})")
+        if self.algos == "all" and self.device == "cuda":
+            from profiler.cudnn_algos import _cudnn
+
+            _cudnn()  # refuse now, not at the first conv key after a pilot and a reference
         if self.batch < 1 or self.max_reps < 2:
             raise TimingError("need batch >= 1 and max_reps >= 2")
         self.min_reps = max(2, min(self.min_reps, self.max_reps))  # a low cap lowers the floor
@@ -156,19 +163,55 @@ def _cuda_sampler(fn: Callable[[], object], per_call: int = 1) -> Callable[[int]
     return sample
 
 
-def _graphed(fn: Callable[[], object], unroll: int) -> Callable[[], object]:
-    """Capture ``unroll`` calls of ``fn`` in one CUDA graph; return its replay."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
+def graph_calls(unroll: int, copies: int = 1) -> int:
+    """Calls of a key captured in one CUDA graph: at least ``unroll``, and a whole number of
+    rounds through its ``copies`` rotated weight copies.
+
+    A graph replays only the calls it captured: with fewer calls than copies, the
+    copies left out are never read and the ones captured stay in the cache, so cold
+    weights would be timed hot. Whole rounds make every copy appear equally often.
+    """
+    copies = max(1, copies)
+    return copies * max(1, math.ceil(max(1, unroll) / copies))
+
+
+def _graphed(fn: Callable[[], object], calls: int,
+             stream: torch.cuda.Stream | None = None) -> Callable[[], object]:
+    """Capture ``calls`` calls of ``fn`` in one CUDA graph; return its replay.
+
+    ``stream``: capture (and warm up) on this stream rather than a fresh side stream,
+    for work that does not follow torch's current stream (a cuDNN-frontend handle
+    is bound to one stream when it is built, and launches there whatever torch's
+    current stream is, so the capture must happen on that very stream).
+    """
+    side = stream if stream is not None else torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
         for _ in range(3):  # warm-up outside capture: autotuning, allocator
             fn()
-    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(unroll):
+    with torch.cuda.graph(graph, stream=side):
+        for _ in range(calls):
             fn()
     return graph.replay
+
+
+@contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` on while timing, then back to what it was.
+
+    Timing wants cuDNN to autotune each shape once at warm-up; training after a
+    measurement must not inherit it, or every channel removal re-autotunes the
+    forward and both backward convolutions. The flag is plain Python state, read
+    only by cuDNN, so setting it on a CPU run is harmless.
+    """
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was
 
 
 @contextmanager
@@ -186,46 +229,78 @@ def cpu_algorithms(key: OpKey) -> Iterator[tuple[str, ContextManager]]:
         yield "native", _onednn_disabled()
 
 
-def time_callable(fn: Callable[[], object], cfg: TimingConfig, algo: str = "auto") -> Stats:
-    """Time ``fn`` under ``cfg`` (warm-up, then adaptive repetitions)."""
+def algorithm_count(key: OpKey, cfg: TimingConfig) -> int:
+    """How many algorithms ``measure_key`` times for ``key``.
+
+    On a CPU: the backends ``cpu_algorithms`` yields (2 for a conv with oneDNN
+    present, else 1) under ``--algos all``. On CUDA every key but a conv under
+    ``--algos all`` is timed once; such a conv is timed once per cuDNN execution
+    plan, which only cuDNN can count (``cudnn_algos.count_conv_engines``).
+    """
+    if cfg.algos != "all":
+        return 1
+    if cfg.device == "cpu":
+        return sum(1 for _ in cpu_algorithms(key))
+    if key.op != CONV:
+        return 1
+    from profiler.cudnn_algos import count_conv_engines
+
+    return count_conv_engines(key, cfg)
+
+
+def time_callable(fn: Callable[[], object], cfg: TimingConfig, algo: str = "auto",
+                  copies: int = 1, stream: torch.cuda.Stream | None = None) -> Stats:
+    """Time ``fn`` under ``cfg`` (warm-up, then adaptive repetitions).
+
+    ``copies``: how many weight copies ``fn`` rotates through (``build_op``); in graph
+    mode one replay captures every copy (``graph_calls``). ``stream`` (cuda only):
+    run everything on this stream, for work bound to it rather than to torch's
+    current stream (cuDNN-frontend plans); the CUDA events then time that stream.
+    """
     t0 = time.perf_counter()
     if cfg.device == "cpu":
         sample = _cpu_sampler(fn)
         for _ in range(cfg.warmup):
             fn()
-    elif cfg.mode == "graph":
-        replay = _graphed(fn, cfg.graph_unroll)
-        sample = _cuda_sampler(replay, per_call=cfg.graph_unroll)
-        sample(cfg.warmup)
-    else:
-        sample = _cuda_sampler(fn)
-        sample(cfg.warmup)
-    times, _ = adaptive(sample, cfg)
+        times, _ = adaptive(sample, cfg)
+        return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci)
+    if stream is not None:
+        stream.wait_stream(torch.cuda.current_stream())  # inputs were made on the caller's
+    with torch.cuda.stream(stream):  # a no-op for None
+        if cfg.mode == "graph":
+            calls = graph_calls(cfg.graph_unroll, copies)
+            sample = _cuda_sampler(_graphed(fn, calls, stream), per_call=calls)
+            # Warm-up is about calls run, not replays: a replay holding every one of hundreds
+            # of weight copies needs fewer of them than a replay of graph_unroll calls.
+            sample(math.ceil(cfg.warmup * cfg.graph_unroll / calls))
+        else:
+            sample = _cuda_sampler(fn)
+            sample(cfg.warmup)
+        times, _ = adaptive(sample, cfg)
     return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci)
 
 
 def measure_key(key: OpKey, cfg: TimingConfig) -> Stats:
     """Time one key; with ``algos='all'``, every algorithm, keeping the fastest by mean."""
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    copies = weight_copies(key, cfg.dtype, cfg.cold_bytes)
+    with torch.inference_mode(), cudnn_benchmark():
         if cfg.device == "cuda":
-            torch.backends.cudnn.benchmark = True  # cuDNN autotunes each shape at warm-up
             if cfg.algos == "all" and key.op == CONV:
                 from profiler.cudnn_algos import time_conv_engines
 
                 best = min(time_conv_engines(key, cfg), key=lambda s: s.mean_ms)
             else:
-                fn = build_op(key, cfg.batch, cfg.dtype, "cuda", cfg.channels_last,
-                              weight_copies(key, cfg.dtype, cfg.cold_bytes))
-                best = time_callable(fn, cfg, "cudnn-benchmark" if key.op == CONV else "default")
+                fn = build_op(key, cfg.batch, cfg.dtype, "cuda", cfg.channels_last, copies)
+                best = time_callable(fn, cfg, "cudnn-benchmark" if key.op == CONV else "default",
+                                     copies)
         else:
             candidates = []
             algos = list(cpu_algorithms(key))
             for name, ctx in (algos if cfg.algos == "all" else algos[:1]):
                 with ctx:
-                    fn = build_op(key, cfg.batch, cfg.dtype, "cpu", cfg.channels_last,
-                                  weight_copies(key, cfg.dtype, cfg.cold_bytes))
-                    candidates.append(time_callable(fn, cfg, name))
+                    fn = build_op(key, cfg.batch, cfg.dtype, "cpu", cfg.channels_last, copies)
+                    candidates.append(time_callable(fn, cfg, name, copies))
             best = min(candidates, key=lambda s: s.mean_ms)
     best.seconds = time.perf_counter() - t0
     return best
@@ -244,11 +319,9 @@ def prepare_model(module: torch.nn.Module, cfg: TimingConfig) -> torch.nn.Module
 def time_model(module: torch.nn.Module, x: torch.Tensor, cfg: TimingConfig) -> Stats:
     """End-to-end latency of a whole network, with the same discipline as one key."""
     fn = lambda: module(x)  # noqa: E731
-    if cfg.device == "cuda":
-        torch.backends.cudnn.benchmark = True
-        if cfg.mode == "graph":
+    with torch.inference_mode(), cudnn_benchmark():
+        if cfg.device == "cuda" and cfg.mode == "graph":
             cfg = TimingConfig(**{**cfg.__dict__, "graph_unroll": _model_unroll(fn, cfg)})
-    with torch.inference_mode():
         return time_callable(fn, cfg, "end-to-end")
 
 

@@ -90,3 +90,23 @@ def test_profile_calibrates_a_complete_table_and_not_a_partial_one(tmp_path):
     assert res.exit_code == 0 and "calibrated on 3 pruned variants" in res.output, res.output
     assert len(read_lut(whole)[1]["calibration"]["variants"]) == 3
     assert Lut.load(whole).calibration is not None
+
+
+@pytest.mark.gpu
+def test_calibrate_a_cuda_graph_table_end_to_end(tmp_path):
+    from luts import CalibrateConfig, calibrate
+    from profiler import ProfileConfig, TimingConfig, profile_model
+
+    out = tmp_path / "demo-cuda-graph.parquet"
+    profile_model(ProfileConfig("demo", out, step=32, progress=False, timing=TimingConfig(
+        device="cuda", mode="graph", max_reps=20, warmup=2)))
+    cal = calibrate(CalibrateConfig("demo", out, samples=3, rounds=1, max_reps=20,
+                                    progress=False))
+    assert len(cal["variants"]) == 3 and all(np.isfinite(f["slope"])
+                                             for f in cal["fits"].values())
+    # Graph-mode operator sums and graph-mode networks measure the same kernels.
+    ratio = np.array(cal["measured_ms"]) / np.array(cal["operator_sum_ms"])
+    assert ((ratio > 0.3) & (ratio < 3)).all(), ratio
+    meta = read_lut(out)[1]
+    assert meta["timing_mode"] == "graph" and meta["calibration"]["measured_ms"]
+    assert Lut.load(out).calibration is not None
