@@ -72,6 +72,15 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.option("--std", default=None)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where pruning and fine-tuning run (latency is measured in the LUT's mode).")
+@click.option("--cudnn-benchmark", is_flag=True,
+              help="Let cuDNN autotune convolutions while pruning and fine-tuning [default: "
+                   "off: every removal makes new shapes to tune again, and its picks are "
+                   "not reproducible]. Latency is always measured with autotuning.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=60.0,
+              show_default=True, metavar="SECONDS",
+              help="Write the pruning state (state/prune.pt: model and momentum, ~200 MB for "
+                   "resnet50) at most this often, and when pruning ends; 0 = after every "
+                   "step. An interrupted run resumes from it, losing at most this much work.")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Give up (with an error) after this many pruning steps.")
@@ -80,8 +89,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 def prune(teacher, data, luts, out, target_latency, target_ratio, target_measured_ratio,
           criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
-          decay_at, no_update, shift, flip, val, mean, std, device, no_measure, max_steps, seed,
-          quiet) -> None:
+          decay_at, no_update, shift, flip, val, mean, std, device, cudnn_benchmark,
+          checkpoint_every, no_measure, max_steps, seed, quiet) -> None:
     """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
 
     Every INTERVAL minibatches the GROUPS-PER-STEP least important groups of GROUP-SIZE
@@ -106,13 +115,15 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                             shift=shift, flip=flip, seed=seed)
         rep = run_job(PruneJob(teacher, out, data, list(luts), pc, fc, val, _floats(mean),
                                _floats(std), not no_measure, device=device,
-                               progress=not quiet, measured_ratio=target_measured_ratio))
+                               progress=not quiet, measured_ratio=target_measured_ratio,
+                               checkpoint_every=checkpoint_every,
+                               cudnn_benchmark=cudnn_benchmark))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: progress is kept in {out / 'state'}; rerun to resume",
-                   err=True)
+        click.echo(f"\ninterrupted: progress up to the last checkpoint (--checkpoint-every) "
+                   f"is kept in {out / 'state'}; rerun to resume", err=True)
         sys.exit(130)
     b, a = rep["before"], rep["after"]
     line = f"{100 * rep['filters_kept']:.0f}% of prunable filters kept"

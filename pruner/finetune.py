@@ -15,7 +15,7 @@ from torch import nn
 
 from profiler.table import atomic_write_bytes
 from pruner.data import ImageSet
-from pruner.schedule import kd_loss
+from pruner.schedule import kd_loss, pinned_cudnn_benchmark
 
 
 @dataclass
@@ -51,11 +51,14 @@ def atomic_save(obj, path: Path) -> None:
 
 def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTuneConfig,
              checkpoint: Path | None = None,
-             on_epoch: Callable[[dict], None] | None = None) -> list[dict]:
+             on_epoch: Callable[[dict], None] | None = None,
+             cudnn_benchmark: bool = False) -> list[dict]:
     """Train ``student`` for ``cfg.epochs``; resumes from ``checkpoint`` when it exists.
 
     Returns the per-epoch history (epoch, lr, mean loss). Under ``torch.distributed`` the
     student is wrapped in DistributedDataParallel and each rank takes a share of every epoch.
+    ``torch.backends.cudnn.benchmark`` is held at ``cudnn_benchmark`` (default False: cuDNN
+    picks by heuristics, reproducibly) while training, and restored afterwards.
     """
     rank, world = _dist()
     device = next(student.parameters()).device
@@ -72,34 +75,35 @@ def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTu
         raise ValueError(f"{data.source}: cross-entropy fine-tuning needs labelled images")
     net = nn.parallel.DistributedDataParallel(student) if world > 1 else student
     teacher.eval()
-    for epoch in range(start, cfg.epochs):
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr_at(epoch)
-        student.train()
-        losses = []
-        for x, y in data.epoch(cfg.batch_size, cfg.seed * 1_000_003 + epoch, rank, world,
-                               cfg.shift, cfg.flip):
-            x, y = x.to(device), (y.to(device) if y is not None else None)
-            out = net(x)
-            if cfg.loss == "ce":
-                loss = F.cross_entropy(out, y)
-            else:
-                with torch.no_grad():
-                    t_out = teacher(x)
-                loss = kd_loss(out, t_out, cfg.temperature)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-        history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch),
-                        "loss": float(np.mean(losses)) if losses else float("nan")})
-        if checkpoint is not None and rank == 0:
-            atomic_save({"epoch": epoch + 1, "model": student.state_dict(),
-                         "optimizer": opt.state_dict(), "history": history}, checkpoint)
-        if world > 1:
-            dist.barrier()
-        if on_epoch:
-            on_epoch(history[-1])
+    with pinned_cudnn_benchmark(cudnn_benchmark):
+        for epoch in range(start, cfg.epochs):
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr_at(epoch)
+            student.train()
+            losses = []
+            for x, y in data.epoch(cfg.batch_size, cfg.seed * 1_000_003 + epoch, rank, world,
+                                   cfg.shift, cfg.flip):
+                x, y = x.to(device), (y.to(device) if y is not None else None)
+                out = net(x)
+                if cfg.loss == "ce":
+                    loss = F.cross_entropy(out, y)
+                else:
+                    with torch.no_grad():
+                        t_out = teacher(x)
+                    loss = kd_loss(out, t_out, cfg.temperature)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            history.append({"epoch": epoch + 1, "lr": cfg.lr_at(epoch),
+                            "loss": float(np.mean(losses)) if losses else float("nan")})
+            if checkpoint is not None and rank == 0:
+                atomic_save({"epoch": epoch + 1, "model": student.state_dict(),
+                             "optimizer": opt.state_dict(), "history": history}, checkpoint)
+            if world > 1:
+                dist.barrier()
+            if on_epoch:
+                on_epoch(history[-1])
     student.eval()
     return history
 

@@ -7,6 +7,16 @@ Output directory:
     trajectory.png   estimated latency and loss at every pruning step
     state/           checkpoints of the pruning and fine-tuning phases (a rerun resumes)
 Every input is checked before anything is written; final files are written atomically.
+
+The pruning state (student + SGD momentum: 205 MB for resnet50) is written at most every
+``checkpoint_every`` seconds, and always when the pruning phase ends, before fine-tuning.
+Written at every step, it cost 0.24-0.36 s a write (median; up to 0.6 s) on a 2-core VM's
+local disk, page cache only, no fsync, against a pruning step of about 1.2 s on an H100
+(see ``Pruner.run``); on a network filesystem a write takes longer still, and every
+other rank waits for rank 0's at the next all-reduce. A resumed run restarts from the
+last checkpoint and replays the steps after it exactly: each step's minibatches are
+drawn from a seed of (seed, step, rank), the gate scores start from zero at every step,
+and the weights, momentum and step count are in the checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from pruner.data import DataError, evaluate, load_images
 from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from pruner.groups import out_channels
 from pruner.measured_target import close_loop
-from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
+from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace, pinned_cudnn_benchmark
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 
 
@@ -58,6 +68,45 @@ class PruneJob:
     # (here, in the LUT's mode); the LUT target is the first guess (measured_target.py).
     measured_ratio: float | None = None
     measured_retries: int = 4
+    # Seconds of pruning between writes of state/prune.pt (0: after every step); the state
+    # is also written when pruning ends. An interruption loses at most this much work.
+    checkpoint_every: float = 60.0
+    # torch.backends.cudnn.benchmark while pruning and fine-tuning (restored afterwards).
+    # Off by default: each removal gives new convolution shapes, which benchmark mode
+    # autotunes again (forward and both backward passes), and its picks are not reproducible.
+    cudnn_benchmark: bool = False
+
+
+# The checkpoint policy's clock; a module attribute so a test can make time deterministic.
+_clock = time.monotonic
+
+
+class _Checkpoints:
+    """Writes the pruning state when ``every`` seconds have passed since the last write."""
+
+    def __init__(self, path: Path, inputs: dict, every: float, saved_step: int | None) -> None:
+        self.path, self.inputs, self.every = path, inputs, every
+        self.saved_step = saved_step     # the step the file on disk holds (None: no file)
+        self.last = _clock()
+        self.writes, self.seconds = 0, 0.0
+
+    def save(self, p: Pruner) -> None:
+        t0 = time.perf_counter()
+        atomic_save(_state_payload(p, self.inputs), self.path)
+        self.seconds += time.perf_counter() - t0
+        self.writes += 1
+        self.saved_step, self.last = p.step, _clock()
+
+    def step(self, p: Pruner) -> None:
+        if self.every <= 0 or _clock() - self.last >= self.every:
+            self.save(p)
+
+    def finish(self, p: Pruner) -> None:
+        if self.saved_step != p.step:
+            self.save(p)
+
+    def summary(self) -> dict:
+        return {"every_s": self.every, "writes": self.writes, "write_seconds": self.seconds}
 
 
 def _load_lut(job: PruneJob) -> Lut | None:
@@ -124,7 +173,10 @@ def run_job(job: PruneJob) -> dict:
         if job.device == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     try:
-        return _run_job(job)
+        # The whole job, not just the training loops: building the dependency graph and
+        # shrinking a resumed student run convolutions too.
+        with pinned_cudnn_benchmark(job.cudnn_benchmark):
+            return _run_job(job)
     finally:
         if own:
             dist.destroy_process_group()
@@ -173,7 +225,7 @@ def _run_job(job: PruneJob) -> dict:
     student = _student(teacher, state["channels"] if state else {}, size, in_ch,
                        state["model"] if state else None)
     pruner = Pruner(student, teacher, job.prune, size, in_ch, lut,
-                    state["original_filters"] if state else None)
+                    state["original_filters"] if state else None, job.cudnn_benchmark)
     if state is None:
         if job.measured_ratio is not None and pruner.cfg.target_latency_ms is not None:
             # The LUT target is only a first guess here: keep it within what can be reached.
@@ -193,8 +245,10 @@ def _run_job(job: PruneJob) -> dict:
         bar.set_postfix(est_ms=f"{rec.estimated_ms:.3f}" if rec.estimated_ms else "-",
                         filters=rec.filters, loss=f"{rec.loss:.4f}")
         if rank == 0:
-            atomic_save(_state_payload(p, inputs), prune_state)
+            ckpt.step(p)
 
+    ckpt = _Checkpoints(prune_state, inputs, job.checkpoint_every,
+                        int(state["step"]) if state else None)
     wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if world > 1 else None
     loop = None
     with bar:
@@ -205,13 +259,14 @@ def _run_job(job: PruneJob) -> dict:
                 lambda t, s: measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
                                           job.measure_max_reps),
                 data, dict(on_step=on_step, rank=rank, world=world, wrap=wrap), rank, world)
-    if rank == 0 and not prune_state.is_file():  # the target needed no step at all
-        atomic_save(_state_payload(pruner, inputs), prune_state)
+    if rank == 0:  # the finished pruning phase is kept, whatever the clock said
+        ckpt.finish(pruner)
     fbar = tqdm(desc="fine-tuning", total=job.finetune.epochs, unit="epoch",
                 disable=not job.progress or rank != 0)
     with fbar:
         history = finetune(student, teacher, data, job.finetune, state_dir / "finetune.pt",
-                           lambda h: (fbar.update(), fbar.set_postfix(loss=f"{h['loss']:.4f}")))
+                           lambda h: (fbar.update(), fbar.set_postfix(loss=f"{h['loss']:.4f}")),
+                           job.cudnn_benchmark)
     report = {
         "teacher": job.teacher, "data": data.source, "n_images": len(data), "luts": job.luts,
         "input_size": size, "prune": asdict(job.prune), "finetune": asdict(job.finetune),
@@ -221,6 +276,7 @@ def _run_job(job: PruneJob) -> dict:
         "filters_kept": pruner.filters() / pruner.original_filters,
         **({"measured_target": {"ratio": job.measured_ratio, "loop": loop}} if loop else {}),
         "trajectory": [asdict(r) for r in pruner.trajectory], "finetune_history": history,
+        "prune_checkpoints": ckpt.summary(), "cudnn_benchmark": job.cudnn_benchmark,
     }
     if rank != 0:
         return report

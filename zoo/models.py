@@ -96,14 +96,25 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
 
     ``channels`` (output channels of pruned layers, by module name) makes the checkpoint
     of a pruned network: loading builds ``arch``, shrinks those layers, then loads weights.
+    The tensors are written from CPU copies wherever ``module`` lives, so that a plain
+    ``torch.load(path, weights_only=True)`` works on a machine without the device
+    (torch.save records each storage's device, and load restores it there by default).
+    A module on the meta device holds no values and is refused.
     """
+    state = module.state_dict()
+    on_meta = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_meta]
+    if on_meta:
+        raise ModelError(f"cannot save {arch} to '{path}': its tensors are on the meta device "
+                         f"({on_meta[0]}{' and others' if len(on_meta) > 1 else ''}), which "
+                         f"holds shapes but no weights; load or initialise the weights first")
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
         "channels": dict(channels or {}),
-        "state_dict": module.state_dict(),
+        "state_dict": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                       for k, v in state.items()},
         "extra": extra,
     }
     path = Path(path)

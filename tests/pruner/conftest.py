@@ -10,3 +10,27 @@ def teacher_lut(tmp_path_factory, teacher_ckpt):
     profile_model(ProfileConfig(str(teacher_ckpt), out, step=8, progress=False,
                                 timing=TimingConfig(max_reps=5, warmup=1, threads=1)))
     return out
+
+
+@pytest.fixture(scope="session")
+def teacher_cuda_lut(tmp_path_factory, teacher_ckpt):
+    """The same teacher's LUT on CUDA, in graph mode as the GPU LUTs are made (64 keys, a few
+    seconds). Batch 256, so that a layer's time follows its channels: at batch 1 a 32 px
+    layer is all launch overhead and pruning could not lower the estimate."""
+    out = tmp_path_factory.mktemp("plut_cuda") / "teacher-cuda.parquet"
+    profile_model(ProfileConfig(str(teacher_ckpt), out, step=8, progress=False,
+                                timing=TimingConfig(device="cuda", mode="graph", batch=256,
+                                                    max_reps=5, warmup=1)))
+    return out
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request) -> str:
+    """Where the student is pruned and fine-tuned; cuda runs only where CUDA is seen."""
+    return request.param
+
+
+@pytest.fixture
+def device_lut(device, request):
+    """A LUT of the teacher measured on ``device``, as a job there would be given."""
+    return request.getfixturevalue("teacher_lut" if device == "cpu" else "teacher_cuda_lut")

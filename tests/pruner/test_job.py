@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -6,11 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import pruner.run as run_mod
 from hwprune.cli import cli
 from luts import Lut, estimate
 from pruner import PruneConfig, Pruner
-from pruner.finetune import FineTuneConfig
-from pruner.run import PruneJob, run_job
+from pruner.data import load_images
+from pruner.finetune import FineTuneConfig, finetune
+from pruner.measured_target import close_loop
+from pruner.run import PruneJob, measure_pair, run_job
 from zoo import resolve_model
 
 FAST = dict(group_size=8, interval=2, batch_size=32)
@@ -21,16 +25,67 @@ def _target(teacher_ckpt, lut, fraction):
                                1).total_ms
 
 
-def _job(teacher_ckpt, lut, out, target, **kw):
+def _reachable_target(teacher_ckpt, lut, fraction):
+    """``fraction`` of the teacher's estimate, or halfway down to the LUT's floor if that is
+    higher: on a GPU LUT the fixed per-layer costs can keep the floor above 70%."""
+    teacher = resolve_model(str(teacher_ckpt)).module
+    p = Pruner(resolve_model(str(teacher_ckpt)).module, teacher,
+               PruneConfig(target_ratio=0.5, **FAST), 32, 1, Lut.load(lut))
+    full, floor = p.latency.total_ms, p.floor_ms()
+    return max(fraction * full, (full + floor) / 2)
+
+
+def _job(teacher_ckpt, lut, out, target, device="cpu", job_kw=None, **kw):
     return PruneJob(str(teacher_ckpt), out, "digits", [str(lut)],
                     PruneConfig(target_latency_ms=target, **FAST, **kw),
                     FineTuneConfig(epochs=1, batch_size=64), val="digits-test",
-                    measure_rounds=1, progress=False)
+                    measure_rounds=1, progress=False, device=device, **(job_kw or {}))
 
 
-def test_prune_job_end_to_end_and_reload(teacher_ckpt, teacher_lut, tmp_path):
-    target = _target(teacher_ckpt, teacher_lut, 0.7)
-    rep = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "out", target))
+@pytest.fixture
+def training_benchmark_flags():
+    """``torch.backends.cudnn.benchmark`` as seen by every module called in training mode
+    (the student while pruning and fine-tuning; the teacher and timed copies run in eval).
+    The flag starts True, as CUDA timing or a caller may leave it; it is put back after."""
+    seen: list[bool] = []
+
+    def hook(module, args):
+        if module.training:
+            seen.append(torch.backends.cudnn.benchmark)
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield seen
+    finally:
+        handle.remove()
+        torch.backends.cudnn.benchmark = old
+
+
+def _storage_locations(path) -> set[str]:
+    """The device every storage in a torch file was saved from, as torch.load reports it."""
+    seen: list[str] = []
+    torch.load(path, weights_only=True,
+               map_location=lambda storage, loc: (seen.append(loc), storage)[1])
+    return set(seen)
+
+
+def test_prune_job_end_to_end_and_reload(teacher_ckpt, device, device_lut, tmp_path,
+                                         training_benchmark_flags):
+    target = _reachable_target(teacher_ckpt, device_lut, 0.7)
+    # An hour between checkpoints (the default, 60 s, is far from this run's few seconds,
+    # but a loaded CI machine must not decide the count)
+    rep = run_job(_job(teacher_ckpt, device_lut, tmp_path / "out", target, device,
+                       dict(checkpoint_every=3600)))
+    # The pruner does not train under the benchmark flag left on before it, and restores it
+    assert training_benchmark_flags and not any(training_benchmark_flags)
+    assert torch.backends.cudnn.benchmark is True and rep["cudnn_benchmark"] is False
+    # Pruning took less than the period: its state is written once, when pruning ended
+    assert rep["prune_checkpoints"]["writes"] == 1
+    state = torch.load(tmp_path / "out" / "state" / "prune.pt", weights_only=True,
+                       map_location="cpu")
+    assert state["step"] == len(rep["trajectory"])
     assert rep["after"]["estimated_ms"] <= target < rep["before"]["estimated_ms"]
     assert rep["trajectory"] and rep["trajectory"][-1]["estimated_ms"] <= target
     assert 0 < rep["filters_kept"] < 1
@@ -40,6 +95,15 @@ def test_prune_job_end_to_end_and_reload(teacher_ckpt, teacher_lut, tmp_path):
     # Reload without executing pickled code: same channels, identical outputs
     payload = torch.load(tmp_path / "out" / "pruned.pt", weights_only=True)
     assert payload["channels"] == rep["after"]["channels"]
+    assert _storage_locations(tmp_path / "out" / "pruned.pt") == {"cpu"}
+    if device == "cuda":  # what a CPU-only machine does with it: a plain load must work
+        code = ("import sys, torch; assert not torch.cuda.is_available(); "
+                "p = torch.load(sys.argv[1], weights_only=True); "
+                "assert all(v.device.type == 'cpu' for v in p['state_dict'].values())")
+        run = subprocess.run([sys.executable, "-c", code, str(tmp_path / "out" / "pruned.pt")],
+                             env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
     net = resolve_model(str(tmp_path / "out" / "pruned.pt")).module
     modules = dict(net.named_modules())
     for name, c in rep["after"]["channels"].items():
@@ -51,15 +115,22 @@ def test_prune_job_end_to_end_and_reload(teacher_ckpt, teacher_lut, tmp_path):
                                     "digits-test"]).exit_code == 0
     # A finished run is not overwritten
     with pytest.raises(ValueError, match="finished run"):
-        run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "out", target))
+        run_job(_job(teacher_ckpt, device_lut, tmp_path / "out", target, device))
 
 
-def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, teacher_lut,
-                                                               tmp_path, monkeypatch):
-    # A filter target, so the number of steps does not depend on the LUT's numbers
-    target, kw = None, dict(groups_per_step=1, target_ratio=0.6)
+def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, device,
+                                                               device_lut, tmp_path,
+                                                               monkeypatch):
+    # A filter target, so the number of steps does not depend on the LUT's numbers; the
+    # state is written after every step, so the resumed run starts where this one stopped.
+    teacher_lut = device_lut
+    target, kw = None, dict(groups_per_step=1, target_ratio=0.6, device=device,
+                            job_kw=dict(checkpoint_every=0))
+    if device == "cuda":  # heuristics may pick atomics-based backward kernels: not bitwise
+        monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
     whole = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "whole", target, **kw))
     assert len(whole["trajectory"]) >= 3
+    assert whole["prune_checkpoints"]["writes"] == len(whole["trajectory"])
     real = Pruner.prune_step
     calls = {"n": 0}
 
@@ -84,6 +155,79 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, tea
     a = torch.load(tmp_path / "whole" / "pruned.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut" / "pruned.pt", weights_only=True)["state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_time_policy_writes_less_and_resumes_from_an_older_step(teacher_ckpt, teacher_lut,
+                                                                tmp_path, monkeypatch):
+    """With a checkpoint every 2 "seconds" of a clock that ticks once per step, the state
+    is written at steps 2, 4, ... and at the end; a run cut during step 4 resumes from
+    step 2, replays steps 3 and 4 from their own seeds, and ends as an uncut run does."""
+    begun = {"n": 0}
+    real = Pruner.prune_step
+
+    def counted(self, *a, **kw):
+        begun["n"] += 1
+        if begun["n"] == cut_at:
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Pruner, "prune_step", counted)
+    monkeypatch.setattr(run_mod, "_clock", lambda: float(begun["n"]))
+    # At least 5 steps whichever groups go: 72 of the 144 filters must, at most 16 a step
+    kw = dict(groups_per_step=1, target_ratio=0.5, job_kw=dict(checkpoint_every=2))
+    cut_at = None
+    whole = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "whole", None, **kw))
+    n = len(whole["trajectory"])
+    assert n >= 5
+    assert whole["prune_checkpoints"]["writes"] == n // 2 + n % 2 < n
+    begun["n"], cut_at = 0, 4
+    with pytest.raises(KeyboardInterrupt):
+        run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", None, **kw))
+    state = tmp_path / "cut" / "state" / "prune.pt"
+    assert torch.load(state, weights_only=True, map_location="cpu")["step"] == 2
+    begun["n"], cut_at = 0, None
+    resumed = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", None, **kw))
+    assert [r["step"] for r in resumed["trajectory"]] == list(range(1, n + 1))
+    assert resumed["after"]["channels"] == whole["after"]["channels"]
+    assert [r["loss"] for r in resumed["trajectory"]] == \
+        pytest.approx([r["loss"] for r in whole["trajectory"]], rel=1e-5)
+    a = torch.load(tmp_path / "whole" / "pruned.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_cudnn_benchmark_is_off_while_training_even_after_timing(teacher_ckpt, device,
+                                                                device_lut,
+                                                                training_benchmark_flags):
+    """The library calls on their own (no run_job around them): a real measurement in the
+    LUT's mode first, then pruning, a measured loop that prunes on after measuring, and
+    fine-tuning. None of them may train with the flag the measurement left on."""
+    teacher = resolve_model(str(teacher_ckpt)).module.to(device).eval()
+    student = resolve_model(str(teacher_ckpt)).module.to(device)
+    lut = Lut.load(device_lut)
+
+    def measure(t, s):
+        return measure_pair(t, s, lut, 32, 1, rounds=1, max_reps=20)
+
+    measure(teacher, student)
+    target = _reachable_target(teacher_ckpt, device_lut, 0.9)
+    p = Pruner(student, teacher, PruneConfig(target_latency_ms=target, **FAST), 32, 1, lut)
+    data = load_images("digits", 32)
+    p.run(data)
+    steps = p.step
+    # An unreachable goal: after each measurement the loop prunes on (until its retry)
+    close_loop(p, teacher, lut, 0.01, retries=1, measure=measure, data=data, run_kwargs={})
+    assert p.step > steps, "the loop did not train after a measurement"
+    finetune(student, teacher, data, FineTuneConfig(epochs=1, batch_size=256))
+    assert training_benchmark_flags and not any(training_benchmark_flags)
+    assert torch.backends.cudnn.benchmark is True  # the caller's value, back
+    # Asked for, it is on while training, and still restored afterwards
+    training_benchmark_flags.clear()
+    torch.backends.cudnn.benchmark = False
+    finetune(student, teacher, data, FineTuneConfig(epochs=1, batch_size=256),
+             cudnn_benchmark=True)
+    assert training_benchmark_flags and all(training_benchmark_flags)
+    assert torch.backends.cudnn.benchmark is False
 
 
 def _cli(*args):
@@ -116,13 +260,21 @@ def test_bad_inputs_fail_clearly_and_write_nothing(teacher_ckpt, teacher_lut, de
         assert not out.exists(), why
 
 
-def test_cli_prunes_and_prints_the_result(teacher_ckpt, teacher_lut, tmp_path):
+def test_cli_prunes_and_prints_the_result(teacher_ckpt, teacher_lut, tmp_path,
+                                          training_benchmark_flags):
     target = _target(teacher_ckpt, teacher_lut, 0.75)
+    torch.backends.cudnn.benchmark = False
     r = _cli(teacher_ckpt, "--data", "digits", "--lut", teacher_lut, "--out", tmp_path / "o",
              "--target-latency", target, "--group-size", 8, "--interval", 2, "--epochs", 1,
-             "--val", "digits-test", "--selector", "knapsack", "-q")
+             "--val", "digits-test", "--selector", "knapsack", "--cudnn-benchmark",
+             "--checkpoint-every", 0, "-q")
     assert r.exit_code == 0, r.output
     assert "measured" in r.output and "accuracy on digits held-out split" in r.output
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    # --checkpoint-every 0: the state after every step; --cudnn-benchmark: on while training
+    assert rep["prune_checkpoints"]["writes"] == len(rep["trajectory"]) > 0
+    assert training_benchmark_flags and all(training_benchmark_flags)
+    assert torch.backends.cudnn.benchmark is False and rep["cudnn_benchmark"] is True
 
 
 @pytest.mark.timeout(600)
@@ -170,14 +322,15 @@ def test_measured_target_prunes_on_until_the_measurement_meets_it(teacher_ckpt, 
     assert all(a > b for a, b in zip(ests, ests[1:]))  # each correction pruned further
 
 
-def test_measured_target_job_reports_its_loop(teacher_ckpt, teacher_lut, tmp_path):
-    job = _job(teacher_ckpt, teacher_lut, tmp_path / "m", None)
+def test_measured_target_job_reports_its_loop(teacher_ckpt, device, device_lut, tmp_path):
+    teacher_lut = device_lut
+    job = _job(teacher_ckpt, teacher_lut, tmp_path / "m", None, device)
     job.measured_ratio, job.finetune = 0.8, FineTuneConfig(epochs=0)
     rep = run_job(job)
     loop = rep["measured_target"]["loop"]
     assert loop and loop[-1]["stopped"] in ("met", "at the LUT's floor", "out of retries")
     assert rep["prune"]["target_latency_ms"] > 0  # a first guess was made from the LUT
     with pytest.raises(ValueError, match="strictly"):
-        bad = _job(teacher_ckpt, teacher_lut, tmp_path / "b", None)
+        bad = _job(teacher_ckpt, teacher_lut, tmp_path / "b", None, device)
         bad.measured_ratio = 1.5
         run_job(bad)

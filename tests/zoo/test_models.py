@@ -63,3 +63,45 @@ def test_import_weights_from_a_plain_or_ddp_state_dict(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a torch file")
     with pytest.raises(ModelError, match="weights-only"):
         import_weights("resnet18", tmp_path / "junk.pth", tmp_path / "u.pt")
+
+
+def _storage_locations(path) -> set[str]:
+    """The device every storage in a torch file was saved from, as torch.load reports it."""
+    seen: list[str] = []
+    torch.load(path, weights_only=True,
+               map_location=lambda storage, loc: (seen.append(loc), storage)[1])
+    return set(seen)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_checkpoint_tensors_are_saved_from_the_cpu(tmp_path, device):
+    net = DemoNet(width=8).to(device).eval()
+    path = save_checkpoint(net, tmp_path / "n.pt", "demo", {"width": 8})
+    assert _storage_locations(path) == {"cpu"}
+    assert next(net.parameters()).device.type == device  # the model itself is not moved
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_checkpoint(path).module.eval()(x), net.cpu()(x))
+
+
+def test_a_meta_model_is_refused_and_nothing_written(tmp_path):
+    with torch.device("meta"):
+        net = DemoNet(width=8)
+    with pytest.raises(ModelError, match="meta device.*no weights"):
+        save_checkpoint(net, tmp_path / "m.pt", "demo", {"width": 8})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.gpu
+def test_a_checkpoint_saved_from_cuda_loads_plainly_without_cuda(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    path = save_checkpoint(DemoNet(width=8).cuda(), tmp_path / "g.pt", "demo", {"width": 8})
+    code = ("import sys, torch; assert not torch.cuda.is_available(); "
+            "p = torch.load(sys.argv[1], weights_only=True); "
+            "assert all(v.device.type == 'cpu' for v in p['state_dict'].values())")
+    run = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
