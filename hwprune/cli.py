@@ -350,12 +350,16 @@ def plot(path, layer, stat, out) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run in a non-empty --out.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-@click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default=None)
+@click.option("--amp", type=click.Choice(["none", "fp16", "bf16"]), default=None,
+              help="Run the teacher under autocast [default: none]; fp16 uses dynamic loss "
+                   "scaling so the small BatchNorm-statistics gradients survive.")
+@click.option("--channels-last", is_flag=True,
+              help="Images and teacher in channels_last (NHWC) memory format.")
 @click.option("--input-size", type=click.IntRange(min=1), default=None)
 @click.option("-q", "--quiet", is_flag=True)
 def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alpha_tv,
           alpha_tv_l1, alpha_l2, first_bn_multiplier, jitter, adi_scale, student, real_images,
-          classes, seed, resume, device, amp, input_size, quiet) -> None:
+          classes, seed, resume, device, amp, channels_last, input_size, quiet) -> None:
     """Synthesize training images from MODEL alone with DeepInversion.
 
     MODEL is a trained classifier: an hwprune checkpoint (.pt) or an export (.pt2);
@@ -370,7 +374,8 @@ def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alp
         di = get_preset(name).with_(iterations=iterations, lr=lr, alpha_f=alpha_f,
                                     alpha_tv_l2=alpha_tv, alpha_tv_l1=alpha_tv_l1,
                                     alpha_l2=alpha_l2, first_bn_multiplier=first_bn_multiplier,
-                                    jitter=jitter, adi_scale=adi_scale, amp=amp)
+                                    jitter=jitter, adi_scale=adi_scale, amp=amp,
+                                    channels_last=channels_last or None)
         ids = [int(c) for c in classes.split(",")] if classes else None
         summary = synthesize(SynthConfig(model, out, n_images, batch_size, di, ids, seed, resume,
                                          device, input_size, student, real_images, not quiet))

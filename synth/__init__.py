@@ -4,9 +4,11 @@ from synth.dataset import DatasetWriter
 from synth.deepinversion import (PRESETS, BatchResult, DIConfig, FeatureTarget, SynthError,
                                  bn_targets, real_feature_targets, synthesize_batch)
 from synth.losses import BNStatsHook, competition, js_divergence, l2_prior, tv_l1, tv_l2
-from synth.run import SynthConfig, preset, synthesize, targets_for
+from synth.run import SynthConfig, preset, rank_device, synthesize, targets_for
+from synth.step import ImageStepper, autocast_dtype
 
 __all__ = ["DatasetWriter", "PRESETS", "BatchResult", "DIConfig", "FeatureTarget",
            "SynthError", "bn_targets", "real_feature_targets", "synthesize_batch",
            "BNStatsHook", "competition", "js_divergence", "l2_prior", "tv_l1", "tv_l2",
-           "SynthConfig", "preset", "synthesize", "targets_for"]
+           "SynthConfig", "preset", "rank_device", "synthesize", "targets_for", "ImageStepper",
+           "autocast_dtype"]

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from synth.losses import BNStatsHook, competition, l2_prior, tv_l1, tv_l2
+from synth.step import ImageStepper, autocast_dtype
 from zoo.models import set_training
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,8 +52,9 @@ class DIConfig:
     low_res_factor: int = 2
     mean: Sequence[float] = IMAGENET_MEAN
     std: Sequence[float] = IMAGENET_STD
-    amp: str = "none"               # "fp16" / "bf16" autocast on cuda
-    channels_last: bool = False
+    amp: str = "none"               # "fp16" / "bf16": the teacher under autocast (cpu or cuda)
+    loss_scale: float = 2.0 ** 16   # fp16 only: initial dynamic loss scale (synth/step.py)
+    channels_last: bool = False     # images (and, in synthesize(), the teacher) in NHWC
     log_every: int = 0              # 0: about 50 points per phase
 
     def with_(self, **kw) -> "DIConfig":
@@ -146,7 +148,13 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
                      features: list[FeatureTarget] | None = None,
                      student: nn.Module | None = None,
                      on_step: Callable[[int, int], None] | None = None) -> BatchResult:
-    """Optimise ``len(targets)`` images of class ``targets`` from N(0, 1) noise."""
+    """Optimise ``len(targets)`` images of class ``targets`` from N(0, 1) noise.
+
+    With ``cfg.channels_last`` the images are kept in NHWC at every step; convert the
+    teacher too (``synthesize`` does) so its convolutions need not reorder weights.
+    ``history`` holds unscaled losses; under fp16 also ``loss_scale`` and the running
+    count of ``skipped`` (overflowed) steps.
+    """
     device = next(teacher.parameters()).device
     set_training(teacher, False)  # BN must use, not update, its running statistics
     hooks = [BNStatsHook(f.module, f.mean, f.var) for f in (features or bn_targets(teacher))]
@@ -160,40 +168,42 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
     history: dict[str, list[float]] = {k: [] for k in ("step", "total", "ce", "bn", "tv_l2",
                                                        "l2", "adi")}
     x = torch.randn(len(targets), channels, phases[0][0], phases[0][0], generator=generator)
+    stepper = ImageStepper(device.type, cfg.amp, cfg.lr, (lo, hi) if cfg.clip else None,
+                           cfg.loss_scale)
+    if stepper.scaling:  # so a run shows the scale it settled on and any dropped steps
+        history.update(loss_scale=[], skipped=[])
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     step = 0
     try:
         for res, iters in phases:
             x = x.to(device)
             if x.shape[-1] != res:
                 x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            x = x.detach().requires_grad_(True)
-            opt = torch.optim.Adam([x], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
+            x = x.contiguous(memory_format=layout).detach().requires_grad_(True)
+            stepper.start_phase(x)
             jitter = max(0, round(cfg.jitter * res / size))
             every = cfg.log_every or max(1, iters // 50)
             for it in range(iters):
                 if cfg.lr_schedule == "cosine":
-                    for g in opt.param_groups:
-                        g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * it / iters))
+                    stepper.set_lr(0.5 * cfg.lr * (1 + math.cos(math.pi * it / iters)))
                 shift = torch.randint(-jitter, jitter + 1, (2,), generator=generator).tolist()
                 flip = cfg.flip and bool(torch.rand((), generator=generator) < 0.5)
                 xj = torch.roll(x, shifts=shift, dims=(2, 3))
                 if flip:
                     xj = xj.flip(3)
+                # CUDA's roll writes a contiguous tensor whatever its input's layout.
+                xj = xj.contiguous(memory_format=layout)
                 terms = _losses(teacher, xj, targets, hooks, weights, cfg, student)
-                loss = terms["total"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if cfg.clip:
-                    with torch.no_grad():
-                        x.copy_(torch.maximum(torch.minimum(x, hi), lo))
+                scale = stepper.scale
+                stepper.step(terms["total"])
                 if it % every == 0 or it == iters - 1:
                     history["step"].append(step)
                     for k in ("total", "ce", "bn", "tv_l2", "l2", "adi"):
-                        history[k].append(float(terms[k].detach()))
-                step += 1
+                        history[k].append(float(terms[k].detach()))  # unscaled
+                    if stepper.scaling:
+                        history["loss_scale"].append(scale)
+                        history["skipped"].append(stepper.skipped)
+                step += 1  # a skipped step still counts: iterations are a budget
                 if on_step:
                     on_step(step, total_steps)
         with torch.no_grad():
@@ -206,7 +216,7 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
 
 
 def _losses(teacher, xj, targets, hooks, weights, cfg: DIConfig, student) -> dict:
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.amp)
+    dtype = autocast_dtype(cfg.amp)
     with torch.autocast(xj.device.type, dtype=dtype, enabled=dtype is not None):
         logits = teacher(xj)
     ce = F.cross_entropy(logits.float(), targets)

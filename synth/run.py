@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import torch
 from tqdm import tqdm
@@ -70,6 +70,10 @@ def _prepare_out(cfg: SynthConfig) -> DatasetWriter:
             raise SynthError(f"output directory '{out}' is not empty: pass --resume to continue "
                              "the run in it, or choose another directory")
         saved = json.loads(config_file.read_text()) if config_file.exists() else None
+        if saved is not None and isinstance(saved.get("di"), dict):
+            # Recipe fields added since the run began read as their defaults (e.g. loss_scale).
+            defaults = json.loads(json.dumps(asdict(DIConfig())))
+            saved["di"] = {**defaults, **saved["di"]}
         if saved is not None and saved != ident:
             diff = [f"{k} {saved.get(k)!r} there, {ident.get(k)!r} now"
                     for k in sorted(set(saved) | set(ident)) if saved.get(k) != ident.get(k)]
@@ -90,34 +94,59 @@ def targets_for(cfg: SynthConfig, num_classes: int) -> torch.Tensor:
     return torch.tensor([classes[j % len(classes)] for j in range(cfg.n_images)])
 
 
+def rank_device(device: str, env: Mapping[str, str]) -> str:
+    """The device this process should use: under torchrun (``WORLD_SIZE`` > 1) a bare
+    "cuda" becomes "cuda:LOCAL_RANK", one GPU per rank on each node; anything else as given."""
+    if device == "cuda" and int(env.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(env.get('LOCAL_RANK', '0'))}"
+    return device
+
+
+def _to_device(module: torch.nn.Module, device: str, channels_last: bool) -> torch.nn.Module:
+    module = module.to(device)
+    if channels_last:  # NHWC weights, so convolutions on NHWC images need no reorder per call
+        module = module.to(memory_format=torch.channels_last)
+    return set_training(module, False)
+
+
 def synthesize(cfg: SynthConfig) -> dict:
     """Make ``cfg.n_images`` images; returns the summary (also written to summary.json)."""
     if cfg.n_images < 1 or cfg.batch_size < 1:
         raise SynthError("n_images and batch_size must be at least 1")
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise SynthError("--device cuda asked for, but torch sees no CUDA device here")
+    device = rank_device(cfg.device, os.environ)
+    if device.startswith("cuda:"):
+        index = torch.device(device).index
+        if index >= torch.cuda.device_count():
+            raise SynthError(f"rank wants {device}, but torch sees {torch.cuda.device_count()} "
+                             "CUDA device(s): start at most that many processes per node")
+        torch.cuda.set_device(index)  # bare "cuda" allocations (autocast, scaler) go here too
     resolved = resolve_model(cfg.model)
-    teacher = set_training(resolved.module.to(cfg.device), False)
+    teacher = _to_device(resolved.module, device, cfg.di.channels_last)
     for p in teacher.parameters():
         p.requires_grad_(False)
     size = cfg.input_size or resolved.input_size
     with torch.no_grad():
         num_classes = teacher(torch.zeros(1, resolved.in_channels, size, size,
-                                          device=cfg.device)).shape[1]
+                                          device=device)).shape[1]
     targets = targets_for(cfg, num_classes)
     features: list[FeatureTarget] = (real_feature_targets(teacher, _load_real(cfg.real_images)
-                                                          .to(cfg.device))
+                                                          .to(device))
                                      if cfg.real_images else bn_targets(teacher))
     student = None
     if cfg.di.adi_scale > 0:
         if not cfg.student:
             raise SynthError("Adaptive DeepInversion (adi_scale > 0) needs a student model")
-        student = set_training(resolve_model(cfg.student).module.to(cfg.device), False)
+        student = _to_device(resolve_model(cfg.student).module, device, cfg.di.channels_last)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
+            # gloo, also for cuda runs: the ranks only meet at barriers (each writes its own
+            # batch files), which gloo does on the CPU without touching any GPU; nccl would
+            # add a CUDA context per rank and a device-tensor allreduce for nothing.
             dist.init_process_group("gloo")
     if rank == 0:  # one rank decides whether the directory may be used, then the rest join
         writer = _prepare_out(cfg)

@@ -35,6 +35,7 @@ def teacher_ckpt(tmp_path_factory, digits):
 
     old = torch.get_num_threads()
     torch.set_num_threads(2)
+    torch.manual_seed(0)  # the initial weights: unseeded, one draw in ~5 missed the 0.85 below
     net = train_classifier(build_demo(width=16), digits.x_train, digits.y_train, epochs=12)
     torch.set_num_threads(old)
     assert accuracy(net, digits.x_test, digits.y_test) > 0.85

@@ -121,3 +121,19 @@ def test_multi_resolution_optimises_small_then_full_size(teacher_ckpt):
                            bn_targets(teacher))
     assert res.images.shape == (4, 1, 32, 32)
     assert res.history["step"] == list(range(10))  # 6 steps at 16 px, then 4 at 32 px
+
+
+def test_resume_reads_recipe_fields_newer_than_the_run_as_their_defaults(teacher_ckpt, tmp_path):
+    out = tmp_path / "old"
+    synthesize(_cfg(teacher_ckpt, out, iterations=2, n_images=4, batch_size=2))
+    (out / "batches" / "batch-00001.pt").unlink()
+    config = json.loads((out / "config.json").read_text())
+    del config["di"]["loss_scale"]  # as written before fp16 loss scaling existed
+    (out / "config.json").write_text(json.dumps(config))
+    summary = synthesize(_cfg(teacher_ckpt, out, iterations=2, n_images=4, batch_size=2,
+                              resume=True))
+    assert summary["batches_this_run"] == 1
+    config["di"]["loss_scale"] = 1024.0  # a recorded value other than the default still counts
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SynthError, match="other settings"):
+        synthesize(_cfg(teacher_ckpt, out, iterations=2, n_images=4, batch_size=2, resume=True))
