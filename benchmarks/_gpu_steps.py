@@ -106,6 +106,8 @@ def step_synth(s: Step) -> None:
     model = resolved.module.to(s.device)
     size, ch = resolved.input_size, resolved.in_channels
     _smooth_bn_stats(model, size, ch, s.device)
+    if not s.smoke:  # as `synthesize` does with channels_last: NHWC weights for NHWC images
+        model = model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(False)
     base = PRESETS["demo" if s.smoke else "kt"].with_(iterations=iters, log_every=1)
