@@ -198,16 +198,18 @@ def _graphed(fn: Callable[[], object], calls: int,
 
 
 @contextmanager
-def cudnn_benchmark() -> Iterator[None]:
-    """``torch.backends.cudnn.benchmark`` on while timing, then back to what it was.
+def cudnn_benchmark(on: bool = True) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` held at ``on`` inside the block, then restored.
 
-    Timing wants cuDNN to autotune each shape once at warm-up; training after a
+    Timing wants cuDNN to autotune each shape once at warm-up (on); training after a
     measurement must not inherit it, or every channel removal re-autotunes the
-    forward and both backward convolutions. The flag is plain Python state, read
-    only by cuDNN, so setting it on a CPU run is harmless.
+    forward and both backward convolutions (the pruner holds it off). Only this flag
+    is touched (``torch.backends.cudnn.flags`` would also reset enabled, deterministic
+    and TF32). It is plain Python state, read only by cuDNN, so setting it on a CPU
+    run is harmless.
     """
     was = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.benchmark = on
     try:
         yield
     finally:

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from profiler.table import atomic_write_bytes
+from profiler.timing import cudnn_benchmark as hold_cudnn_benchmark  # the plain name is an argument below
 from pruner.data import ImageSet
-from pruner.schedule import kd_loss, pinned_cudnn_benchmark
+from pruner.schedule import kd_loss
 
 
 @dataclass
@@ -75,7 +76,7 @@ def finetune(student: nn.Module, teacher: nn.Module, data: ImageSet, cfg: FineTu
         raise ValueError(f"{data.source}: cross-entropy fine-tuning needs labelled images")
     net = nn.parallel.DistributedDataParallel(student) if world > 1 else student
     teacher.eval()
-    with pinned_cudnn_benchmark(cudnn_benchmark):
+    with hold_cudnn_benchmark(cudnn_benchmark):
         for epoch in range(start, cfg.epochs):
             for g in opt.param_groups:
                 g["lr"] = cfg.lr_at(epoch)

@@ -35,12 +35,12 @@ from tqdm import tqdm
 from luts import Lut, estimate_trace
 from luts.validate import timing_of
 from profiler.table import LutError, atomic_write_bytes
-from profiler.timing import model_input, prepare_model, time_model
+from profiler.timing import cudnn_benchmark, model_input, prepare_model, time_model
 from pruner.data import DataError, evaluate, load_images
 from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from pruner.groups import out_channels
 from pruner.measured_target import close_loop
-from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace, pinned_cudnn_benchmark
+from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 
 
@@ -175,7 +175,7 @@ def run_job(job: PruneJob) -> dict:
     try:
         # The whole job, not just the training loops: building the dependency graph and
         # shrinking a resumed student run convolutions too.
-        with pinned_cudnn_benchmark(job.cudnn_benchmark):
+        with cudnn_benchmark(job.cudnn_benchmark):
             return _run_job(job)
     finally:
         if own:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
@@ -25,6 +24,7 @@ from pruner.importance import GateTaylor, combine, group_error, lowest, magnitud
 from pruner.knapsack import min_cost_cover
 from pruner.optim import carry_momentum, make_sgd
 from profiler.keyspace import trace_model
+from profiler.timing import cudnn_benchmark
 
 CRITERIA = ("taylor-latency", "taylor", "magnitude", "flops-aware")
 SELECTORS = ("greedy", "knapsack")
@@ -35,24 +35,6 @@ def cpu_trace(model: nn.Module, input_size: int, in_channels: int):
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
     return trace_model(model, input_size, in_channels)
-
-
-@contextmanager
-def pinned_cudnn_benchmark(on: bool) -> Iterator[None]:
-    """Hold ``torch.backends.cudnn.benchmark`` at ``on`` inside the block, then restore it.
-
-    Training must not inherit whatever the last timing (or the caller) left: pruning
-    changes convolution shapes at every removal, and with benchmark on cuDNN autotunes
-    the forward and both backward passes of every new shape again, picking algorithms
-    by a race that is not reproducible. Only the benchmark flag is touched
-    (``torch.backends.cudnn.flags`` would also reset enabled/deterministic/tf32).
-    """
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = on
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = old
 
 
 class TargetError(ValueError):
@@ -121,7 +103,7 @@ class Pruner:
     """The state of one pruning run: the shrinking student, its groups, cost model, optimiser.
 
     ``cudnn_benchmark`` (default False) is the value ``torch.backends.cudnn.benchmark`` is
-    held at while training (see ``pinned_cudnn_benchmark``), whatever it was before.
+    held at while training (``profiler.timing.cudnn_benchmark``), whatever it was before.
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: PruneConfig,
@@ -198,7 +180,7 @@ class Pruner:
         seed = (cfg.seed * 1_000_003 + self.step) * max(1, world) + rank
         # Pinned here, at the only place the pruner trains, so that a measurement between
         # runs (the measured-target loop times on CUDA with benchmark on) cannot leak in.
-        with pinned_cudnn_benchmark(self.cudnn_benchmark):
+        with cudnn_benchmark(self.cudnn_benchmark):
             for x, y in self.data.batches(cfg.interval, cfg.batch_size, seed, cfg.shift,
                                           cfg.flip):
                 x, y = x.to(self.device), (y.to(self.device) if y is not None else None)
@@ -345,4 +327,4 @@ class Pruner:
 
 
 __all__ = ["CRITERIA", "SELECTORS", "TargetError", "PruneConfig", "StepRecord", "Pruner",
-           "kd_loss", "pinned_cudnn_benchmark"]
+           "kd_loss"]

@@ -149,12 +149,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, dev
     with pytest.raises(ValueError, match="other settings"):  # not mixed with another run
         run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", target, eta=3.0, **kw))
     resumed = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", target, **kw))
-    assert resumed["after"]["channels"] == whole["after"]["channels"]
-    assert [r["loss"] for r in resumed["trajectory"]] == \
-        pytest.approx([r["loss"] for r in whole["trajectory"]], rel=1e-5)
-    a = torch.load(tmp_path / "whole" / "pruned.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "cut" / "pruned.pt", weights_only=True)["state_dict"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    _assert_same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
 
 
 def test_time_policy_writes_less_and_resumes_from_an_older_step(teacher_ckpt, teacher_lut,
@@ -188,12 +183,7 @@ def test_time_policy_writes_less_and_resumes_from_an_older_step(teacher_ckpt, te
     begun["n"], cut_at = 0, None
     resumed = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", None, **kw))
     assert [r["step"] for r in resumed["trajectory"]] == list(range(1, n + 1))
-    assert resumed["after"]["channels"] == whole["after"]["channels"]
-    assert [r["loss"] for r in resumed["trajectory"]] == \
-        pytest.approx([r["loss"] for r in whole["trajectory"]], rel=1e-5)
-    a = torch.load(tmp_path / "whole" / "pruned.pt", weights_only=True)["state_dict"]
-    b = torch.load(tmp_path / "cut" / "pruned.pt", weights_only=True)["state_dict"]
-    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    _assert_same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
 
 
 def test_cudnn_benchmark_is_off_while_training_even_after_timing(teacher_ckpt, device,
@@ -334,3 +324,13 @@ def test_measured_target_job_reports_its_loop(teacher_ckpt, device, device_lut, 
         bad = _job(teacher_ckpt, teacher_lut, tmp_path / "b", None, device)
         bad.measured_ratio = 1.5
         run_job(bad)
+
+
+def _assert_same_run(whole: dict, resumed: dict, whole_dir, cut_dir) -> None:
+    """A resumed run ends exactly as the uninterrupted one: channels, losses, weights."""
+    assert resumed["after"]["channels"] == whole["after"]["channels"]
+    assert [r["loss"] for r in resumed["trajectory"]] == \
+        pytest.approx([r["loss"] for r in whole["trajectory"]], rel=1e-5)
+    a = torch.load(whole_dir / "pruned.pt", weights_only=True)["state_dict"]
+    b = torch.load(cut_dir / "pruned.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
