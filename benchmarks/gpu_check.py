@@ -47,6 +47,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -61,8 +62,8 @@ sys.path.insert(0, str(ROOT))
 # Seconds set aside for each step on the GPU (they sum to the default budget) and on the
 # CPU in smoke mode (generous: a busy 2-core VM can be twice as slow as a quiet one). A
 # step may use what earlier steps left unused, never what later steps are owed.
-STEPS = {"tests": (120, 150), "synth": (60, 150), "profile": (160, 200), "floor": (40, 120),
-         "digits": (70, 240), "prune": (90, 200)}
+STEPS = {"tests": (140, 150), "synth": (55, 150), "profile": (165, 200), "floor": (35, 120),
+         "digits": (65, 240), "prune": (80, 200)}
 
 
 def _install_wheels(wheels: Path, work: Path, device: str) -> dict:
@@ -111,12 +112,22 @@ def _run_step(name: str, args, site: str | None, seconds: float, log) -> dict:
     log.write(f"\n===== {name} (timeout {seconds:.0f} s) =====\n")
     log.flush()
     t0 = time.perf_counter()
+    # Its own process group: on a timeout everything the step started (pytest, `hwprune
+    # profile`, a benchmark script) is killed too, so none of it keeps the GPU busy while
+    # the next step times.
+    proc = subprocess.Popen(cmd + ["--deadline", f"{seconds:.0f}"], stdout=log,
+                            stderr=subprocess.STDOUT, env=_env(site), cwd=ROOT,
+                            start_new_session=True)
     try:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(site),
-                            timeout=max(1.0, seconds), cwd=ROOT).returncode
+        rc = proc.wait(timeout=max(1.0, seconds))
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         rc = 124
-    res = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    try:
+        res = json.loads(out_json.read_text()) if out_json.is_file() else {}
+    except ValueError:  # cannot happen with atomic saves; never lose the later steps to it
+        res = {"error": f"{out_json.name} unreadable"}
     res["seconds"] = time.perf_counter() - t0
     res["rc"] = rc
     if rc == 124:
@@ -168,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="wheels of what the GPU machine lacks [default: .whl]")
     ap.add_argument("--work", type=Path, default=None, help="scratch directory [default: temp]")
     ap.add_argument("--step", choices=list(STEPS), help=argparse.SUPPRESS)  # one child step
+    ap.add_argument("--deadline", type=float, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.step:
         from _gpu_steps import run_step
 
-        return run_step(args.step, args.smoke, args.work, args.out)
+        return run_step(args.step, args.smoke, args.work, args.out, args.deadline)
     import torch
 
     device = "cpu" if args.smoke else "cuda"
@@ -191,11 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     result = {"benchmark": "gpu_check", "smoke": args.smoke, "device": device,
               "budget": budget, "wheels": wheels,
               "versions": _versions(device, wheels["site"]), "steps": {}}
+    t_steps = time.perf_counter()  # the budget is for the steps; set-up is reported apart
+    result["setup_seconds"] = t_steps - t0
     names = [n for n in STEPS if not args.only or n in args.only]
     scale = min(1.0, budget / sum(STEPS[n][args.smoke] for n in names))  # a shorter --budget
     with open(args.out / "gpu_check.log", "a") as log:
         for i, name in enumerate(names):
-            left = budget - (time.perf_counter() - t0)
+            left = budget - (time.perf_counter() - t_steps)
             seconds = left - scale * sum(STEPS[n][args.smoke] for n in names[i + 1:])
             if seconds < 5:
                 result["steps"][name] = {"status": "skipped", "error": "no time left"}

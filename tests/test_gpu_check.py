@@ -45,3 +45,17 @@ def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--out", str(tmp_path)],
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
+
+
+def test_a_step_past_its_deadline_is_killed_with_what_it_started(tmp_path):
+    """The profile step runs `python -m hwprune profile` as a grandchild: at the step's
+    timeout it must die too, not keep the device busy while later steps time."""
+    work = tmp_path / "work"
+    proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out",
+                           str(tmp_path / "out"), "--work", str(work), "--only", "profile",
+                           "--budget", "6"], cwd=ROOT, capture_output=True, text=True)
+    result = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert result["steps"]["profile"]["status"] == "timeout", result["steps"]
+    assert proc.returncode == 1
+    left = subprocess.run(["pgrep", "-f", str(work)], capture_output=True, text=True)
+    assert left.stdout.strip() == "", "processes of the killed step still run"
