@@ -57,7 +57,8 @@ def cli() -> None:
                    "algorithm (cuDNN engines via cudnn-frontend; oneDNN/native on cpu), keep "
                    "the fastest and record which.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU intra-op threads, fixed for the run [default: torch's current].")
+              help="CPU intra-op threads, fixed for the run [default: 1, the predictable "
+                   "choice: more threads are noisier between rounds on a shared machine].")
 @click.option("--layers", multiple=True, metavar="GLOB",
               help="Only layers whose name matches (repeatable), e.g. 'layer4.*'.")
 @click.option("--max-keys", type=click.IntRange(min=0), default=None,

@@ -169,3 +169,12 @@ def test_the_cudnn_engine_call_is_a_conv2d_with_rotating_weights(bias):
             torch.testing.assert_close(out, convs[i % 3](x))
     with pytest.raises(ValueError):
         engine_call(execute, packs, y, [None])
+
+
+def test_cpu_timing_uses_one_thread_unless_told():
+    """Without --threads a CPU table is timed on one thread (the predictable choice on a
+    shared machine), whatever torch's own default is; an explicit count is kept."""
+    torch.set_num_threads(2)
+    assert TimingConfig(device="cpu").validate().threads == 1
+    assert TimingConfig(device="cpu", threads=2).validate().threads == 2
+    assert TimingConfig(device="cpu").validate().identity()["threads"] == 1
