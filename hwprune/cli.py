@@ -11,6 +11,7 @@ from luts import LutError, format_summary, merge_luts, summarize, variant_keys
 from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, TimingError,
                       parse_shard, profile_model)
 from profiler.store import parts_dir
+from profiler.table import calibrations_dropped
 from zoo import ModelError, resolve_model
 
 USER_ERRORS = (ModelError, KeySpaceError, TimingError, LutError, ProfileError)
@@ -132,17 +133,19 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
 
 def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_done=False,
                optional=False) -> None:
-    from luts import CalibrateConfig, calibrate, read_meta
+    from luts import CalibrateConfig, TooFewVariants, calibrate, read_meta
 
     try:
         if skip_if_done and read_meta(lut_path).get("calibration"):
             return
         cal = calibrate(CalibrateConfig(model, lut_path, samples, input_size,
                                         max_reps=max_reps, progress=not quiet))
+    except TooFewVariants as exc:
+        if not optional:
+            _fail(exc)
+        click.echo(f"not calibrated: {exc}")  # the table itself is complete and kept
+        return
     except USER_ERRORS as exc:
-        if optional and "random pruned variants" in str(exc):
-            click.echo(f"not calibrated: {exc}")  # the table itself is complete and kept
-            return
         _fail(exc)
     f = cal["fits"]["mean_ms"]
     click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
@@ -171,12 +174,21 @@ def info(path, all_ops) -> None:
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True)
 def merge(paths, out) -> None:
-    """Join LUT shards (or tables of several models) measured under the same conditions."""
+    """Join LUT shards (or tables of several models) measured under the same conditions.
+
+    The merged table carries no in-network calibration: each was fitted against one
+    table's rows. Run `hwprune lut calibrate MODEL --lut OUT` on the result.
+    """
     try:
+        dropped = calibrations_dropped(list(paths))  # before: OUT may be one of the inputs
         merged = merge_luts(list(paths), out)
     except USER_ERRORS as exc:
         _fail(exc)
     click.echo(f"{merged}: merged {len(paths)} files")
+    if dropped:
+        which = ", ".join(f"{model} in {p.name}" for p, model in dropped)
+        click.echo(f"calibration dropped ({which}: fitted against that table's rows, not the "
+                   f"merged ones): re-run `hwprune lut calibrate MODEL --lut {out}`")
 
 
 _LUTS = click.option("--lut", "luts", multiple=True, required=True,

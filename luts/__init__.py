@@ -1,6 +1,6 @@
 """Reading latency look-up tables: lookups, estimates, the pruner's delta query, validation."""
 
-from luts.calibrate import CalibrateConfig, calibrate, fit_calibration
+from luts.calibrate import CalibrateConfig, TooFewVariants, calibrate, fit_calibration
 from luts.delta import LatencyModel, shrink
 from luts.estimate import Estimate, estimate, estimate_trace
 from luts.info import ConfigCoverage, LutSummary, format_summary, summarize
@@ -11,7 +11,7 @@ from luts.validate import ValidateConfig, validate, variant_keys
 from luts.variants import VariantPlan, build_variant, plan_variants
 from profiler.table import LutError, merge_luts, read_lut, read_meta
 
-__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "LatencyModel", "shrink", "Estimate", "estimate", "estimate_trace", "ConfigCoverage",
+__all__ = ["CalibrateConfig", "TooFewVariants", "calibrate", "fit_calibration", "LatencyModel", "shrink", "Estimate", "estimate", "estimate_trace", "ConfigCoverage",
            "LutSummary", "format_summary", "summarize", "Lut", "LutMissError", "config_of",
            "agreement", "macs", "proxy_agreement", "plot_layer", "ValidateConfig", "validate", "variant_keys",
            "VariantPlan", "build_variant", "plan_variants", "LutError", "merge_luts", "read_lut",

@@ -39,6 +39,11 @@ from zoo import resolve_model
 CALIBRATION_SEED = 1_000_003
 
 
+class TooFewVariants(LutError):
+    """The table's grid (or the variants drawn on it) cannot give the 3 distinct pruned
+    variants a fit needs. The table itself is fine: it just stays uncalibrated."""
+
+
 @dataclass
 class CalibrateConfig:
     model: str
@@ -54,7 +59,8 @@ class CalibrateConfig:
 def fit_calibration(operator_sum: np.ndarray, measured: np.ndarray, n_ops: int) -> dict:
     """Least-squares ``measured = slope x sum + intercept``; the intercept per operator."""
     if len(operator_sum) < 3 or np.ptp(operator_sum) <= 0:
-        raise LutError("a calibration needs at least 3 variants of different estimated latency")
+        raise TooFewVariants("a calibration needs at least 3 variants of different estimated "
+                             "latency")
     fit = stats.linregress(operator_sum, measured)
     resid = measured - (fit.slope * operator_sum + fit.intercept)
     return {"slope": float(fit.slope), "per_op_ms": float(fit.intercept) / n_ops,
@@ -79,8 +85,9 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     plans = [p for p in plan_variants(dims, lut_step(raw), cfg.samples + 8, cfg.seed)
              if p.kind == "random"][: cfg.samples]
     if len(plans) < 3:
-        raise LutError(f"cannot calibrate {cfg.lut}: its grid gives only {len(plans)} random "
-                       f"pruned variants of {resolved.name}, a fit needs at least 3")
+        raise TooFewVariants(f"cannot calibrate {cfg.lut}: its grid gives only {len(plans)} "
+                             f"random pruned variants of {resolved.name}, a fit needs at "
+                             f"least 3")
     example = torch.randn(1, resolved.in_channels, size, size)
     nets, sums, n_ops = {}, {s: [] for s in STATS}, None
     by_stat = {s: Lut(raw.rows, raw.meta, s, raw.source) for s in STATS}  # indexed once
@@ -111,4 +118,5 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     return result
 
 
-__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "CALIBRATION_SEED"]
+__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "CALIBRATION_SEED",
+           "TooFewVariants"]

@@ -11,6 +11,7 @@ All dimensions are answered with one batched lookup.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
@@ -32,11 +33,29 @@ def shrink(key: OpKey, k: int, side: str) -> OpKey:
     return replace(key, c_in=key.c_in - k, c_out=key.c_out - k)
 
 
+class LatencyTable(Protocol):
+    """What ``LatencyModel`` asks of a table: a ``Lut``, or ``pruner.cost.MacsTable``."""
+
+    source: str
+
+    @property
+    def meta(self) -> dict: ...
+
+    @property
+    def calibration(self) -> dict | None: ...
+
+    def in_network_ms(self, operator_sum_ms: float | np.ndarray,
+                      n_ops: int) -> float | np.ndarray: ...
+
+    def lookup(self, keys: Iterable[OpKey], strict: bool = False,
+               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+
+
 class LatencyModel:
     """Current channel counts of a network and their LUT latency, with a batched delta query."""
 
-    def __init__(self, trace: Trace, lut: Lut, strict: bool = False) -> None:
-        sources = (getattr(lut, "meta", None) or {}).get("sources") or []  # MacsTable: none
+    def __init__(self, trace: Trace, lut: Lut | LatencyTable, strict: bool = False) -> None:
+        sources = lut.meta.get("sources") or []
         if sources and all(s.get("keys") for s in sources):
             # Between such sparse keys interpolation would silently span whole grids.
             raise LutError(f"LUT {lut.source} holds only the keys of validation variants "
@@ -63,13 +82,11 @@ class LatencyModel:
     @property
     def total_ms(self) -> float:
         """The network's estimate (in-network calibrated when the LUT carries a calibration)."""
-        cal = getattr(self.lut, "in_network_ms", None)  # a MacsTable has no calibration
-        total = float(self.layer_ms.sum())
-        return float(cal(total, len(self.keys))) if cal else total
+        return float(self.lut.in_network_ms(float(self.layer_ms.sum()), len(self.keys)))
 
     @property
     def _slope(self) -> float:
-        cal = getattr(self.lut, "calibration", None)
+        cal = self.lut.calibration
         return float(cal["slope"]) if cal else 1.0
 
     def delta_ms(self, k: int = 16) -> np.ndarray:

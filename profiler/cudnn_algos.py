@@ -18,6 +18,9 @@ Streams: a cuDNN-frontend handle launches on the one stream it is bound to
 run, timed and, in graph mode, captured on one side stream that the handle is
 bound to; bound to torch's default stream instead, a graph capture (which runs
 on another stream) would record none of the plan's work.
+
+Imports: this module uses ``profiler.clock`` (the timing protocol), never
+``profiler.timing``, which imports it: one direction, no cycle.
 """
 
 from __future__ import annotations
@@ -27,19 +30,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from profiler.clock import Stats, TimingConfig, TimingError, cudnn_frontend, time_callable
 from profiler.keyspace import OpKey
 from profiler.ops import DTYPES, weight_copies
-from profiler.timing import Stats, TimingConfig, TimingError, time_callable
-
-
-def _cudnn():
-    try:
-        import cudnn  # the cudnn-frontend Python package
-    except ImportError:
-        raise TimingError("--algos all on cuda needs the cudnn-frontend Python package "
-                          "(pip install nvidia-cudnn-frontend); or use --algos auto, which "
-                          "lets cudnn.benchmark pick the fastest algorithm") from None
-    return cudnn
 
 
 def engine_call(execute: Callable[[dict], None], packs: Sequence[dict], y: torch.Tensor,
@@ -72,7 +65,7 @@ class _ConvGraph:
 
     def __init__(self, key: OpKey, cfg: TimingConfig, stream: torch.cuda.Stream,
                  copies: int = 1) -> None:
-        cudnn = _cudnn()
+        cudnn = cudnn_frontend()
         tdtype = DTYPES[cfg.dtype]
         io = {torch.float32: cudnn.data_type.FLOAT, torch.float16: cudnn.data_type.HALF,
               torch.bfloat16: cudnn.data_type.BFLOAT16}[tdtype]

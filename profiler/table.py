@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -19,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from profiler.keyspace import KEY_FIELDS, OpKey
+from zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner import it here
 
 SCHEMA_VERSION = 1
 META_KEY = b"hwprune"
@@ -43,26 +43,6 @@ class LutError(ValueError):
 
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temp file next to ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a kept file gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_arrow(rows: pd.DataFrame | Sequence[dict], meta: dict) -> pa.Table:
@@ -173,7 +153,12 @@ def merge_meta(metas: Sequence[dict]) -> dict:
 def read_joined(paths: Sequence[str | os.PathLike], verb: str = "merge"
                 ) -> tuple[pd.DataFrame, dict]:
     """Rows (one per key, earlier files first) and merged metadata of LUT files that were
-    all measured under the same conditions; a file measured otherwise is refused."""
+    all measured under the same conditions; a file measured otherwise is refused.
+
+    Joining two or more files drops any in-network calibration (``luts.calibrate``): it
+    is a fit against the operator sums of one table's rows for one model, which the
+    joined rows no longer are. ``calibrations_dropped`` tells which inputs carried one.
+    """
     if not paths:
         raise LutError(f"nothing to {verb}: give at least one LUT file")
     frames, metas = [], []
@@ -185,9 +170,28 @@ def read_joined(paths: Sequence[str | os.PathLike], verb: str = "merge"
                              Path(paths[0]).name)
         frames.append(df)
         metas.append(meta)
-    return dedupe(pd.concat(frames, ignore_index=True)), merge_meta(metas)
+    meta = merge_meta(metas)
+    if len(metas) > 1:
+        meta.pop("calibration", None)
+    return dedupe(pd.concat(frames, ignore_index=True)), meta
+
+
+def calibrations_dropped(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """(file, calibrated model) of each input whose calibration joining ``paths`` drops."""
+    if len(paths) < 2:
+        return []
+    out = []
+    for p in paths:
+        cal = read_meta(p).get("calibration")
+        if cal:
+            out.append((Path(p), str(cal.get("model") or "?")))
+    return out
 
 
 def merge_luts(paths: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
-    """Join LUT files (shards of one run, or tables of several models) into ``out``."""
+    """Join LUT files (shards of one run, or tables of several models) into ``out``.
+
+    The joined table carries no calibration (see ``read_joined``); the one file of a
+    single-file "merge" keeps its own.
+    """
     return write_lut(*read_joined(paths), out)

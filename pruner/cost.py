@@ -15,7 +15,22 @@ from profiler.keyspace import OpKey, Trace
 
 
 class MacsTable:
-    """A stand-in for a LUT whose 'latency' of a key is its multiply-accumulate count."""
+    """A stand-in for a LUT whose 'latency' of a key is its multiply-accumulate count.
+
+    It answers everything ``LatencyModel`` asks of a table (``luts.delta.LatencyTable``):
+    no run metadata, and no in-network calibration, since MACs add up exactly.
+    """
+
+    source = "MAC counts"
+    calibration: dict | None = None
+
+    @property
+    def meta(self) -> dict:
+        return {}  # no sources: never a sparse --for-validation table
+
+    def in_network_ms(self, operator_sum_ms: float | np.ndarray,
+                      n_ops: int) -> float | np.ndarray:
+        return operator_sum_ms
 
     def lookup(self, keys: Iterable[OpKey], strict: bool = False,
                names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from zoo.atomic import atomic_write_bytes
 from zoo.demo import DEMO_CHANNELS, DEMO_INPUT_SIZE, build_demo
 
 CHECKPOINT_FORMAT = "hwprune-checkpoint"
@@ -83,12 +83,6 @@ def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
     return resolved
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
                     arch_kwargs: dict[str, Any] | None = None,
                     channels: dict[str, int] | None = None, **extra: Any) -> Path:
@@ -117,18 +111,7 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
                        for k, v in state.items()},
         "extra": extra,
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a kept file gets the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
 def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike,

@@ -8,7 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from hwprune.cli import cli
-from luts import LatencyModel, Lut, LutError, build_variant, estimate, fit_calibration
+from luts import (CalibrateConfig, LatencyModel, Lut, LutError, TooFewVariants, build_variant,
+                  calibrate, estimate, fit_calibration)
 from profiler import read_lut, trace_model, write_lut
 from profiler.coupling import dimensions
 from zoo import build_demo
@@ -29,8 +30,11 @@ def test_fit_recovers_a_line_and_needs_three_points():
     fit = fit_calibration(s, 1.1 * s + 0.5 + rng.normal(0, 0.01, 12), n_ops=50)
     assert fit["slope"] == pytest.approx(1.1, abs=0.01)
     assert fit["per_op_ms"] * 50 == pytest.approx(0.5, abs=0.05) and fit["r2"] > 0.999
-    with pytest.raises(LutError, match="at least 3"):
+    with pytest.raises(TooFewVariants, match="at least 3"):
         fit_calibration(s[:2], s[:2], 10)
+    with pytest.raises(TooFewVariants, match="different estimated latency"):
+        fit_calibration(np.full(5, 3.0), s[:5], 10)
+    assert issubclass(TooFewVariants, LutError)  # every command still reports it as one
 
 
 def test_calibrated_estimate_and_delta_stay_consistent(demo_lut, tmp_path):
@@ -90,6 +94,45 @@ def test_profile_calibrates_a_complete_table_and_not_a_partial_one(tmp_path):
     assert res.exit_code == 0 and "calibrated on 3 pruned variants" in res.output, res.output
     assert len(read_lut(whole)[1]["calibration"]["variants"]) == 3
     assert Lut.load(whole).calibration is not None
+
+
+def test_a_grid_too_coarse_for_three_variants_is_a_note_in_profile_an_error_when_asked(
+        tmp_path):
+    # demo at step 64 leaves 2 random pruned variants. The CLI tells this case apart by the
+    # exception's type (TooFewVariants), not by its wording: profile keeps the complete
+    # table and notes it uncalibrated; `lut calibrate`, asked for exactly this, fails.
+    run = lambda *a: CliRunner().invoke(cli, list(map(str, a)))  # noqa: E731
+    out = tmp_path / "coarse.parquet"
+    res = run("profile", "demo", "--out", out, "--step", 64, "--max-reps", 3, "--threads", 1,
+              "-q", "--calibrate", 3)
+    assert res.exit_code == 0, res.output
+    note = [line for line in res.output.splitlines() if line.startswith("not calibrated: ")]
+    assert len(note) == 1 and "only 2 random pruned variants of demo" in note[0], res.output
+    assert "calibration" not in read_lut(out)[1]
+    with pytest.raises(TooFewVariants):
+        calibrate(CalibrateConfig("demo", out, samples=3, progress=False))
+    res = run("lut", "calibrate", "demo", "--lut", out, "--samples", 3, "-q")
+    assert res.exit_code == 2 and res.output.startswith("error: cannot calibrate"), res.output
+
+
+def test_lut_merge_drops_the_calibration_and_says_how_to_redo_it(demo_lut, tmp_path):
+    run = lambda *a: CliRunner().invoke(cli, list(map(str, a)))  # noqa: E731
+    cal = _with_calibration(demo_lut, tmp_path / "cal.parquet", 1.25, 0.004)
+    out = tmp_path / "merged.parquet"
+    res = run("lut", "merge", cal, demo_lut, "--out", out)
+    assert res.exit_code == 0, res.output
+    assert "calibration dropped (demo in cal.parquet" in res.output
+    assert f"re-run `hwprune lut calibrate MODEL --lut {out}`" in res.output
+    assert "calibration" not in read_lut(out)[1] and Lut.load(out).calibration is None
+    # Loading several files joins them the same way; one file keeps its calibration.
+    assert Lut.load([cal, demo_lut]).calibration is None
+    assert Lut.load(cal).calibration is not None
+    res = run("lut", "merge", demo_lut, out, "--out", tmp_path / "plain.parquet")
+    assert res.exit_code == 0 and "calibration" not in res.output, res.output
+    # Merging into the calibrated file itself: its calibration was read before the write.
+    res = run("lut", "merge", cal, demo_lut, "--out", cal)
+    assert res.exit_code == 0 and "calibration dropped (demo in cal.parquet" in res.output
+    assert "calibration" not in read_lut(cal)[1]
 
 
 @pytest.mark.gpu

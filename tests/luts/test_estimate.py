@@ -91,3 +91,25 @@ def test_luts_of_other_conditions_are_not_mixed(demo_lut, tmp_path):
     other = write_lut(df, {**meta, "batch": 4}, tmp_path / "b4.parquet")
     with pytest.raises(LutError, match="batch 4"):
         Lut.load([demo_lut, other])
+
+
+def test_a_macs_table_answers_the_delta_query_in_macs_without_calibration():
+    # MacsTable stands in for a Lut in LatencyModel (the flops-aware criterion): the model
+    # reads its calibration and metadata as it reads a Lut's, and MACs are never scaled.
+    from luts import macs
+    from pruner.cost import MacsTable
+
+    net = build_demo()
+    trace = trace_model(net, 32, 1)
+    table = MacsTable()
+    assert table.calibration is None and table.meta == {}
+    model = LatencyModel(trace, table, strict=True)
+    assert model.total_ms == pytest.approx(sum(macs(r.key) for r in trace.layers))
+    delta = model.delta_ms(32)
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    for j in range(len(dims)):
+        chans = tuple(c - 32 if i == j else c for i, c in enumerate(model.channels))
+        smaller = trace_model(build_variant(net, trace, dims, chans, torch.randn(1, 1, 32, 32)),
+                              32, 1)
+        assert delta[j] == pytest.approx(
+            sum(macs(r.key) for r in smaller.layers) - model.total_ms)

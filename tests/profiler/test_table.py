@@ -6,8 +6,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from profiler.keyspace import KEY_FIELDS, OpKey
-from profiler.table import (COLUMNS, META_KEY, LutError, merge_luts, read_lut, read_meta,
-                            write_lut)
+from profiler.table import (COLUMNS, META_KEY, LutError, calibrations_dropped, merge_luts,
+                            read_lut, read_meta, write_lut)
 
 META = {"device_kind": "cpu", "device_name": "Test CPU", "dtype": "fp32", "batch": 1,
         "memory_format": "contiguous", "timing_mode": "eager", "algos": "auto", "threads": 2,
@@ -79,3 +79,20 @@ def test_merge_joins_and_deduplicates(tmp_path):
         (8, 8): 1.0, (8, 16): 2.0, (16, 16): 3.0}  # first file wins a duplicate key
     assert [s["model"] for s in meta["sources"]] == ["demo", "resnet18"]
     assert len(df.drop_duplicates(subset=list(KEY_FIELDS))) == 3
+
+
+CAL = {"model": "demo", "variants": ["16 16"],
+       "fits": {"mean_ms": {"slope": 1.2, "per_op_ms": 0.001}}}
+
+
+def test_a_merge_drops_the_calibration_and_one_file_keeps_its_own(tmp_path):
+    # A calibration is a fit to one table's operator sums; after a join it describes
+    # rows the merged table no longer is, whichever file came first.
+    a = write_lut([_row(8, 8)], {**META, "calibration": CAL}, tmp_path / "a.parquet")
+    b = write_lut([_row(8, 16)], META, tmp_path / "b.parquet")
+    for paths in ([a, b], [b, a], [a, a]):
+        assert "calibration" not in read_lut(merge_luts(paths, tmp_path / "m.parquet"))[1]
+    assert calibrations_dropped([a, b]) == [(a, "demo")]
+    assert calibrations_dropped([b, b]) == []
+    assert calibrations_dropped([a]) == []
+    assert read_lut(merge_luts([a], tmp_path / "one.parquet"))[1]["calibration"] == CAL
