@@ -134,11 +134,32 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
         line += (f"; measured {m['teacher_ms']:.3f} -> {m['pruned_ms']:.3f} ms "
                  f"(x{m['speedup']:.2f})")
     click.echo(line)
+    if "measured" in rep:
+        click.echo(_ratio_line(rep))
+    for warning in rep.get("warnings", []):
+        click.echo(warning, err=True)
     if "accuracy" in rep:
         acc = rep["accuracy"]
         click.echo(f"accuracy on {acc['data']}: teacher {100 * acc['teacher']:.2f}%, "
                    f"pruned {100 * acc['pruned']:.2f}%")
     click.echo(f"wrote {out / 'pruned.pt'}, {out / 'report.json'}, {out / 'trajectory.png'}")
+
+
+def _ratio_line(rep: dict) -> str:
+    """'measured ratio 66% of the teacher (63-69% at 96.9% confidence, 5 rounds); budget
+    70%: met', the budget part only with --target-measured-ratio."""
+    from luts.verdict import RatioVerdict
+
+    m = rep["measured"]
+    v = RatioVerdict(m["ratio"], m["ratio_low"], m["ratio_high"], m["ratio_confidence"],
+                     m["rounds"], m.get("goal"))
+    line = f"measured ratio {v.describe()}"
+    if v.budget is not None:
+        line += f"; budget {100 * v.budget:.0f}%: {v.text}"
+        loop = (rep.get("measured_target") or {}).get("loop") or []
+        if loop and loop[-1].get("stopped") != "met":
+            line += f" (measured-target loop: {loop[-1]['stopped']})"
+    return line
 
 
 @click.command()

@@ -11,6 +11,7 @@ to ``variants.csv``; rerunning the same command reuses them.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from luts.estimate import estimate_trace
 from luts.lookup import STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
 from luts.variants import build_variant, measure_interleaved, plan_variants
+from luts.verdict import spread_warning
 from profiler.coupling import dimensions
 from profiler.keyspace import OpKey, trace_model
 from profiler.table import LutError, atomic_write_bytes
@@ -196,6 +198,14 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
             "threads", "torch", "cuda", "cudnn", "created")},
         "seconds": seconds, "seed": cfg.seed,
     }
+    # One line when the variants varied more between rounds than verdict.SPREAD_WARN: the
+    # measured side of every metric above is then as uncertain as that.
+    report["spread_warning"] = spread_warning(
+        report["median_round_spread"],
+        consequence=f"median over {len(df)} variants; R² and MAPE carry that noise (more "
+                    f"--rounds or a quieter machine narrow it)")
+    if report["spread_warning"]:
+        print(report["spread_warning"], file=sys.stderr, flush=True)
     atomic_write_bytes(cfg.out / "report.json",
                        lambda f: f.write(json.dumps(report, indent=2).encode()))
     _scatter(df, report, cfg.out / "estimate_vs_measured.png")
@@ -219,6 +229,33 @@ def _drift(df: pd.DataFrame, lut: Lut, stat: str) -> dict | None:
             "stat": "median_ms"}
 
 
+_MODEL_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ckpt"}  # as zoo.resolve_model reads them
+
+
+def plot_title(report: dict, n_variants: int) -> str:
+    """What the scatter is evidence for: the model, the device, the timing regime.
+
+    "demo · cpu 1 thread · fp32 b1 eager" over "32px, 30 variants". A MODEL given as a
+    file shows as its name without directory or suffix: a plot is shared, a path is not.
+    """
+    model = str(report["model"])
+    if Path(model).suffix in _MODEL_FILE_SUFFIXES or Path(model).name != model:
+        model = Path(model).stem
+    m = report.get("lut_meta") or {}
+    kind = m.get("device_kind") or "?"
+    if kind == "cpu" and m.get("threads"):
+        device = f"cpu {m['threads']} thread{'s' if int(m['threads']) != 1 else ''}"
+    elif kind == "cuda" and m.get("device_name"):
+        device = f"cuda {m['device_name']}"
+    else:
+        device = kind
+    regime = " ".join(str(x) for x in (
+        m.get("dtype"), f"b{m['batch']}" if m.get("batch") else None, m.get("timing_mode"),
+        "channels_last" if m.get("memory_format") == "channels_last" else None) if x)
+    return (" · ".join(x for x in (model, device, regime) if x)
+            + f"\n{report['input_size']}px, {n_variants} variants")
+
+
 def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:
     import matplotlib
 
@@ -239,8 +276,8 @@ def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:
     lo = min(meas.min(), df["conv_only_ms"].min()) * 0.95
     hi = max(meas.max(), df["estimate_ms"].max()) * 1.05
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="identity")
-    ax.set(xlabel="measured latency (ms)", ylabel="LUT estimate (ms)",
-           title=f"{report['model']} @ {report['input_size']}px, {len(df)} variants")
+    ax.set(xlabel="measured latency (ms)", ylabel="LUT estimate (ms)")
+    ax.set_title(plot_title(report, len(df)), fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))

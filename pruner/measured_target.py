@@ -7,15 +7,23 @@ latency, measured here", the job prunes to a LUT target, measures student and te
 in the LUT's mode (interleaved rounds, so the ratio comes from one run), and, while the
 ratio is above R, lowers the LUT target by the factor it missed by and prunes on.
 The LUT still decides *which* groups go; measurement only decides when to stop.
+
+The stop is honest about noise: each measurement gives a per-round ratio interval
+(luts/verdict.py), and the loop stops as "met" only when the interval's top is within
+R. While it straddles R ("uncertain"), the loop aims its correction at the interval's
+top; if it still straddles R after the last retry, the record says "out of retries" with
+verdict "uncertain", not "met".
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
 from luts import Lut
+from luts.verdict import RatioVerdict, verdict_of
 from pruner.data import ImageSet
 from pruner.schedule import Pruner, TargetError
 
@@ -23,23 +31,27 @@ from pruner.schedule import Pruner, TargetError
 def close_loop(pruner: Pruner, teacher: torch.nn.Module, lut: Lut, goal: float, retries: int,
                measure: Callable[[torch.nn.Module, torch.nn.Module], dict], data: ImageSet,
                run_kwargs: dict, rank: int = 0, world: int = 1) -> list[dict]:
-    """Measure, and prune further while the measured ratio is above ``goal``.
+    """Measure, and prune further until the measured ratio is surely at most ``goal``.
 
-    Returns one record per measurement. Stops when the goal is met, after ``retries``
-    corrections, or at the LUT's floor (every group at its smallest): the last record
-    then says how far the measurement still is from the goal.
+    Returns one record per measurement, each with the ratio, its interval and the verdict
+    against ``goal``. Stops when the verdict is "met", after ``retries`` corrections, or at
+    the LUT's floor (every group at its smallest): the last record then says how far the
+    measurement still is from the goal, and whether it is "missed" or only "uncertain".
     """
     history: list[dict] = []
     floor = pruner.floor_ms()
     exhausted = False
     for attempt in range(retries + 1):
-        ratio = _measured_ratio(pruner, teacher, measure, rank, world)
+        v, spread = _measured_verdict(pruner, teacher, measure, goal, rank, world)
         est = pruner.latency.total_ms
-        history.append({"estimated_ms": est, "measured_ratio": ratio,
-                        "filters": pruner.filters(), "step": pruner.step})
+        history.append({"estimated_ms": est, "measured_ratio": v.ratio, "ratio_low": v.low,
+                        "ratio_high": v.high, "ratio_confidence": v.confidence,
+                        "rounds": v.rounds, "spread": spread, "verdict": v.verdict,
+                        "verdict_text": v.text, "filters": pruner.filters(),
+                        "step": pruner.step})
         at_floor = exhausted or est <= floor * (1 + 1e-9)
-        if ratio <= goal or attempt == retries or at_floor:
-            history[-1]["stopped"] = "met" if ratio <= goal else (
+        if v.verdict == "met" or attempt == retries or at_floor:
+            history[-1]["stopped"] = "met" if v.verdict == "met" else (
                 "at the LUT's floor" if at_floor else "out of retries")
             break
         pruner.cfg.target_latency_ms = max(floor, _next_target(history, goal))
@@ -51,37 +63,53 @@ def close_loop(pruner: Pruner, teacher: torch.nn.Module, lut: Lut, goal: float, 
 
 
 def _next_target(history: list[dict], goal: float) -> float:
-    """The LUT estimate expected to measure ``goal``.
+    """The LUT estimate expected to measure ``goal`` at the interval's top.
 
     First a proportional step (which under-corrects when the measurement carries an
     overhead the LUT lacks); from two measurements on, the secant through the last two,
-    which captures such an overhead, but never less far than the proportional step.
+    which captures such an overhead, but never less far than the proportional step. The
+    ratio corrected is the interval's top (``ratio_high``, the measured ratio when a
+    record has none): a ratio already below ``goal`` whose interval straddles it still
+    asks for a step down.
     """
+    def top(h: dict) -> float:
+        return h.get("ratio_high", h["measured_ratio"])
+
     last = history[-1]
-    est, ratio = last["estimated_ms"], last["measured_ratio"]
+    est, ratio = last["estimated_ms"], top(last)
     proportional = est * goal / ratio
     if len(history) >= 2:
         prev = history[-2]
-        d_ratio = ratio - prev["measured_ratio"]
-        if d_ratio > 1e-9:  # a noisy pair can point the wrong way: then ignore it
-            secant = est + (goal - ratio) * (est - prev["estimated_ms"]) / d_ratio
-            return min(proportional, secant)
+        fell, pruned = top(prev) - ratio, prev["estimated_ms"] - est
+        # Only a fall above a quiet machine's round-to-round noise (about 2%, i.e. 0.01 of
+        # a ratio near 0.5) says how the ratio moves with the estimate; a smaller one, or
+        # a rise, would send the secant anywhere.
+        if fell > 0.01 and pruned > 0:
+            secant = est - (ratio - goal) * pruned / fell
+            # at least the proportional step, at most twice as far
+            return max(min(proportional, secant), est - 2 * (est - proportional))
     return proportional
 
 
-def _measured_ratio(pruner: Pruner, teacher: torch.nn.Module, measure, rank: int,
-                    world: int) -> float:
-    ratio = 0.0
+def _measured_verdict(pruner: Pruner, teacher: torch.nn.Module, measure, goal: float,
+                      rank: int, world: int) -> tuple[RatioVerdict, float | None]:
+    """Rank 0 measures; every rank gets the same verdict (and so takes the same decision)."""
+    vals = [0.0] * 6
     if rank == 0:
         m = measure(teacher, pruner.student)
-        ratio = m["pruned_ms"] / m["teacher_ms"]
-    if world > 1:  # every rank must take the same decision
+        v = verdict_of(m, goal)
+        spread = m.get("spread")
+        vals = [v.ratio, v.low, v.high, v.confidence, float(v.rounds),
+                float("nan") if spread is None else float(spread)]
+    if world > 1:
         import torch.distributed as dist
 
-        t = torch.tensor([ratio], dtype=torch.float64, device=pruner.device)
+        t = torch.tensor(vals, dtype=torch.float64, device=pruner.device)
         dist.broadcast(t, 0)
-        ratio = float(t.item())
-    return ratio
+        vals = [float(x) for x in t.tolist()]
+    ratio, low, high, conf, rounds, spread = vals
+    return (RatioVerdict(ratio, low, high, conf, int(rounds), goal),
+            None if math.isnan(spread) else spread)
 
 
 __all__ = ["close_loop"]

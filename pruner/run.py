@@ -2,8 +2,10 @@
 
 Output directory:
     pruned.pt        the pruned model (hwprune checkpoint: weights_only, architecture + channels)
-    report.json      channels per layer before/after, estimated and measured latency, accuracy,
-                     the trajectory, the configuration
+    report.json      channels per layer before/after, estimated and measured latency (with
+                     the pruned/teacher ratio, its interval and, for a measured target, the
+                     verdict met / missed / uncertain), accuracy, the trajectory, the
+                     configuration, warnings (measurements that varied > 10% between rounds)
     trajectory.png   estimated latency and loss at every pruning step
     state/           checkpoints of the pruning and fine-tuning phases (a rerun resumes)
 Every input is checked before anything is written; final files are written atomically.
@@ -34,6 +36,7 @@ from tqdm import tqdm
 
 from luts import Lut, estimate_trace
 from luts.validate import timing_of
+from luts.verdict import ratio_verdict, spread_warning
 from profiler.table import LutError, atomic_write_bytes
 from profiler.timing import cudnn_benchmark, model_input, prepare_model, time_model
 from pruner.data import DataError, evaluate, load_images
@@ -257,7 +260,7 @@ def _run_job(job: PruneJob) -> dict:
             loop = close_loop(
                 pruner, teacher, lut, job.measured_ratio, job.measured_retries,
                 lambda t, s: measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
-                                          job.measure_max_reps),
+                                          job.measure_max_reps, job.measured_ratio),
                 data, dict(on_step=on_step, rank=rank, world=world, wrap=wrap), rank, world)
     if rank == 0:  # the finished pruning phase is kept, whatever the clock said
         ckpt.finish(pruner)
@@ -285,13 +288,29 @@ def _run_job(job: PruneJob) -> dict:
                               "data": val.source, "n": len(val)}
     if job.measure and lut is not None:
         report["measured"] = measure_pair(teacher, student, lut, size, in_ch,
-                                          job.measure_rounds, job.measure_max_reps)
+                                          job.measure_rounds, job.measure_max_reps,
+                                          job.measured_ratio)
+    report["warnings"] = _warnings(report)
     report["seconds"] = time.perf_counter() - t0
     save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
                     channels=pruner.channels(), teacher=job.teacher)
     plot_trajectory(report, job.out / "trajectory.png")
     _write_json(report, job.out / "report.json")
     return report
+
+
+def _warnings(report: dict) -> list[str]:
+    """One line if this run's latency measurements varied more between rounds than
+    ``luts.verdict.SPREAD_WARN`` (the largest spread of the final measurement and of the
+    measured-target loop's)."""
+    spreads = [report["measured"]["spread"]] if "measured" in report else []
+    spreads += [h["spread"] for h in (report.get("measured_target") or {}).get("loop", [])
+                if h.get("spread") is not None]
+    if not spreads:
+        return []
+    line = spread_warning(max(spreads)) if "measured_target" in report else spread_warning(
+        max(spreads), consequence="the measured latencies and their ratio carry that noise")
+    return [line] if line else []
 
 
 def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
@@ -301,11 +320,15 @@ def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
 
 
 def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
-                 max_reps: int = 1000) -> dict:
+                 max_reps: int = 1000, goal: float | None = None) -> dict:
     """Both networks end to end in the LUT's mode, interleaved in ``rounds`` rounds.
 
-    Each round's median (robust to the bursts of a shared machine) is kept; the result is
-    the median over rounds, with the rounds' spread (max - min) / median beside it.
+    Each round's median (robust to the bursts of a shared machine) is kept; each network's
+    latency is the median over rounds, with the rounds' spread (max - min) / median beside
+    it. The ratio pruned / teacher is taken round by round (the two are timed back to back,
+    so a drift of the machine cancels): ``ratio`` is the median of these, ``ratio_low`` and
+    ``ratio_high`` its sign-test confidence interval (luts/verdict.py), and with a ``goal``
+    (the largest ratio allowed) ``verdict`` is met, missed or uncertain.
     """
     tc = timing_of(lut, max_reps)
     x = model_input(tc, in_ch, size)
@@ -320,10 +343,30 @@ def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
                 samples[k].append(time_model(net, x, tc).median_ms)
     finally:
         torch.set_num_threads(old_threads)
-    out = {f"{k}_ms": float(np.median(v)) for k, v in samples.items()}
-    out.update({f"{k}_spread": float(np.ptp(v) / np.median(v)) for k, v in samples.items()})
+    return summarize_pair(samples["teacher"], samples["pruned"], goal,
+                          device=tc.device, stat="median of per-round medians")
+
+
+def summarize_pair(teacher_rounds: list[float], pruned_rounds: list[float],
+                   goal: float | None = None, **extra) -> dict:
+    """``measure_pair``'s result from the per-round medians of the two networks."""
+    out = {f"{k}_ms": float(np.median(v)) for k, v in (("teacher", teacher_rounds),
+                                                         ("pruned", pruned_rounds))}
+    out.update({f"{k}_spread": float(np.ptp(v) / np.median(v))
+                for k, v in (("teacher", teacher_rounds), ("pruned", pruned_rounds))})
     out["speedup"] = out["teacher_ms"] / out["pruned_ms"]
-    out.update(rounds=rounds, device=tc.device, stat="median of per-round medians")
+    out["teacher_round_ms"] = [float(t) for t in teacher_rounds]
+    out["pruned_round_ms"] = [float(p) for p in pruned_rounds]
+    out["round_ratios"] = [p / t for t, p in zip(out["teacher_round_ms"],
+                                                  out["pruned_round_ms"])]
+    v = ratio_verdict(out["round_ratios"], goal)
+    out.update(ratio=v.ratio, ratio_low=v.low, ratio_high=v.high,
+               ratio_confidence=v.confidence, ratio_spread=v.spread)
+    if goal is not None:
+        out.update(goal=goal, verdict=v.verdict, verdict_text=v.text)
+    out["spread"] = max(out["teacher_spread"], out["pruned_spread"])
+    out["spread_warning"] = spread_warning(out["spread"])
+    out.update(rounds=len(out["round_ratios"]), **extra)
     return out
 
 
@@ -361,4 +404,4 @@ def plot_trajectory(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["JobError", "PruneJob", "run_job", "measure_pair", "plot_trajectory"]
+__all__ = ["JobError", "PruneJob", "run_job", "measure_pair", "summarize_pair", "plot_trajectory"]

@@ -22,18 +22,36 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert done, result["rows"]  # at least the loosest budget is reachable
     for r in done:
         assert 0 < r["accuracy"] <= 1 and 0 < r["filters_kept"] < 1
-        assert r["measured_ms"] > 0 and isinstance(r["meets_budget"], bool)
+        assert r["measured_ms"] > 0 and r["verdict"] in ("met", "missed", "uncertain")
+        assert r["ratio_low"] <= r["measured_ratio"] <= r["ratio_high"]
+        # the verdict follows the interval: never 'met' with a ratio above the budget
+        assert (r["verdict"] == "met") == (r["ratio_high"] <= r["budget"]), r
+        assert (r["verdict"] == "missed") == (r["ratio_low"] > r["budget"]), r
         assert (tmp_path / "demo" / "runs" / r["run"] / "pruned.pt").is_file()
-    # The demo's promise: a hardware-aware model measures within its budget (the two
-    # networks' round-to-round spread allowed), unless the LUT says it cannot get there.
+    # The demo's promise: a hardware-aware model is not clearly over its budget, unless the
+    # LUT says it cannot get there. 'uncertain' (the rounds' interval straddles the budget)
+    # is allowed: on a shared machine the final measurement can straddle it even after the
+    # loop's measurement was all within it.
     for r in done:
         if r["criterion"] == "taylor-latency" and r["loop_stopped"] != "at the LUT's floor":
-            assert r["meets_budget"], r
+            assert r["verdict"] in ("met", "uncertain"), r
+            # the loop claims 'met' only on a met verdict of its own measurement
+            assert r["loop_stopped"] != "met" or r["loop_verdict"] == "met", r
     for r in result["rows"]:
         if "error" in r:  # only ever because the LUT says the budget is out of reach
             assert "below what pruning can reach" in r["error"]
     table = format_table(result)
     assert all(f"{b}%" in table for b in (70, 50, 35))
+    # the table states each verdict (met / missed / uncertain) and the ratio interval
+    rows_text = {line.split("|")[0].strip(): line for line in table.splitlines()
+                 if line.split("|")[0].strip() in ("70%", "50%", "35%")}
+    for r in done:
+        cell = rows_text[f"{100 * r['budget']:.0f}%"].split("|")[
+            1 if r["criterion"] == "taylor-latency" else 2]
+        assert r["verdict"] in cell.split() and \
+            f"[{100 * r['ratio_low']:.0f}-{100 * r['ratio_high']:.0f}]" in cell, (cell, r)
+    assert "verdict: met" in table and " yes" not in table and " NO" not in table
+    assert all(w in table for w in result["warnings"])
     for name in ("accuracy_vs_latency.png", "digits_synth_vs_real.png",
                  "validate/estimate_vs_measured.png"):
         _png(tmp_path / "demo" / name)

@@ -260,6 +260,7 @@ def test_cli_prunes_and_prints_the_result(teacher_ckpt, teacher_lut, tmp_path,
              "--checkpoint-every", 0, "-q")
     assert r.exit_code == 0, r.output
     assert "measured" in r.output and "accuracy on digits held-out split" in r.output
+    assert "measured ratio" in r.output and "budget" not in r.output  # no measured target
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     # --checkpoint-every 0: the state after every step; --cudnn-benchmark: on while training
     assert rep["prune_checkpoints"]["writes"] == len(rep["trajectory"]) > 0
@@ -303,7 +304,11 @@ def test_measured_target_prunes_on_until_the_measurement_meets_it(teacher_ckpt, 
     p = Pruner(student, teacher, PruneConfig(target_latency_ms=0.8 * full, **FAST), 32, 1, lut)
     data = load_images("digits", 32)
     p.run(data)
-    goal = 0.65
+    # The table is measured in this session: on a busy machine its floor moves, so the goal
+    # is kept clear of what the floor can measure (else the loop rightly stops there).
+    floor_ratio = (p.floor_ms() + overhead) / (full + overhead)
+    goal = max(0.65, floor_ratio + 0.05)
+    assert goal < 0.8, f"this table's floor ({floor_ratio:.2f}) leaves nothing to test"
     loop = close_loop(p, teacher, lut, goal, retries=6, measure=measure, data=data,
                       run_kwargs={})
     assert loop[0]["measured_ratio"] > goal  # the LUT target alone missed the goal
@@ -319,6 +324,13 @@ def test_measured_target_job_reports_its_loop(teacher_ckpt, device, device_lut, 
     rep = run_job(job)
     loop = rep["measured_target"]["loop"]
     assert loop and loop[-1]["stopped"] in ("met", "at the LUT's floor", "out of retries")
+    # "met" is claimed only on a met verdict: the ratio interval within the goal
+    assert (loop[-1]["stopped"] == "met") == (loop[-1]["verdict"] == "met")
+    assert all(h["ratio_low"] <= h["measured_ratio"] <= h["ratio_high"] for h in loop)
+    m = rep["measured"]
+    assert m["goal"] == 0.8 and m["verdict"] in ("met", "missed", "uncertain")
+    assert m["verdict"] != "met" or m["ratio_high"] <= 0.8
+    assert isinstance(rep["warnings"], list)
     assert rep["prune"]["target_latency_ms"] > 0  # a first guess was made from the LUT
     with pytest.raises(ValueError, match="strictly"):
         bad = _job(teacher_ckpt, teacher_lut, tmp_path / "b", None, device)

@@ -1,0 +1,168 @@
+"""The budget verdict where the pruner uses it: measure_pair's result, the measured-target
+loop's stop decision, and the line `hwprune prune` prints."""
+
+from types import SimpleNamespace
+
+import pytest
+from click.testing import CliRunner
+
+import pruner.run as run_mod
+from hwprune.cli import cli
+from luts import Lut
+from pruner.measured_target import close_loop
+from pruner.run import measure_pair, summarize_pair
+from zoo import resolve_model
+
+
+class FakePruner:
+    """What close_loop touches of a Pruner: an estimate that pruning lowers, a step of 0.02
+    at a time as groups go, until it is at or below its target."""
+
+    def __init__(self, est: float, floor: float) -> None:
+        self.est, self.floor, self.step = est, floor, 0
+        self.cfg = SimpleNamespace(target_latency_ms=None)
+        self.student, self.device = None, "cpu"
+
+    @property
+    def latency(self):
+        return SimpleNamespace(total_ms=self.est)
+
+    def floor_ms(self) -> float:
+        return self.floor
+
+    def filters(self) -> int:
+        return int(100 * self.est)
+
+    def run(self, data, **kw) -> None:
+        assert self.cfg.target_latency_ms < self.est, "asked to prune up"
+        while self.est > max(self.cfg.target_latency_ms, self.floor):
+            self.est, self.step = max(self.est - 0.02, self.floor), self.step + 1
+
+
+def _rounds(pruner, noise):
+    """A stand-in measurement: the ratio is the estimate's, each round off by ``noise``."""
+    def measure(t, s):
+        r = pruner.est
+        return summarize_pair([1.0, 1.0, 1.0], [r - noise, r, r + noise])
+    return measure
+
+
+def test_loop_stops_as_met_only_when_the_interval_is_within_the_goal():
+    p = FakePruner(est=0.69, floor=0.2)  # the median already at 69% for a 70% goal
+    loop = close_loop(p, None, None, 0.70, retries=4, measure=_rounds(p, 0.03), data=None,
+                      run_kwargs={})
+    assert loop[0]["verdict"] == "uncertain" and loop[0]["measured_ratio"] < 0.70
+    assert "stopped" not in loop[0]  # the old rule (median <= goal) stopped here
+    assert loop[-1]["stopped"] == "met" and loop[-1]["verdict"] == "met"
+    assert loop[-1]["ratio_high"] <= 0.70 and loop[-1]["rounds"] == 3
+    assert loop[-1]["ratio_confidence"] == pytest.approx(0.875)
+
+
+def test_loop_out_of_retries_says_uncertain_not_met():
+    p = FakePruner(est=0.69, floor=0.2)
+
+    def measure(t, s):  # every measurement straddles the goal, however far it prunes
+        return summarize_pair([1.0] * 3, [0.6, 0.69, 0.8])
+
+    loop = close_loop(p, None, None, 0.70, retries=2, measure=measure, data=None,
+                      run_kwargs={})
+    assert len(loop) == 3 and loop[0]["step"] < loop[1]["step"] < loop[2]["step"]
+    assert loop[-1]["stopped"] == "out of retries"
+    assert loop[-1]["verdict"] == "uncertain" and loop[-1]["verdict_text"].startswith(
+        "uncertain (spread")
+    assert [h["verdict"] for h in loop] == ["uncertain"] * 3
+
+
+def test_loop_at_the_floor_reports_missed():
+    p = FakePruner(est=0.9, floor=0.85)
+    loop = close_loop(p, None, None, 0.70, retries=5, measure=_rounds(p, 0.01), data=None,
+                      run_kwargs={})
+    assert loop[-1]["stopped"] == "at the LUT's floor" and loop[-1]["verdict"] == "missed"
+
+
+def test_summarize_pair_pairs_the_rounds():
+    # A machine slowing down 30% over the run: the ratio of the medians mixes rounds, the
+    # paired ratio per round does not.
+    m = summarize_pair([1.0, 1.15, 1.3], [0.6, 0.69, 0.78], goal=0.65)
+    assert m["round_ratios"] == pytest.approx([0.6, 0.6, 0.6])
+    assert m["ratio"] == pytest.approx(0.6) and m["verdict"] == "met"
+    assert m["spread"] == pytest.approx(0.3 / 1.15) and "varied 26%" in m["spread_warning"]
+    assert m["rounds"] == 3 and m["ratio_confidence"] == pytest.approx(0.875)
+    quiet = summarize_pair([1.0, 1.01], [0.75, 0.76])
+    assert "verdict" not in quiet and quiet["spread_warning"] is None  # no goal, no verdict
+
+
+def test_measure_pair_reports_the_ratio_interval(teacher_ckpt, teacher_lut):
+    teacher = resolve_model(str(teacher_ckpt)).module.eval()
+    m = measure_pair(teacher, teacher, Lut.load(teacher_lut), 32, 1, rounds=3, max_reps=20,
+                     goal=0.5)
+    assert len(m["round_ratios"]) == m["rounds"] == 3
+    assert m["ratio_low"] <= m["ratio"] <= m["ratio_high"]
+    assert m["verdict"] == "missed"  # a network is not half its own latency
+    assert m["goal"] == 0.5 and m["pruned_ms"] > 0 and m["teacher_ms"] > 0
+
+
+def _report(rounds, goal, stopped="met"):
+    m = summarize_pair([2.0] * len(rounds), [2.0 * r for r in rounds], goal,
+                       device="cpu", stat="median of per-round medians")
+    rep = {"before": {"estimated_ms": 2.0}, "after": {"estimated_ms": 1.3},
+           "filters_kept": 0.6, "measured": m}
+    if goal is not None:
+        rep["measured_target"] = {"ratio": goal, "loop": [{"stopped": stopped}]}
+    rep["warnings"] = run_mod._warnings(rep)
+    return rep
+
+
+@pytest.mark.parametrize("rounds, goal, stopped, expect", [
+    ([0.62, 0.64, 0.66, 0.65, 0.63], 0.7, "met",
+     "measured ratio 64% of the teacher (62-66% at 96.9% confidence, 5 rounds); "
+     "budget 70%: met"),
+    ([0.67, 0.69, 0.73], 0.7, "out of retries",
+     "measured ratio 69% of the teacher (67-73% at 87.5% confidence, 3 rounds); budget 70%: "
+     "uncertain (spread 9%) (measured-target loop: out of retries)"),
+    ([0.8, 0.82, 0.84], 0.7, "at the LUT's floor", "budget 70%: missed"),
+    ([0.62, 0.64, 0.66], None, None, "measured ratio 64% of the teacher (62-66%"),
+])
+def test_prune_prints_the_ratio_and_verdict(monkeypatch, tmp_path, rounds, goal, stopped,
+                                            expect):
+    rep = _report(rounds, goal, stopped)
+    monkeypatch.setattr(run_mod, "run_job", lambda job: rep)
+    args = ["prune", "t.pt", "--data", "digits", "--out", str(tmp_path / "o"), "-q"]
+    r = CliRunner().invoke(cli, args + (["--target-measured-ratio", str(goal)] if goal else []))
+    assert r.exit_code == 0, r.output
+    assert expect in r.output
+    assert ("budget" in r.output) == (goal is not None)
+    assert "warning" not in r.output  # rounds within 10% of each other
+
+
+def test_prune_warns_when_rounds_varied(monkeypatch, tmp_path):
+    m = summarize_pair([1.0, 1.25, 1.0], [0.6, 0.75, 0.62], 0.7)
+    rep = {"before": {"estimated_ms": 2.0}, "after": {"estimated_ms": 1.3},
+           "filters_kept": 0.6, "measured": m,
+           "measured_target": {"ratio": 0.7, "loop": [{"stopped": "met", "spread": 0.4}]}}
+    rep["warnings"] = run_mod._warnings(rep)
+    assert len(rep["warnings"]) == 1 and "varied 40% between rounds" in rep["warnings"][0]
+    monkeypatch.setattr(run_mod, "run_job", lambda job: rep)
+    r = CliRunner().invoke(cli, ["prune", "t.pt", "--data", "digits", "--out",
+                                 str(tmp_path / "o"), "--target-measured-ratio", "0.7", "-q"])
+    assert r.exit_code == 0 and "warning: measurements on this machine varied 40%" in r.output
+
+
+def test_the_secant_through_two_measurements_finds_an_overhead_the_lut_lacks():
+    """measured ratio = 0.2 + 0.08 x estimate (a fixed overhead): the proportional step
+    from est 6 (ratio 0.68) under-corrects to 4.41; the secant through (8, 0.84) and
+    (6, 0.68) lands on the estimate that measures the goal, 3.75."""
+    from pruner.measured_target import _next_target
+
+    line = [{"estimated_ms": e, "measured_ratio": 0.2 + 0.08 * e} for e in (8.0, 6.0)]
+    assert _next_target(line[:1], 0.5) == pytest.approx(8.0 * 0.5 / 0.84)
+    assert _next_target(line, 0.5) == pytest.approx(3.75)
+    # A rise, or a fall within a quiet machine's noise, says nothing: proportional.
+    for second in (0.86, 0.835):
+        noisy = [line[0], {"estimated_ms": 6.0, "measured_ratio": second}]
+        assert _next_target(noisy, 0.5) == pytest.approx(6.0 * 0.5 / second)
+    # Halving the estimate moved the ratio by only 0.02: the secant would ask for a negative
+    # latency; the step goes at most twice as far as the proportional one.
+    flat = [line[0], {"estimated_ms": 4.0, "measured_ratio": 0.82}]
+    prop = 4.0 * 0.5 / 0.82
+    assert _next_target(flat, 0.5) == pytest.approx(4.0 - 2 * (4.0 - prop))
