@@ -315,6 +315,8 @@ def step_digits(s: Step) -> None:
                                  "teacher_accuracy": rep["accuracy"]["teacher"],
                                  "filters_kept": rep["filters_kept"],
                                  "loop_stopped": loop[-1].get("stopped"),
+                                 "verdict": m.get("verdict"),
+                                 "ratio_interval": [m.get("ratio_low"), m.get("ratio_high")],
                                  "seconds": time.perf_counter() - t0})
         s.result["checks"].append(check(f"{crit} measured ratio", s.result["rows"][-1]
                                         ["measured_ratio"], f"<= {budget} (loop: met)",

@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from _common import machine, write_json  # noqa: E402
 from hwprune.demo import lut_target  # noqa: E402
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate  # noqa: E402
+from luts.verdict import verdict_of  # noqa: E402
 from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from profiler.store import parts_dir  # noqa: E402
 from pruner import PruneConfig, TargetError  # noqa: E402
@@ -99,8 +100,10 @@ def _row(name: str, rep: dict, budget: float | None, teacher_ms: float | None) -
     loop = (rep.get("measured_target") or {}).get("loop")
     if loop:
         row.update(corrections=len(loop) - 1, loop_stopped=loop[-1].get("stopped"))
-    if budget:
-        row["meets_budget"] = row["measured_ratio"] <= budget * (1 + row["measured_spread"])
+    if budget and m:  # met / missed / uncertain from the per-round ratios (luts/verdict.py)
+        v = verdict_of(m, budget)
+        row.update(verdict=v.verdict, ratio_low=v.low, ratio_high=v.high,
+                   ratio_confidence=v.confidence)
     return row
 
 
