@@ -311,10 +311,11 @@ def test_measured_target_prunes_on_until_the_measurement_meets_it(teacher_ckpt, 
     assert goal < 0.8, f"this table's floor ({floor_ratio:.2f}) leaves nothing to test"
     loop = close_loop(p, teacher, lut, goal, retries=6, measure=measure, data=data,
                       run_kwargs={})
-    assert loop[0]["measured_ratio"] > goal  # the LUT target alone missed the goal
-    assert loop[-1]["measured_ratio"] <= goal and loop[-1]["stopped"] == "met"
+    why = f"goal {goal:.3f}, floor ratio {floor_ratio:.3f}, loop {loop}"
+    assert loop[0]["measured_ratio"] > goal, why  # the LUT target alone missed the goal
+    assert loop[-1]["measured_ratio"] <= goal and loop[-1]["stopped"] == "met", why
     ests = [h["estimated_ms"] for h in loop]
-    assert all(a > b for a, b in zip(ests, ests[1:]))  # each correction pruned further
+    assert all(a > b for a, b in zip(ests, ests[1:])), why  # each correction pruned further
 
 
 def test_measured_target_job_reports_its_loop(teacher_ckpt, device, device_lut, tmp_path):
