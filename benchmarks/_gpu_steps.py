@@ -169,6 +169,7 @@ def regime(smoke: bool) -> dict:
 
 def step_profile(s: Step) -> None:
     from luts import read_meta
+    from luts.fit import describe_holdout
 
     r = regime(s.smoke)
     lut = s.work / f"{r['tag']}.parquet"
@@ -179,9 +180,11 @@ def step_profile(s: Step) -> None:
     s.result.update(profile_rc=rc, profile_seconds=time.perf_counter() - t0, lut=lut.name,
                     step=r["step"])
     meta = read_meta(lut) if lut.is_file() else {}
-    s.result["calibration"] = (meta.get("calibration") or {}).get("fits", {}).get("mean_ms")
-    s.result["checks"].append(check("calibrated", bool(s.result["calibration"]), "stored",
-                                    bool(s.result["calibration"])))
+    fit = (meta.get("calibration") or {}).get("fits", {}).get("mean_ms")
+    s.result["calibration"] = fit
+    # Stored, and applied unless it predicted held-out variants worse than the plain sum.
+    s.result["checks"].append(check("calibration", describe_holdout(fit) if fit else "none",
+                                    "stored", bool(fit)))
     if lut.is_file():
         shutil.copy(lut, s.out / lut.name)
     s.save()

@@ -134,6 +134,7 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
 def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_done=False,
                optional=False) -> None:
     from luts import CalibrateConfig, TooFewVariants, calibrate, read_meta
+    from luts.fit import describe_holdout
 
     try:
         if skip_if_done and read_meta(lut_path).get("calibration"):
@@ -151,7 +152,8 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
     click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
                f"measured = {f['slope']:.3f} x operator sum + {1e3 * f['per_op_ms']:.1f} us x "
                f"{f['n_ops']} operators (R2 {f['r2']:.3f}, in-sample MAPE "
-               f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}")
+               f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}; "
+               f"{describe_holdout(f)}")
 
 
 @cli.group()
@@ -281,6 +283,8 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
                     ("params (fitted)", p["proxies"]["params"])):
         click.echo(f"{name:16}{r['r2_identity']:>12.3f}{r['r2_linear']:>11.3f}"
                    f"{100 * r['mape']:>7.1f}%{r['max_abs_err_ms']:>12.3f}{r['spearman']:>10.3f}")
+    if p.get("calibration_not_applied"):
+        click.echo(f"the table's calibration is {p['calibration_not_applied']}")
     if p.get("calibration"):
         k = p["calibration"]
         click.echo(f"calibrated: measured = {k['slope']:.3f} x operator sum + "

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
+from luts.fit import describe_holdout
 from luts.verdict import confidence_text, spread_warning
 from profiler import ProfileConfig, TimingConfig, profile_model
 from profiler.store import parts_dir
@@ -104,7 +105,8 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
                                     progress=cfg.progress))
     f = cal["fits"]["mean_ms"]
     cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: measured = "
-            f"{f['slope']:.2f} x operator sum + {1e3 * f['per_op_ms']:.1f} us per operator")
+            f"{f['slope']:.2f} x operator sum + {1e3 * f['per_op_ms']:.1f} us per operator; "
+            f"{describe_holdout(f)}")
     return lut
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import stats
 
 from luts.estimate import estimate_trace
+from luts.fit import TooFewVariants, describe_holdout, fit_calibration, holdout_check
 from luts.lookup import STATS, Lut
 from luts.validate import lut_step, timing_of
 from luts.variants import build_variant, measure_interleaved, plan_variants
@@ -39,11 +39,6 @@ from zoo import resolve_model
 CALIBRATION_SEED = 1_000_003
 
 
-class TooFewVariants(LutError):
-    """The table's grid (or the variants drawn on it) cannot give the 3 distinct pruned
-    variants a fit needs. The table itself is fine: it just stays uncalibrated."""
-
-
 @dataclass
 class CalibrateConfig:
     model: str
@@ -54,19 +49,6 @@ class CalibrateConfig:
     rounds: int = 3              # interleaved passes over the variants
     max_reps: int = 1000
     progress: bool = True
-
-
-def fit_calibration(operator_sum: np.ndarray, measured: np.ndarray, n_ops: int) -> dict:
-    """Least-squares ``measured = slope x sum + intercept``; the intercept per operator."""
-    if len(operator_sum) < 3 or np.ptp(operator_sum) <= 0:
-        raise TooFewVariants("a calibration needs at least 3 variants of different estimated "
-                             "latency")
-    fit = stats.linregress(operator_sum, measured)
-    resid = measured - (fit.slope * operator_sum + fit.intercept)
-    return {"slope": float(fit.slope), "per_op_ms": float(fit.intercept) / n_ops,
-            "intercept_ms": float(fit.intercept), "n_ops": int(n_ops),
-            "r2": float(fit.rvalue ** 2),
-            "mape_in_sample": float(np.mean(np.abs(resid) / measured))}
 
 
 def calibrate(cfg: CalibrateConfig) -> dict:
@@ -105,9 +87,10 @@ def calibrate(cfg: CalibrateConfig) -> dict:
                                          cfg.rounds, cfg.progress)
     finally:
         torch.set_num_threads(old_threads)
-    fits = {s: fit_calibration(np.array(sums[s]),
-                               np.array([np.median(samples[t][s]) for t in nets]), n_ops)
-            for s in STATS}
+    fits = {}
+    for s in STATS:
+        x, y = np.array(sums[s]), np.array([np.median(samples[t][s]) for t in nets])
+        fits[s] = holdout_check(fit_calibration(x, y, n_ops), x, y)
     result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
               "measured": now_iso(), "variants": list(nets), "fits": fits,
               "operator_sum_ms": sums["mean_ms"],
@@ -118,5 +101,5 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     return result
 
 
-__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "CALIBRATION_SEED",
-           "TooFewVariants"]
+__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "holdout_check", "describe_holdout",
+           "CALIBRATION_SEED", "TooFewVariants"]

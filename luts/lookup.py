@@ -111,9 +111,12 @@ class Lut:
     @property
     def calibration(self) -> dict | None:
         """The in-network calibration of this table for its statistic (``luts.calibrate``):
-        ``{"slope", "per_op_ms", ...}``, or None when the table has none."""
+        ``{"slope", "per_op_ms", ...}``, or None when the table has none or its fit
+        predicted held-out variants worse than the plain operator sum (``applied`` False)."""
         cal = (self.meta.get("calibration") or {}).get("fits", {}).get(self.stat)
-        return cal if cal and np.isfinite(cal.get("slope", np.nan)) else None
+        if not cal or cal.get("applied") is False:
+            return None
+        return cal if np.isfinite(cal.get("slope", np.nan)) else None
 
     def in_network_ms(self, operator_sum_ms: float | np.ndarray, n_ops: int) -> float | np.ndarray:
         """A network's latency from the sum of its operators' rows: operators timed alone run

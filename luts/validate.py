@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from luts.estimate import estimate_trace
+from luts.fit import describe_holdout
 from luts.lookup import STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
 from luts.variants import build_variant, measure_interleaved, plan_variants
@@ -181,6 +182,9 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
                         "variants": len(cal.get("variants", [])),
                         "shared_with_validation": int((~held).sum())}
         if lut.calibration else None,
+        # A stored fit that lost to the plain sum on held-out variants (luts.calibrate).
+        "calibration_not_applied": describe_holdout(cal["fits"][cfg.stat])
+        if cal.get("fits", {}).get(cfg.stat) and not lut.calibration else None,
         "conv_only": agreement(df["conv_only_ms"].to_numpy(), meas),
         "conv_only_share_of_measured": float((df["conv_only_ms"] / df["measured_ms"]).mean()),
         "by_stat": {s: agreement(df[f"estimate_{s}"].to_numpy(), df[f"measured_{s}"].to_numpy())

@@ -74,13 +74,22 @@ def test_calibrate_then_validate_leaves_out_the_calibration_variants(demo_lut, t
     report = json.loads((out / "report.json").read_text())
     variants = pd.read_csv(out / "variants.csv")
     shared = int(variants["in_calibration"].sum())
-    assert report["estimator"] == "in-network calibrated operator sum"
-    assert report["calibration"]["shared_with_validation"] == shared
-    assert report["n_samples"] == 8 - shared and report["operator_sum"]["n_samples"] == 8
     f = cal["fits"]["mean_ms"]
-    assert np.allclose(variants["estimate_ms"], f["slope"] * variants["operator_sum_ms"]
-                       + f["intercept_ms"])
-    assert "calibrated" in res.output and "operator sum" in res.output
+    # 4 variants at 5 repetitions: whether the fit beats the plain sum on held-out variants
+    # is up to this machine's noise; each outcome must be reported as what it is.
+    if f["applied"]:
+        assert report["estimator"] == "in-network calibrated operator sum"
+        assert report["calibration"]["shared_with_validation"] == shared
+        assert report["n_samples"] == 8 - shared and report["operator_sum"]["n_samples"] == 8
+        assert np.allclose(variants["estimate_ms"], f["slope"] * variants["operator_sum_ms"]
+                           + f["intercept_ms"])
+        assert "calibrated" in res.output and "operator sum" in res.output
+    else:
+        assert report["estimator"] == "operator sum" and report["calibration"] is None
+        assert report["n_samples"] == 8  # nothing fitted on them is used: all count
+        assert np.allclose(variants["estimate_ms"], variants["operator_sum_ms"])
+        assert "NOT applied" in report["calibration_not_applied"]
+        assert "NOT applied" in res.output
 
 
 def test_profile_calibrates_a_complete_table_and_not_a_partial_one(tmp_path):
@@ -153,3 +162,42 @@ def test_calibrate_a_cuda_graph_table_end_to_end(tmp_path):
     meta = read_lut(out)[1]
     assert meta["timing_mode"] == "graph" and meta["calibration"]["measured_ms"]
     assert Lut.load(out).calibration is not None
+
+
+def test_a_fit_that_predicts_held_out_variants_worse_than_the_sum_is_not_applied():
+    """Leave-one-out on the calibration's own variants: a fit that the noise bent (the
+    quick demo's 0.82 x sum + 45 us per operator) must not replace the plain sum."""
+    from luts.fit import describe_holdout, holdout_check
+
+    rng = np.random.default_rng(1)
+    s = rng.uniform(2, 10, 8)
+    # A real in-network effect (1.1 x sum + 0.4 ms) with 1% noise: the fit wins, applied.
+    good = 1.1 * s + 0.4 + rng.normal(0, 0.01, 8) * s
+    fit = holdout_check(fit_calibration(s, good, 50), s, good)
+    assert fit["applied"] and fit["holdout_mape"] < 0.02 < fit["operator_sum_mape"]
+    assert describe_holdout(fit).startswith("applied (held-out MAPE")
+    # The sum is right on average and four variants carry bursts: the line through them
+    # predicts each left-out variant worse than the sum does.
+    s4 = np.array([2.0, 3.0, 4.0, 5.0])
+    noisy = s4 * np.array([1.0, 1.6, 0.9, 1.3])
+    fit = holdout_check(fit_calibration(s4, noisy, 50), s4, noisy)
+    assert not fit["applied"] and fit["holdout_mape"] >= fit["operator_sum_mape"]
+    assert describe_holdout(fit).startswith("NOT applied")
+    # Three variants leave none out: applied, and said to be unchecked.
+    fit = holdout_check(fit_calibration(s[:3], good[:3], 50), s[:3], good[:3])
+    assert fit["applied"] and fit["holdout_mape"] is None and "unchecked" in describe_holdout(fit)
+
+
+def test_a_table_with_a_rejected_fit_estimates_plain_sums(demo_lut, tmp_path):
+    rows, meta = read_lut(demo_lut)
+    fit = {"slope": 0.5, "per_op_ms": 0.05, "r2": 0.4, "applied": False, "holdout_mape": 0.7,
+           "operator_sum_mape": 0.1}
+    meta["calibration"] = {"model": "demo", "variants": [], "measured": "2026-11-28T00:00",
+                           "fits": {s: fit for s in ("mean_ms", "median_ms", "min_ms")}}
+    write_lut(rows, meta, tmp_path / "rejected.parquet")
+    net = build_demo()
+    plain = estimate(net, Lut.load(demo_lut), 32, 1, strict=True)
+    est = estimate(net, Lut.load(tmp_path / "rejected.parquet"), 32, 1, strict=True)
+    assert not est.calibrated and est.total_ms == pytest.approx(plain.total_ms)
+    out = CliRunner().invoke(cli, ["lut", "info", str(tmp_path / "rejected.parquet")])
+    assert out.exit_code == 0 and "NOT applied" in out.output
