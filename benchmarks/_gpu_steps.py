@@ -311,9 +311,8 @@ def step_digits(s: Step) -> None:
                                             f"<= {budget}", False))
             continue
         m, loop = rep["measured"], rep["measured_target"]["loop"]
-        s.result["rows"].append({"criterion": crit, "measured_ratio": m["pruned_ms"] /
-                                 m["teacher_ms"], "spread": max(m["pruned_spread"],
-                                                                m["teacher_spread"]),
+        s.result["rows"].append({"criterion": crit, "measured_ratio": m["ratio"],
+                                 "spread": m["spread"],
                                  "accuracy": rep["accuracy"]["pruned"],
                                  "teacher_accuracy": rep["accuracy"]["teacher"],
                                  "filters_kept": rep["filters_kept"],

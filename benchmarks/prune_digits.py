@@ -92,7 +92,7 @@ def _row(name: str, rep: dict, budget: float | None, teacher_ms: float | None) -
            "target_estimate_ms": rep["prune"]["target_latency_ms"],
            "estimated_ms": rep["after"]["estimated_ms"],
            "measured_ms": m.get("pruned_ms"), "teacher_measured_ms": m.get("teacher_ms"),
-           "measured_ratio": (m["pruned_ms"] / m["teacher_ms"]) if m else None,
+           "measured_ratio": m.get("ratio"),  # median per-round ratio, the verdict's centre
            "measured_spread": m.get("pruned_spread"),
            "accuracy": rep["accuracy"]["pruned"], "teacher_accuracy": rep["accuracy"]["teacher"],
            "filters_kept": rep["filters_kept"], "steps": len(rep["trajectory"]),

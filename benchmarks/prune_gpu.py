@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             m = rep["measured"]
             row.update(estimated_ms=rep["after"]["estimated_ms"], measured_ms=m["pruned_ms"],
                        teacher_measured_ms=m["teacher_ms"], measured_spread=m["pruned_spread"],
-                       measured_fraction=m["pruned_ms"] / m["teacher_ms"],
+                       measured_fraction=m["ratio"],
                        estimate_error=rep["after"]["estimated_ms"] / m["pruned_ms"] - 1,
                        filters_kept=rep["filters_kept"], steps=len(rep["trajectory"]))
             if "measured_target" in rep:
