@@ -41,6 +41,7 @@ import torch  # noqa: E402
 from _common import machine, write_json  # noqa: E402
 from hwprune.demo import lut_target  # noqa: E402
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate  # noqa: E402
+from luts.fit import describe_fit, describe_holdout  # noqa: E402
 from luts.verdict import verdict_of  # noqa: E402
 from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from profiler.store import parts_dir  # noqa: E402
@@ -70,8 +71,7 @@ def _prepare(args) -> tuple[Path, Path, Path, float]:
     if args.calibrate:
         f = calibrate(CalibrateConfig(str(ckpt), lut, args.calibrate, progress=False))
         f = f["fits"]["mean_ms"]
-        print(f"LUT calibrated: measured = {f['slope']:.3f} x operator sum + "
-              f"{1e3 * f['per_op_ms']:.1f} us x operators", flush=True)
+        print(f"LUT calibrated: {describe_fit(f)}; {describe_holdout(f)}", flush=True)
     images = Path(args.images) if args.images else out / "di"
     if not args.images:
         shutil.rmtree(images, ignore_errors=True)

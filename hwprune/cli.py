@@ -134,7 +134,7 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
 def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_done=False,
                optional=False) -> None:
     from luts import CalibrateConfig, TooFewVariants, calibrate, read_meta
-    from luts.fit import describe_holdout
+    from luts.fit import describe_fit, describe_holdout
 
     try:
         if skip_if_done and read_meta(lut_path).get("calibration"):
@@ -150,8 +150,7 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
         _fail(exc)
     f = cal["fits"]["mean_ms"]
     click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
-               f"measured = {f['slope']:.3f} x operator sum + {1e3 * f['per_op_ms']:.1f} us x "
-               f"{f['n_ops']} operators (R2 {f['r2']:.3f}, in-sample MAPE "
+               f"{describe_fit(f)} (R2 {f['r2']:.3f}, in-sample MAPE "
                f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}; "
                f"{describe_holdout(f)}")
 
@@ -264,6 +263,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
     are measured end to end in the LUT's own mode (device, dtype, batch, threads).
     """
     from luts import ValidateConfig, validate
+    from luts.fit import describe_fit
 
     try:
         report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
@@ -287,8 +287,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
         click.echo(f"the table's calibration is {p['calibration_not_applied']}")
     if p.get("calibration"):
         k = p["calibration"]
-        click.echo(f"calibrated: measured = {k['slope']:.3f} x operator sum + "
-                   f"{1e3 * k['per_op_ms']:.1f} us x operators (fitted on {k['variants']} "
+        click.echo(f"calibrated: {describe_fit(k)} (fitted on {k['variants']} "
                    f"other variants of {k['model']}); {k['shared_with_validation']} of these "
                    f"variants were among them and are left out of its row")
     drift = p.get("machine_drift")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
-from luts.fit import describe_holdout
+from luts.fit import describe_fit, describe_holdout
 from luts.verdict import confidence_text, spread_warning
 from profiler import ProfileConfig, TimingConfig, profile_model
 from profiler.store import parts_dir
@@ -104,8 +104,7 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
                                     max_reps=cfg.lut_max_reps, rounds=cfg.validate_rounds,
                                     progress=cfg.progress))
     f = cal["fits"]["mean_ms"]
-    cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: measured = "
-            f"{f['slope']:.2f} x operator sum + {1e3 * f['per_op_ms']:.1f} us per operator; "
+    cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: {describe_fit(f)}; "
             f"{describe_holdout(f)}")
     return lut
 

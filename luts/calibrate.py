@@ -8,7 +8,8 @@ and the sum of rows underestimates a whole network by 10-25%, proportionally mor
 by a constant. A calibration measures a few pruned variants of the model end to end in
 the table's own mode, fits ``measured = slope x operator sum + per_op_ms x operators``
 (the intercept, spread over the network's operators, so that it carries over to networks
-of other depth), and stores the fit in the table's metadata. ``Lut`` then reports
+of other depth) or ``measured = slope x operator sum``, whichever predicts left-out
+variants better (``luts.fit``), and stores the fit in the table's metadata. ``Lut`` then reports
 calibrated estimates; the pruner's delta query scales by the slope.
 
 The calibration variants are random draws under their own seed, never the fixed variants
@@ -25,7 +26,8 @@ import numpy as np
 import torch
 
 from luts.estimate import estimate_trace
-from luts.fit import TooFewVariants, describe_holdout, fit_calibration, holdout_check
+from luts.fit import (TooFewVariants, choose_calibration, describe_holdout, fit_calibration,
+                      holdout_check)
 from luts.lookup import STATS, Lut
 from luts.validate import lut_step, timing_of
 from luts.variants import build_variant, measure_interleaved, plan_variants
@@ -90,7 +92,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     fits = {}
     for s in STATS:
         x, y = np.array(sums[s]), np.array([np.median(samples[t][s]) for t in nets])
-        fits[s] = holdout_check(fit_calibration(x, y, n_ops), x, y)
+        fits[s] = choose_calibration(x, y, n_ops)
     result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
               "measured": now_iso(), "variants": list(nets), "fits": fits,
               "operator_sum_ms": sums["mean_ms"],

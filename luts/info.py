@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 
-from luts.fit import describe_holdout
+from luts.fit import describe_fit, describe_holdout
 from profiler.keyspace import LayerRecord, OpKey, grid_for
 from profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
 from profiler.table import key_of_row, read_lut
@@ -115,8 +115,7 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
     if cal and cal.get("fits", {}).get("mean_ms"):
         f = cal["fits"]["mean_ms"]
         lines.append(f"  calibration {len(cal['variants'])} pruned {cal['model']} variants end to "
-                     f"end ({cal['measured'][:16]}): measured = {f['slope']:.3f} x operator sum "
-                     f"+ {1e3 * f['per_op_ms']:.1f} us x operators (R2 {f['r2']:.3f})"
+                     f"end ({cal['measured'][:16]}): {describe_fit(f)} (R2 {f['r2']:.3f})"
                      + (f"; {describe_holdout(f)}" if describe_holdout(f) else ""))
     else:
         lines.append("  calibration none: estimates are plain operator sums "
