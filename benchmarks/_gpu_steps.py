@@ -170,6 +170,7 @@ def regime(smoke: bool) -> dict:
 def step_profile(s: Step) -> None:
     from luts import read_meta
     from luts.fit import describe_holdout
+    from luts.lookup import DEFAULT_STAT
 
     r = regime(s.smoke)
     lut = s.work / f"{r['tag']}.parquet"
@@ -180,7 +181,7 @@ def step_profile(s: Step) -> None:
     s.result.update(profile_rc=rc, profile_seconds=time.perf_counter() - t0, lut=lut.name,
                     step=r["step"])
     meta = read_meta(lut) if lut.is_file() else {}
-    fit = (meta.get("calibration") or {}).get("fits", {}).get("mean_ms")
+    fit = (meta.get("calibration") or {}).get("fits", {}).get(DEFAULT_STAT)
     s.result["calibration"] = fit
     # Stored, and applied unless it predicted held-out variants worse than the plain sum.
     s.result["checks"].append(check("calibration", describe_holdout(fit) if fit else "none",
@@ -250,6 +251,7 @@ def step_floor(s: Step) -> None:
 # -- the digits job on the device ----------------------------------------------------------
 def step_digits(s: Step) -> None:
     from luts import CalibrateConfig, Lut, calibrate, estimate
+    from luts.lookup import DEFAULT_STAT
     from profiler import ProfileConfig, TimingConfig, profile_model
     from pruner import PruneConfig, TargetError
     from pruner.finetune import FineTuneConfig
@@ -280,7 +282,7 @@ def step_digits(s: Step) -> None:
                                     max_reps=int(tc.max_reps),
                                     progress=False))
     s.result["lut"] = {"seconds": time.perf_counter() - t0,
-                       "calibration": cal["fits"]["mean_ms"],
+                       "calibration": cal["fits"][DEFAULT_STAT],
                        "teacher_estimated_ms": estimate(net, Lut.load(lut), 32, 1).total_ms}
     s.save()
     t0 = time.perf_counter()

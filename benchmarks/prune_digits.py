@@ -42,6 +42,7 @@ from _common import machine, write_json  # noqa: E402
 from hwprune.demo import lut_target  # noqa: E402
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate  # noqa: E402
 from luts.fit import describe_fit, describe_holdout  # noqa: E402
+from luts.lookup import DEFAULT_STAT  # noqa: E402
 from luts.verdict import verdict_of  # noqa: E402
 from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from profiler.store import parts_dir  # noqa: E402
@@ -70,7 +71,7 @@ def _prepare(args) -> tuple[Path, Path, Path, float]:
                                 timing=TimingConfig(threads=args.timing_threads)))
     if args.calibrate:
         f = calibrate(CalibrateConfig(str(ckpt), lut, args.calibrate, progress=False))
-        f = f["fits"]["mean_ms"]
+        f = f["fits"][DEFAULT_STAT]
         print(f"LUT calibrated: {describe_fit(f)}; {describe_holdout(f)}", flush=True)
     images = Path(args.images) if args.images else out / "di"
     if not args.images:

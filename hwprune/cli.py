@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from luts import LutError, format_summary, merge_luts, summarize, variant_keys
+from luts.lookup import DEFAULT_STAT
 from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, TimingError,
                       parse_shard, profile_model)
 from profiler.store import parts_dir
@@ -148,7 +149,7 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
         return
     except USER_ERRORS as exc:
         _fail(exc)
-    f = cal["fits"]["mean_ms"]
+    f = cal["fits"][DEFAULT_STAT]
     click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
                f"{describe_fit(f)} (R2 {f['r2']:.3f}, in-sample MAPE "
                f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}; "
@@ -195,8 +196,9 @@ def merge(paths, out) -> None:
 _LUTS = click.option("--lut", "luts", multiple=True, required=True,
                      type=click.Path(path_type=Path), help="LUT file (repeatable).")
 _STAT = click.option("--stat", type=click.Choice(["mean_ms", "median_ms", "min_ms"]),
-                     default="mean_ms", show_default=True,
-                     help="Which stored statistic to sum (the paper stores means).")
+                     default="median_ms", show_default=True,
+                     help="Which stored statistic to sum. The paper stores means; one burst "
+                          "of a shared machine inflates a mean, not a median.")
 
 
 @lut.command("estimate")
@@ -264,6 +266,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
     """
     from luts import ValidateConfig, validate
     from luts.fit import describe_fit
+    from luts.validate import describe_drift
 
     try:
         report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
@@ -290,13 +293,8 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
         click.echo(f"calibrated: {describe_fit(k)} (fitted on {k['variants']} "
                    f"other variants of {k['model']}); {k['shared_with_validation']} of these "
                    f"variants were among them and are left out of its row")
-    drift = p.get("machine_drift")
-    if drift:
-        d = p["drift_corrected"]
-        click.echo(f"machine speed: the unpruned model ran {drift['original_now_ms']:.3f} ms now, "
-                   f"{drift['reference_at_profiling_ms']:.3f} ms while the LUT was measured "
-                   f"(x{drift['factor']:.2f}); scaled by that factor the estimate gives R2 "
-                   f"identity {d['r2_identity']:.3f}, MAPE {100 * d['mape']:.1f}%")
+    if describe_drift(p):
+        click.echo(describe_drift(p))
     click.echo(f"wrote {out / 'report.json'}, {out / 'variants.csv'}, "
                f"{out / 'estimate_vs_measured.png'}")
 

@@ -22,6 +22,7 @@ import torch
 
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
 from luts.fit import describe_fit, describe_holdout
+from luts.lookup import DEFAULT_STAT
 from luts.verdict import confidence_text, spread_warning
 from profiler import ProfileConfig, TimingConfig, profile_model
 from profiler.store import parts_dir
@@ -103,7 +104,7 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
     cal = calibrate(CalibrateConfig(str(ckpt), lut, cfg.calibrate_samples,
                                     max_reps=cfg.lut_max_reps, rounds=cfg.validate_rounds,
                                     progress=cfg.progress))
-    f = cal["fits"]["mean_ms"]
+    f = cal["fits"][DEFAULT_STAT]
     cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: {describe_fit(f)}; "
             f"{describe_holdout(f)}")
     return lut

@@ -28,10 +28,11 @@ import torch
 from luts.estimate import estimate_trace
 from luts.fit import (TooFewVariants, choose_calibration, describe_holdout, fit_calibration,
                       holdout_check)
-from luts.lookup import STATS, Lut
+from luts.lookup import DEFAULT_STAT, STATS, Lut
 from luts.validate import lut_step, timing_of
-from luts.variants import build_variant, measure_interleaved, plan_variants
+from luts.variants import build_variant, measure_interleaved, on_table_speed, plan_variants
 from profiler.coupling import dimensions
+from profiler.drift import DriftReference, reference_config
 from profiler.keyspace import trace_model
 from profiler.table import LutError, now_iso, read_lut, write_lut
 from profiler.timing import model_input, prepare_model
@@ -84,19 +85,27 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         nets[" ".join(map(str, plan.channels))] = prepare_model(net, tc)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
+    # The variants are put on the speed the table's rows were put on (profiler.drift), so
+    # the fit is not bent by how fast the machine ran while they were measured.
+    level, ref_key = raw.drift_level_ms, raw.drift_key
+    reference = DriftReference(ref_key, reference_config(tc)) if ref_key else None
     try:
         samples, _ = measure_interleaved(nets, model_input(tc, resolved.in_channels, size), tc,
-                                         cfg.rounds, cfg.progress)
+                                         cfg.rounds, cfg.progress, reference)
     finally:
         torch.set_num_threads(old_threads)
     fits = {}
     for s in STATS:
-        x, y = np.array(sums[s]), np.array([np.median(samples[t][s]) for t in nets])
+        x = np.array(sums[s])
+        y = np.array([np.median(on_table_speed(samples[t], s, level)) for t in nets])
         fits[s] = choose_calibration(x, y, n_ops)
     result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
               "measured": now_iso(), "variants": list(nets), "fits": fits,
-              "operator_sum_ms": sums["mean_ms"],
-              "measured_ms": [float(np.median(samples[t]["mean_ms"])) for t in nets]}
+              "stat": DEFAULT_STAT, "operator_sum_ms": sums[DEFAULT_STAT],
+              "measured_ms": [float(np.median(on_table_speed(samples[t], DEFAULT_STAT, level)))
+                              for t in nets],
+              "drift_corrected": level is not None,
+              "measured_raw_ms": [float(np.median(samples[t][DEFAULT_STAT])) for t in nets]}
     rows, meta = read_lut(cfg.lut)
     meta["calibration"] = result
     write_lut(rows, meta, cfg.lut)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 
 from luts.fit import describe_fit, describe_holdout
+from luts.lookup import DEFAULT_STAT, config_of, describe_config, drift_level_ms
 from profiler.keyspace import LayerRecord, OpKey, grid_for
 from profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
 from profiler.table import key_of_row, read_lut
@@ -24,6 +25,17 @@ class ConfigCoverage:
         return self.measured / self.grid if self.grid else 0.0
 
 
+def _drift_lines(s: "LutSummary") -> list[str]:
+    d = s.meta.get("drift")
+    if not d or not d.get("key"):
+        return []
+    used = "rows put on its median speed" if s.drift_level_ms is not None else \
+        "rows used as measured (not every row has a reading)"
+    return [f"  drift    {describe_config(config_of(OpKey(**d['key'])))} "
+            f"{d['key']['c_in']}->{d['key']['c_out']} re-timed {d['readings']} times in the "
+            f"last scan: {d['min_ms']:.3f}-{d['max_ms']:.3f} ms (x{d['range']:.2f}); {used}"]
+
+
 @dataclass
 class LutSummary:
     path: str
@@ -36,6 +48,7 @@ class LutSummary:
     # Cold tables: (rows whose weights even the capped copies left partly cached, rows with
     # weights). None for a hot table.
     cold_shortfall: tuple[int, int] | None = None
+    drift_level_ms: float | None = None  # the drift reading rows are put on (luts.lookup)
 
 
 def cold_bytes_of(meta: dict) -> int:
@@ -64,7 +77,8 @@ def summarize(path: str | os.PathLike) -> LutSummary:
         shortfall = (sum(cold_shortfall(k, dtype, cold, cap) for k in weighted), len(weighted))
     return LutSummary(str(path), meta, len(df), {k: int(v) for k, v in per_op.items()},
                       float(df["converged"].mean()) if len(df) else 0.0,
-                      float(df["seconds"].sum()), configs, shortfall)
+                      float(df["seconds"].sum()), configs, shortfall,
+                      drift_level_ms(df, meta))
 
 
 def _cold_notes(s: LutSummary) -> list[str]:
@@ -111,9 +125,10 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
     if ref:
         lines.append(f"  reference {ref['model']} end to end: {ref['start_median_ms']:.3f} ms "
                      f"before the scan, {ref['end_median_ms']:.3f} ms after (medians)")
+    lines += _drift_lines(s)
     cal = m.get("calibration")
-    if cal and cal.get("fits", {}).get("mean_ms"):
-        f = cal["fits"]["mean_ms"]
+    if cal and cal.get("fits", {}).get(DEFAULT_STAT):
+        f = cal["fits"][DEFAULT_STAT]
         lines.append(f"  calibration {len(cal['variants'])} pruned {cal['model']} variants end to "
                      f"end ({cal['measured'][:16]}): {describe_fit(f)} (R2 {f['r2']:.3f})"
                      + (f"; {describe_holdout(f)}" if describe_holdout(f) else ""))

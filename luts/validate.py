@@ -22,11 +22,12 @@ import torch
 
 from luts.estimate import estimate_trace
 from luts.fit import describe_holdout
-from luts.lookup import STATS, Lut
+from luts.lookup import DEFAULT_STAT, STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
-from luts.variants import build_variant, measure_interleaved, plan_variants
+from luts.variants import build_variant, measure_interleaved, on_table_speed, plan_variants
 from luts.verdict import spread_warning
 from profiler.coupling import dimensions
+from profiler.drift import DriftReference, reference_config
 from profiler.keyspace import OpKey, trace_model
 from profiler.table import LutError, atomic_write_bytes
 from profiler.timing import TimingConfig, model_input, prepare_model, time_model
@@ -41,7 +42,7 @@ class ValidateConfig:
     samples: int = 30
     input_size: int | None = None
     seed: int = 0
-    stat: str = "mean_ms"        # the statistic summed; the paper stores means
+    stat: str = DEFAULT_STAT     # the statistic summed (luts.lookup: why not the paper's mean)
     max_reps: int = 1000
     rounds: int = 3              # each variant is measured in `rounds` interleaved passes
     strict: bool = False
@@ -116,7 +117,7 @@ def validate(cfg: ValidateConfig) -> dict:
             else:
                 rows[tag] = {**row, "measured_ms": np.nan, "measured_std_ms": np.nan, "rounds": 0}
                 nets[tag] = prepare_model(net, tc)
-        _measure(nets, rows, x, tc, cfg, csv)
+        _measure(nets, rows, x, tc, cfg, csv, lut)
     finally:
         torch.set_num_threads(old_threads)
     df = pd.DataFrame(list(rows.values())).sort_values("variant")
@@ -151,11 +152,16 @@ def _load_rows(csv: Path) -> dict:
 
 
 def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
-             csv: Path) -> None:
-    samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress)
+             csv: Path, lut: Lut) -> None:
+    ref_key, level = lut.drift_key, lut.drift_level_ms
+    reference = DriftReference(ref_key, reference_config(tc)) if ref_key and nets else None
+    samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress, reference)
     for tag in nets:
         mine = samples[tag][cfg.stat]
         rows[tag].update(measured_ms=float(np.median(mine)),
+                         ref_ms=float(np.median(samples[tag]["ref_ms"])),
+                         measured_on_table_speed_ms=float(np.median(
+                             on_table_speed(samples[tag], cfg.stat, level))),
                          **{f"measured_{s}": float(np.median(samples[tag][s])) for s in STATS
                             if s != cfg.stat},
                          measured_std_ms=float(np.median(stds[tag])),
@@ -193,8 +199,7 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
                     "params": proxy_agreement(df["params"].to_numpy(), meas)},
         "measured_range_ms": [float(meas.min()), float(meas.max())],
         "machine_drift": drift,
-        "drift_corrected": agreement(df["estimate_ms"].to_numpy() * drift["factor"], meas)
-        if drift else None,
+        "drift_corrected": _drift_corrected(df, drift),
         "median_round_spread": float(df["measured_round_spread"].median())
         if "measured_round_spread" in df else None,
         "timing": asdict(tc), "lut_meta": {k: lut.meta.get(k) for k in (
@@ -208,15 +213,40 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
         report["median_round_spread"],
         consequence=f"median over {len(df)} variants; R² and MAPE carry that noise (more "
                     f"--rounds or a quieter machine narrow it)")
-    if report["spread_warning"]:
-        print(report["spread_warning"], file=sys.stderr, flush=True)
+    report["noise"] = noise_line(report)
+    for line in (report["spread_warning"], report["noise"]):
+        if line:
+            print(line, file=sys.stderr, flush=True)
     atomic_write_bytes(cfg.out / "report.json",
                        lambda f: f.write(json.dumps(report, indent=2).encode()))
     _scatter(df, report, cfg.out / "estimate_vs_measured.png")
     return report
 
 
+def _drift_corrected(df: pd.DataFrame, drift: dict | None) -> dict | None:
+    """The estimates against the measurements put on the table's speed: each variant by
+    the drift reference read beside it, else all by the original model's factor."""
+    if not drift:
+        return None
+    est = df["estimate_ms"].to_numpy()
+    if drift.get("source") == "drift reference":
+        return agreement(est, df["measured_on_table_speed_ms"].to_numpy())
+    return agreement(est * drift["factor"], df["measured_ms"].to_numpy())
+
+
 def _drift(df: pd.DataFrame, lut: Lut, stat: str) -> dict | None:
+    level = lut.drift_level_ms
+    if level is not None and "ref_ms" in df and df["ref_ms"].notna().all() and \
+            "measured_on_table_speed_ms" in df and df["measured_on_table_speed_ms"].notna().all():
+        now = float(df["ref_ms"].median())
+        d = lut.meta["drift"]
+        return {"source": "drift reference", "key": d["key"], "level_ms": level,
+                "now_ms": now, "factor": now / level,
+                "during_profiling": d.get("range"), "stat": "median_ms"}
+    return _drift_of_original(df, lut, stat)
+
+
+def _drift_of_original(df: pd.DataFrame, lut: Lut, stat: str) -> dict | None:
     """How much faster or slower the machine ran the unpruned model now than when the LUT was
     measured (its end-to-end reference). Only reported, and used for the metrics labelled
     drift-corrected; the headline metrics use the LUT as it is. Medians on both sides: one
@@ -228,9 +258,47 @@ def _drift(df: pd.DataFrame, lut: Lut, stat: str) -> dict | None:
         return None
     then = (ref["start_median_ms"] + ref["end_median_ms"]) / 2
     now = float(original[col].iloc[0])
-    return {"reference_at_profiling_ms": then, "original_now_ms": now, "factor": now / then,
+    return {"source": "original model", "reference_at_profiling_ms": then,
+            "original_now_ms": now, "factor": now / then,
             "during_profiling": ref["end_median_ms"] / ref["start_median_ms"],
             "stat": "median_ms"}
+
+
+# Below this R² even the best straight line through (estimate, measured) leaves the
+# variants' order and spacing unexplained: the measurements, not the table, are the limit.
+NOISY_R2_LINEAR = 0.95
+
+
+def noise_line(report: dict) -> str | None:
+    """One line when the machine was too noisy for any table to be checked here."""
+    r2 = report.get("r2_linear")
+    if r2 is None or not np.isfinite(r2) or r2 >= NOISY_R2_LINEAR:
+        return None
+    spread = report.get("median_round_spread")
+    return (f"too noisy to check a latency table: even the best straight line through "
+            f"estimate and measured reaches R² {r2:.3f} (threshold {NOISY_R2_LINEAR})"
+            + (f", the variants varied {100 * spread:.0f}% between rounds" if spread else "")
+            + "; no table can be shown to hold on this machine now (rerun on a quieter one, "
+              "or with more --rounds)")
+
+
+def describe_drift(report: dict) -> str | None:
+    """How fast the machine ran now against the table's scan, and the agreement once the
+    measurements are put on the table's speed."""
+    drift, d = report.get("machine_drift"), report.get("drift_corrected")
+    if not drift or not d:
+        return None
+    if drift.get("source") == "drift reference":
+        k = drift["key"]
+        what = (f"the drift reference (conv {k['c_in']}->{k['c_out']} at {k['in_h']}px) read "
+                f"{drift['now_ms']:.3f} ms now, {drift['level_ms']:.3f} ms for the table's rows")
+        how = "put on the table's speed by the reading beside each variant"
+    else:
+        what = (f"the unpruned model ran {drift['original_now_ms']:.3f} ms now, "
+                f"{drift['reference_at_profiling_ms']:.3f} ms while the LUT was measured")
+        how = "scaled by that factor"
+    return (f"machine speed: {what} (x{drift['factor']:.2f}); {how}, the estimate gives R2 "
+            f"identity {d['r2_identity']:.3f}, MAPE {100 * d['mape']:.1f}%")
 
 
 _MODEL_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ckpt"}  # as zoo.resolve_model reads them

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from luts.lookup import STATS
 from profiler.coupling import Dimension
+from profiler.drift import DriftReference
 from profiler.keyspace import Trace, channel_grid
 from profiler.timing import TimingConfig, time_model
 from zoo.models import shrink_to
@@ -71,18 +72,34 @@ def build_variant(model: nn.Module, trace: Trace, dims: list[Dimension], channel
 
 
 def measure_interleaved(nets: dict, x: torch.Tensor, tc: TimingConfig, rounds: int,
-                        progress: bool = True) -> tuple[dict, dict]:
+                        progress: bool = True, reference: DriftReference | None = None
+                        ) -> tuple[dict, dict]:
     """Every net timed end to end in ``rounds`` interleaved passes, so a slow drift of the
-    machine hits all alike. Returns ({tag: {stat: [per round]}}, {tag: [std per round]})."""
-    samples = {tag: {s: [] for s in STATS} for tag in nets}
+    machine hits all alike. Returns ({tag: {stat: [per round]}}, {tag: [std per round]}).
+
+    With a ``reference`` (the table's drift key), it is read just before each net, and
+    the readings are returned per net and round under the stat ``"ref_ms"``.
+    """
+    samples = {tag: {s: [] for s in (*STATS, "ref_ms")} for tag in nets}
     stds: dict = {tag: [] for tag in nets}
     bar = tqdm(total=len(nets) * rounds, unit="net", disable=not progress)
     with torch.inference_mode(), bar:
         for _ in range(rounds):
             for tag, net in nets.items():
+                samples[tag]["ref_ms"].append(reference.read() if reference else float("nan"))
                 st = time_model(net, x, tc)
                 for s in STATS:
                     samples[tag][s].append(getattr(st, s))
                 stds[tag].append(st.std_ms)
                 bar.update()
     return samples, stds
+
+
+def on_table_speed(samples: dict, stat: str, level_ms: float | None) -> list[float]:
+    """One net's per-round ``stat`` put on the table's speed: x level / the reading taken
+    beside it (``profiler.drift``); as measured without a level or readings."""
+    values = np.asarray(samples[stat], dtype=float)
+    refs = np.asarray(samples.get("ref_ms", [np.nan] * len(values)), dtype=float)
+    if level_ms is None or not np.isfinite(refs).all():
+        return list(values)
+    return list(values * level_ms / refs)

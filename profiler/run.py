@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from profiler.device import cache_bytes, describe_device
+from profiler.drift import DriftReference, choose_reference, reference_config
 from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
 from profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
 from profiler.store import PartStore
@@ -65,6 +66,9 @@ class ProfileResult:
     wall_seconds: float
     device_seconds: float  # sum of per-key timing time, warm-up and all algorithms included
     merged: Path | None = None
+    # wall seconds per stage: setup (model, trace, earlier work), pilot, reference (the
+    # whole model before and after), scan (keys and drift readings), finalize
+    stages: dict = field(default_factory=dict)
 
     @property
     def keys_per_second(self) -> float:
@@ -230,6 +234,14 @@ def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Tr
 def profile_model(cfg: ProfileConfig) -> ProfileResult:
     """Measure every missing key of ``cfg.model``'s scan grid and write the LUT."""
     t_start = time.perf_counter()  # the time budget counts set-up and pilot too
+    stages: dict[str, float] = {}
+    clock = [t_start]
+
+    def lap(name: str) -> None:
+        now = time.perf_counter()
+        stages[name] = stages.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     tc = cfg.timing.validate()
     shard = cfg.shard or shard_from_env()
     distributed = cfg.shard is None and shard is not None
@@ -266,7 +278,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
     try:
+        lap("setup")
         eta = estimate_seconds(trace, todo, tc) if todo else 0.0
+        lap("pilot")
         where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
         _log(f"{resolved.name} @ {input_size}px, step {cfg.step}{where}: {len(trace.layers)} "
              f"layers, {len(keys)} keys in the grid, {len(keys) - len(missing)} already measured, "
@@ -282,6 +296,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                 f"{name} x{n}" for name, n in trace.unmodelled.most_common()), show)
         reference = _Reference(resolved.module, resolved.in_channels, input_size, tc) \
             if todo else None
+        lap("reference")
+        drift = _drift_reference(store, trace, tc) if todo else None
         t0 = time.perf_counter()
         device_seconds = 0.0
         measured = 0
@@ -292,22 +308,38 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                     _log(f"time budget of {cfg.max_seconds:.0f} s spent: stopping", show)
                     break
                 bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
+                ref_ms = drift.current() if drift else float("nan")
                 stats = measure_key(key, tc)
-                store.add(key, stats.as_dict())
+                store.add(key, {**stats.as_dict(), "ref_ms": ref_ms})
                 device_seconds += stats.seconds
                 measured += 1
                 bar.update()
+        if drift and measured:
+            drift.read()  # the speed at the end, as the whole-model reference has it
+            store.meta["drift"] = drift.summary()
         wall = time.perf_counter() - t0
+        lap("scan")
         if reference:
             store.meta["reference"] = reference.finish(resolved.name)
+        lap("reference")
     finally:
         torch.set_num_threads(old_threads)
     store.compact()
     if measured == len(missing):  # complete: fold the parts into the output file
         store.finalize()
     merged = _merge_ranks(out, shard) if distributed else None
+    lap("finalize")
     return ProfileResult(target, len(keys), len(keys) - len(missing), measured,
-                         len(missing) - measured, wall, device_seconds, merged)
+                         len(missing) - measured, wall, device_seconds, merged, stages)
+
+
+def _drift_reference(store: PartStore, trace: Trace, tc: TimingConfig) -> DriftReference | None:
+    """The key whose readings track the machine's speed through the scan: the one an
+    existing table already used (its rows' readings must stay comparable), else the
+    model's own choice (``profiler.drift.choose_reference``)."""
+    prior = (store.existing_meta or {}).get("drift") or {}
+    key = OpKey(**prior["key"]) if prior.get("key") else choose_reference(trace)
+    return DriftReference(key, reference_config(tc)) if key else None
 
 
 class _Reference:

@@ -63,6 +63,11 @@ class PartStore:
             atomic_write_bytes(manifest, lambda f: f.write(json.dumps(self.meta, indent=1).encode()))
         return done
 
+    @property
+    def existing_meta(self) -> dict | None:
+        """The metadata of the output file this run adds to (after ``open``), if any."""
+        return self._existing_meta
+
     def _read_parts(self) -> pd.DataFrame:
         frames = []
         for p in sorted(self.dir.glob("*.parquet")):

@@ -32,9 +32,14 @@ SCHEMA = pa.schema(
     + [("bias", pa.bool_()), ("inplace", pa.bool_())]
     + [("mean_ms", pa.float64()), ("median_ms", pa.float64()), ("min_ms", pa.float64()),
        ("std_ms", pa.float64()), ("reps", pa.int32()), ("ci95_rel", pa.float64()),
-       ("converged", pa.bool_()), ("algo", pa.string()), ("seconds", pa.float64())]
+       ("converged", pa.bool_()), ("algo", pa.string()), ("seconds", pa.float64()),
+       # the drift reference's reading when the row was measured (profiler.drift)
+       ("ref_ms", pa.float64())]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
+# Columns a table may lack (written before they existed, or by a run without them): read
+# as NaN. Still schema version 1: an older hwprune reading a newer table ignores them.
+OPTIONAL_COLUMNS: tuple[str, ...] = ("ref_ms",)
 
 
 class LutError(ValueError):
@@ -47,6 +52,7 @@ def now_iso() -> str:
 
 def to_arrow(rows: pd.DataFrame | Sequence[dict], meta: dict) -> pa.Table:
     df = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows), columns=COLUMNS)
+    df = _with_optional(df)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise LutError(f"rows lack columns {missing}")
@@ -79,7 +85,7 @@ def read_meta(path: str | os.PathLike) -> dict:
     if version != SCHEMA_VERSION:
         raise LutError(f"{path}: LUT schema version {version!r}; this hwprune reads "
                        f"version {SCHEMA_VERSION}")
-    missing = [c for c in COLUMNS if c not in schema.names]
+    missing = [c for c in COLUMNS if c not in schema.names and c not in OPTIONAL_COLUMNS]
     if missing:
         raise LutError(f"{path}: LUT lacks columns {', '.join(missing)}")
     return meta
@@ -92,7 +98,12 @@ def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
         df = pq.read_table(path).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise LutError(f"{path}: cannot read LUT rows ({exc})") from None
-    return df, meta
+    return _with_optional(df), meta
+
+
+def _with_optional(df: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in OPTIONAL_COLUMNS if c not in df.columns]
+    return df.assign(**{c: float("nan") for c in missing}) if missing else df
 
 
 def identity_of(meta: dict) -> dict:
@@ -147,6 +158,10 @@ def merge_meta(metas: Sequence[dict]) -> dict:
     merged["created"] = min(m.get("created", now_iso()) for m in metas)
     merged["updated"] = now_iso()
     merged["hosts"] = sorted({h for m in metas for h in m.get("hosts", [m.get("host")]) if h})
+    # Readings of different reference keys (profiler.drift) are on different scales: the
+    # joined rows cannot be put on one machine speed, and are then used as measured.
+    if len({json.dumps((m.get("drift") or {}).get("key"), sort_keys=True) for m in metas}) > 1:
+        merged.pop("drift", None)
     return merged
 
 

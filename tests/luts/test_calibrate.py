@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from hwprune.cli import cli
 from luts import (CalibrateConfig, LatencyModel, Lut, LutError, TooFewVariants, build_variant,
                   calibrate, estimate, fit_calibration)
+from luts.lookup import DEFAULT_STAT
 from profiler import read_lut, trace_model, write_lut
 from profiler.coupling import dimensions
 from zoo import build_demo
@@ -74,7 +75,7 @@ def test_calibrate_then_validate_leaves_out_the_calibration_variants(demo_lut, t
     report = json.loads((out / "report.json").read_text())
     variants = pd.read_csv(out / "variants.csv")
     shared = int(variants["in_calibration"].sum())
-    f = cal["fits"]["mean_ms"]
+    f = cal["fits"][DEFAULT_STAT]
     # 4 variants at 5 repetitions: whether the fit beats the plain sum on held-out variants
     # is up to this machine's noise; each outcome must be reported as what it is.
     if f["applied"]:
@@ -105,7 +106,7 @@ def test_profile_calibrates_a_complete_table_and_not_a_partial_one(tmp_path):
     assert len(cal["variants"]) == 3
     # 3 variants check the proportional form by leave-one-out; at 3 repetitions per key
     # it may lose to the plain sum, and is then stored but not applied.
-    fit = cal["fits"]["mean_ms"]
+    fit = cal["fits"][DEFAULT_STAT]
     assert fit["form"] == "proportional" and fit["holdout_mape"] is not None
     assert (Lut.load(whole).calibration is not None) == fit["applied"]
 

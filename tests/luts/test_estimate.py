@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from luts import LatencyModel, Lut, LutError, LutMissError, build_variant, estimate
+from luts.lookup import DEFAULT_STAT, drift_factors
 from profiler import OpKey, read_lut, trace_model, write_lut
 from profiler.coupling import dimensions
 from profiler.keyspace import KEY_FIELDS
@@ -15,18 +16,23 @@ META = {"device_kind": "cpu", "device_name": "Test CPU", "dtype": "fp32", "batch
 
 
 def _rows(keys_ms):
-    stats = {"median_ms": 0.0, "min_ms": 0.0, "std_ms": 0.0, "reps": 5, "ci95_rel": 0.0,
-             "converged": True, "algo": "x", "seconds": 0.0}
-    return pd.DataFrame([{**k.as_dict(), "mean_ms": ms, **stats} for k, ms in keys_ms])
+    stats = {"std_ms": 0.0, "reps": 5, "ci95_rel": 0.0, "converged": True, "algo": "x",
+             "seconds": 0.0}
+    return pd.DataFrame([{**k.as_dict(), "mean_ms": ms, "median_ms": ms, "min_ms": ms, **stats}
+                         for k, ms in keys_ms])
 
 
 def test_estimate_of_a_profiled_model_is_the_sum_of_its_rows(demo_lut):
     lut = Lut.load(demo_lut)
     net = build_demo()
     est = estimate(net, lut, 32, 1, strict=True)
-    rows, _ = read_lut(demo_lut)
+    rows, meta = read_lut(demo_lut)
+    # each row put on the table's speed by its drift reading (profiler.drift)
+    factors = drift_factors(rows, meta)
+    assert factors is not None and np.isfinite(factors).all()
+    rows = rows.assign(ms=rows[DEFAULT_STAT] * factors)
     keys = pd.DataFrame([r.key.as_dict() for r in trace_model(net, 32, 1).layers])
-    by_hand = keys.merge(rows, on=list(KEY_FIELDS), how="left")["mean_ms"]
+    by_hand = keys.merge(rows, on=list(KEY_FIELDS), how="left")["ms"]
     assert not by_hand.isna().any()
     assert est.total_ms == pytest.approx(by_hand.sum(), rel=1e-12)
     assert est.interpolated == 0 and 0 < est.conv_ms < est.total_ms

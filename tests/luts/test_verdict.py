@@ -90,10 +90,12 @@ def test_lut_validate_warns_when_its_rounds_varied(demo_lut, tmp_path, monkeypat
     from hwprune.cli import cli
     from luts.lookup import STATS
 
-    def noisy(nets, x, tc, rounds, progress=True):  # variant j: (1 + j), then 30% slower
+    def noisy(nets, x, tc, rounds, progress=True, reference=None):
+        # variant j: (1 + j), then 30% slower; no drift readings
         times = {tag: [(1.0 + j) * (1 + 0.3 * (i % 2)) for i in range(rounds)]
                  for j, tag in enumerate(nets)}
-        return ({tag: {s: list(times[tag]) for s in STATS} for tag in nets},
+        return ({tag: {**{s: list(times[tag]) for s in STATS}, "ref_ms": [float("nan")] * rounds}
+                 for tag in nets},
                 {tag: [0.01] * rounds for tag in nets})
 
     # the module (the package's `validate` attribute is the function of the same name)

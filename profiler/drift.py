@@ -1,0 +1,84 @@
+"""How fast the machine is running right now: one reference key re-timed through a scan.
+
+A shared VM's speed moves while a table is measured: on the 2-core dev VM the demo
+network measured 3.09 ms before a 28 s scan and 3.45 ms after it (2026-11-29, two other
+jobs running), so keys timed late in the scan were stored about 11% slower than keys
+timed early, and every variant's operator sum carried a share of that. The scan is
+shuffled, so the drift does not bias whole layers, but it does make sums noisy.
+
+``DriftReference`` re-times one fixed key of the model (a short, fixed protocol) every
+``every_s`` seconds of the scan, and each row stores the reading in force when it was
+measured (``ref_ms``). Rows keep what was measured; ``luts`` scales each row by the
+table's median reading over its own, so all rows speak for one machine speed. The
+calibration and the validation time the same key between the networks they measure, so
+their measurements can be put on that same speed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from profiler.keyspace import CONV, OpKey, Trace
+from profiler.timing import TimingConfig, measure_key
+
+# One reading: 3 warm-up calls and 15 timed, the median kept. Fixed, not adaptive: a
+# reading must cost the same at every moment, or slow moments would be read longer.
+REF_WARMUP, REF_REPS = 3, 15
+# The reference should be timed well by 15 calls and cost little read every 2 s: the
+# largest of the model's convs up to 30 million multiply-adds (about 0.2-1 ms on one CPU
+# thread). Chosen from the model alone, so shards and resumed runs agree on it.
+REF_MAX_MACS = 30_000_000
+
+
+def reference_config(tc: TimingConfig) -> TimingConfig:
+    return TimingConfig(**{**tc.__dict__, "warmup": REF_WARMUP, "min_reps": REF_REPS,
+                           "max_reps": REF_REPS, "rel_ci": 0.0, "max_seconds": 5.0}).validate()
+
+
+def _macs(k: OpKey) -> int:
+    return (k.c_in // k.groups) * k.c_out * k.kernel_h * k.kernel_w * \
+        -(-k.in_h // k.stride_h) * -(-k.in_w // k.stride_w)
+
+
+def choose_reference(trace: Trace) -> OpKey | None:
+    """The largest conv of the model within ``REF_MAX_MACS`` (else its smallest conv);
+    None for a model without convs."""
+    convs = sorted({r.key for r in trace.layers if r.key.op == CONV},
+                   key=lambda k: (_macs(k), k.digest()))
+    if not convs:
+        return None
+    within = [k for k in convs if _macs(k) <= REF_MAX_MACS]
+    return within[-1] if within else convs[0]
+
+
+@dataclass
+class DriftReference:
+    """Readings of one key through a run; ``current()`` takes a new one when one is due."""
+
+    key: OpKey
+    cfg: TimingConfig
+    every_s: float = 2.0
+    readings: list[tuple[float, float]] = field(default_factory=list)  # (time, median ms)
+
+    def read(self) -> float:
+        ms = measure_key(self.key, self.cfg).median_ms
+        self.readings.append((time.perf_counter(), ms))
+        return ms
+
+    def current(self) -> float:
+        if not self.readings or time.perf_counter() - self.readings[-1][0] >= self.every_s:
+            return self.read()
+        return self.readings[-1][1]
+
+    def summary(self) -> dict:
+        ms = np.array([r[1] for r in self.readings]) if self.readings else np.array([np.nan])
+        return {"key": self.key.as_dict(), "every_s": self.every_s, "readings": len(self.readings),
+                "warmup": self.cfg.warmup, "reps": self.cfg.max_reps, "stat": "median_ms",
+                "median_ms": float(np.median(ms)), "min_ms": float(ms.min()),
+                "max_ms": float(ms.max()), "range": float(ms.max() / ms.min())}
+
+
+__all__ = ["DriftReference", "choose_reference", "reference_config", "REF_TARGET_S"]

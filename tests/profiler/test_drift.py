@@ -1,0 +1,110 @@
+"""The drift reference: chosen from the model alone, read through a scan, stored per row,
+and used by ``luts`` to put every row (and calibration/validation measurements) on one
+machine speed."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from luts import Lut, estimate
+from luts.lookup import DEFAULT_STAT, drift_factors
+from luts.variants import on_table_speed
+from profiler import ProfileConfig, TimingConfig, profile_model, read_lut, trace_model, write_lut
+from profiler.drift import REF_MAX_MACS, _macs, choose_reference
+from profiler.table import merge_luts
+from zoo import build_demo
+
+
+def test_the_reference_is_the_largest_conv_within_the_budget_and_the_same_every_time():
+    trace = trace_model(build_demo(), 32, 1)
+    key = choose_reference(trace)
+    convs = {r.key for r in trace.layers if r.key.op == "conv2d"}
+    assert key in convs and _macs(key) <= REF_MAX_MACS
+    assert all(_macs(k) <= _macs(key) for k in convs if _macs(k) <= REF_MAX_MACS)
+    assert choose_reference(trace_model(build_demo(), 32, 1)) == key  # shards and resumes agree
+
+
+def test_a_scan_stores_a_reading_beside_every_row(demo_lut):
+    rows, meta = read_lut(demo_lut)
+    d = meta["drift"]
+    assert d["readings"] >= 2 and d["min_ms"] <= d["median_ms"] <= d["max_ms"]
+    assert rows["ref_ms"].notna().all() and (rows["ref_ms"] > 0).all()
+    assert Lut.load(demo_lut).drift_level_ms == pytest.approx(float(rows["ref_ms"].median()))
+
+
+def _slowed(rows: pd.DataFrame, half: np.ndarray, factor: float) -> pd.DataFrame:
+    """Rows as a machine running ``factor`` times slower for ``half`` would have stored them."""
+    out = rows.copy()
+    for col in ("mean_ms", "median_ms", "min_ms", "ref_ms"):
+        out.loc[half, col] = out.loc[half, col] * factor
+    return out
+
+
+def test_rows_timed_while_the_machine_ran_slow_are_put_back_on_its_usual_speed(demo_lut,
+                                                                               tmp_path):
+    rows, meta = read_lut(demo_lut)
+    rows["ref_ms"] = 0.4  # a steady machine: every row at the same speed
+    write_lut(rows, meta, tmp_path / "steady.parquet")
+    half = np.arange(len(rows)) % 2 == 0
+    write_lut(_slowed(rows, half, 1.3), meta, tmp_path / "drifted.parquet")
+    net = build_demo()
+    steady = estimate(net, Lut.load(tmp_path / "steady.parquet"), 32, 1).total_ms
+    drifted = Lut.load(tmp_path / "drifted.parquet")
+    # every row ends on one speed: the median reading's (between the halves' 0.4 and 0.52)
+    level = drifted.drift_level_ms
+    assert 0.4 <= level <= 0.52
+    assert estimate(net, drifted, 32, 1).total_ms == pytest.approx(steady * level / 0.4,
+                                                                  rel=1e-9)
+    # without the readings the same rows would have been summed as measured
+    plain = _slowed(rows, half, 1.3).assign(ref_ms=np.nan)
+    write_lut(plain, meta, tmp_path / "plain.parquet")
+    assert Lut.load(tmp_path / "plain.parquet").drift_level_ms is None
+    as_measured = estimate(net, Lut.load(tmp_path / "plain.parquet"), 32, 1).total_ms
+    assert as_measured != pytest.approx(steady, rel=1e-3)
+
+
+def test_joining_tables_of_different_references_uses_rows_as_measured(demo_lut, tmp_path):
+    rows, meta = read_lut(demo_lut)
+    a, b = rows.iloc[::2], rows.iloc[1::2]
+    other = {**meta, "drift": {**meta["drift"], "key": {**meta["drift"]["key"], "c_out": 7}}}
+    write_lut(a, meta, tmp_path / "a.parquet")
+    write_lut(b, other, tmp_path / "b.parquet")
+    merged = read_lut(merge_luts([tmp_path / "a.parquet", tmp_path / "b.parquet"],
+                                 tmp_path / "m.parquet"))
+    assert "drift" not in merged[1]
+    assert drift_factors(*merged) is None
+    write_lut(b, meta, tmp_path / "b2.parquet")  # the same reference: kept
+    same = read_lut(merge_luts([tmp_path / "a.parquet", tmp_path / "b2.parquet"],
+                               tmp_path / "m2.parquet"))
+    assert same[1]["drift"]["key"] == meta["drift"]["key"] and drift_factors(*same) is not None
+
+
+def test_a_table_of_an_older_hwprune_without_readings_still_loads(demo_lut, tmp_path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(demo_lut)
+    pq.write_table(table.drop(["ref_ms"]), tmp_path / "old.parquet")
+    rows, meta = read_lut(tmp_path / "old.parquet")
+    assert rows["ref_ms"].isna().all() and Lut.load(tmp_path / "old.parquet").drift_level_ms is None
+    assert estimate(build_demo(), Lut.load(tmp_path / "old.parquet"), 32, 1).total_ms > 0
+
+
+def test_measurements_are_put_on_the_table_speed_by_the_reading_beside_them():
+    samples = {DEFAULT_STAT: [2.0, 2.6], "ref_ms": [0.4, 0.52]}  # the second round 30% slow
+    assert on_table_speed(samples, DEFAULT_STAT, 0.4) == pytest.approx([2.0, 2.0])
+    assert on_table_speed(samples, DEFAULT_STAT, None) == [2.0, 2.6]
+    assert on_table_speed({DEFAULT_STAT: [2.0], "ref_ms": [float("nan")]}, DEFAULT_STAT,
+                          0.4) == [2.0]
+
+
+def test_a_resumed_scan_keeps_its_reference(tmp_path):
+    out = tmp_path / "t.parquet"
+    tc = dict(max_reps=3, warmup=1, threads=1)
+    profile_model(ProfileConfig("demo", out, step=64, max_keys=5, progress=False,
+                                timing=TimingConfig(**tc)))
+    r = profile_model(ProfileConfig("demo", out, step=64, progress=False,
+                                    timing=TimingConfig(**tc)))
+    rows, meta = read_lut(out)
+    assert r.keys_left == 0 and rows["ref_ms"].notna().all()
+    assert meta["drift"]["key"] == choose_reference(trace_model(build_demo(), 32, 1)).as_dict()
+    assert set(r.stages) >= {"setup", "pilot", "reference", "scan", "finalize"}
