@@ -123,6 +123,8 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
                f"({r.keys_per_second:.1f} keys/s, {r.device_seconds:.1f} device-s), "
                f"{r.keys_before} already there, {r.keys_total} in the grid"
                + (f", {r.keys_left} left (rerun to continue)" if r.keys_left else ""))
+    if r.stages:
+        click.echo("seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in r.stages.items()))
     if r.merged:
         click.echo(f"rank 0 merged all shards into {r.merged}")
     whole = not r.keys_left and not layers and for_validation is None and \
@@ -153,7 +155,7 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
     click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
                f"{describe_fit(f)} (R2 {f['r2']:.3f}, in-sample MAPE "
                f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}; "
-               f"{describe_holdout(f)}")
+               f"{describe_holdout(f)}; {cal['seconds']:.0f} s (budget {cal['budget_s']:.0f} s)")
 
 
 @cli.group()

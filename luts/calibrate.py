@@ -19,6 +19,7 @@ channel counts are stored so that validation can leave out any it happens to sha
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,15 +53,26 @@ class CalibrateConfig:
     rounds: int = 3              # interleaved passes over the variants
     max_reps: int = 1000
     progress: bool = True
+    # Seconds of end-to-end measurement in all; None: as long as the table's own scan took
+    # (its rows' device seconds), at least 5 and at most 60 (calibration_budget).
+    budget_s: float | None = None
+
+
+def calibration_budget(rows_seconds: float) -> float:
+    """A calibration costs no more than the scan it calibrates, within [5, 60] s."""
+    return min(60.0, max(5.0, rows_seconds))
 
 
 def calibrate(cfg: CalibrateConfig) -> dict:
     """Measure ``cfg.samples`` pruned variants, fit, and store the calibration in the LUT."""
+    t0 = time.perf_counter()
     raw = Lut.load(cfg.lut)
     raw.meta.pop("calibration", None)  # the fit is always against the plain operator sums
     if any(s.get("keys") for s in raw.meta.get("sources", [])):
         raise LutError(f"LUT {cfg.lut} holds only listed keys (`--for-validation`): calibrate "
                        f"a table that covers the model's whole grid")
+    budget = cfg.budget_s if cfg.budget_s is not None else \
+        calibration_budget(float(raw.rows["seconds"].sum()))
     tc = timing_of(raw, cfg.max_reps)
     resolved = resolve_model(cfg.model)
     size = cfg.input_size or next((s["input_size"] for s in raw.meta.get("sources", [])
@@ -83,6 +95,10 @@ def calibrate(cfg: CalibrateConfig) -> dict:
             sums[s].append(estimate_trace(vt, table).total_ms)
         n_ops = len(vt.layers)
         nets[" ".join(map(str, plan.channels))] = prepare_model(net, tc)
+    # What is left of the budget after building the variants, shared by every measurement,
+    # caps each one's adaptive repetitions (which usually stop sooner, at the median's 1% CI).
+    left = budget - (time.perf_counter() - t0)
+    tc.max_seconds = max(0.2, left / (len(nets) * cfg.rounds) - 0.1)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
     # The variants are put on the speed the table's rows were put on (profiler.drift), so
@@ -100,6 +116,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         y = np.array([np.median(on_table_speed(samples[t], s, level)) for t in nets])
         fits[s] = choose_calibration(x, y, n_ops)
     result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
+              "budget_s": budget, "seconds": time.perf_counter() - t0,
               "measured": now_iso(), "variants": list(nets), "fits": fits,
               "stat": DEFAULT_STAT, "operator_sum_ms": sums[DEFAULT_STAT],
               "measured_ms": [float(np.median(on_table_speed(samples[t], DEFAULT_STAT, level)))

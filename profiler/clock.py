@@ -65,7 +65,11 @@ class TimingConfig:
     warmup: int = 10
     min_reps: int = 20
     max_reps: int = 1000
-    rel_ci: float = 0.01         # stop when the 95% CI half-width <= 1% of the mean
+    rel_ci: float = 0.01         # stop when the 95% CI half-width <= 1% of the statistic
+    # The statistic whose CI decides when to stop: "median" (what tables sum by default,
+    # luts.lookup.DEFAULT_STAT) or "mean" (the paper's). One burst on a shared machine
+    # widens the mean's CI for hundreds of calls; the median's barely moves.
+    ci_of: str = "median"
     max_seconds: float = 20.0    # per key and algorithm: a noisy key cannot stall a run
     graph_unroll: int = 10
     # Bytes the weights of each timed op must exceed, by rotating copies of them, so that
@@ -83,6 +87,8 @@ class TimingConfig:
             raise TimingError(f"unknown timing mode '{self.mode}' (choose {', '.join(MODES)})")
         if self.mode == "graph" and self.device != "cuda":
             raise TimingError("graph timing mode needs --device cuda")
+        if self.ci_of not in ("mean", "median"):
+            raise TimingError(f"ci_of must be mean or median, not '{self.ci_of}'")
         if self.algos not in ALGOS:
             raise TimingError(f"unknown algos '{self.algos}' (choose {', '.join(ALGOS)})")
         if self.algos == "all" and self.device == "cuda":
@@ -119,17 +125,36 @@ class Stats:
         return asdict(self)
 
 
-def summarize(times_ms: np.ndarray, algo: str, seconds: float, rel_ci: float) -> Stats:
+def ci95_rel(times_ms: np.ndarray, of: str = "median") -> float:
+    """Half-width of the 95% CI of the mean or of the median, relative to it.
+
+    The median's is distribution-free: the order statistics k and n-1-k with
+    k = floor((n - 1.96 sqrt(n)) / 2), the normal approximation of the sign test.
+    """
+    n = len(times_ms)
+    if n < 2:
+        return math.inf
+    if of == "mean":
+        centre, half = float(times_ms.mean()), 1.96 * float(times_ms.std(ddof=1)) / math.sqrt(n)
+    else:
+        s = np.sort(times_ms)
+        k = max(0, int(math.floor((n - 1.96 * math.sqrt(n)) / 2)))
+        centre, half = float(np.median(s)), (float(s[n - 1 - k]) - float(s[k])) / 2
+    return half / centre if centre > 0 else math.inf
+
+
+def summarize(times_ms: np.ndarray, algo: str, seconds: float, rel_ci: float,
+              ci_of: str = "median") -> Stats:
     n = len(times_ms)
     mean = float(times_ms.mean())
     std = float(times_ms.std(ddof=1)) if n > 1 else 0.0
-    ci = 1.96 * std / math.sqrt(n) / mean if mean > 0 else math.inf
+    ci = ci95_rel(times_ms, ci_of)
     return Stats(mean, float(np.median(times_ms)), float(times_ms.min()), std, n, ci,
                  ci <= rel_ci, algo, seconds)
 
 
 def adaptive(sample: Callable[[int], list[float]], cfg: TimingConfig) -> tuple[np.ndarray, bool]:
-    """Draw chunks of samples until the 95% CI of the mean is within ``rel_ci``."""
+    """Draw chunks of samples until the 95% CI of ``cfg.ci_of`` is within ``rel_ci``."""
     times: list[float] = []
     start = time.perf_counter()
     chunk = cfg.min_reps
@@ -137,14 +162,20 @@ def adaptive(sample: Callable[[int], list[float]], cfg: TimingConfig) -> tuple[n
         times.extend(sample(min(chunk, cfg.max_reps - len(times))))
         arr = np.asarray(times)
         n = len(arr)
-        half = 1.96 * arr.std(ddof=1) / math.sqrt(n)
-        if half <= cfg.rel_ci * arr.mean():
+        ci = ci95_rel(arr, cfg.ci_of)
+        if ci <= cfg.rel_ci:
             return arr, True
-        if n >= cfg.max_reps or time.perf_counter() - start > cfg.max_seconds:
+        spent = time.perf_counter() - start
+        if n >= cfg.max_reps or spent > cfg.max_seconds:
             return arr, False
-        # The CI shrinks as 1/sqrt(n): ask for roughly what should be enough, at least 10 more.
-        need = n * (half / (cfg.rel_ci * arr.mean())) ** 2
-        chunk = int(min(max(10, need - n), cfg.max_reps - n))
+        # Either CI shrinks as 1/sqrt(n): ask for roughly what should be enough, at least 10,
+        # but no more than fit in the time left (a chunk is not interrupted: an unbounded
+        # one let a 0.5 s budget run for 15 s on a busy VM).
+        need = n * (ci / cfg.rel_ci) ** 2 if math.isfinite(ci) else 2 * n
+        fit = (cfg.max_seconds - spent) / max(spent / n, 1e-9)
+        chunk = int(min(max(10, need - n), fit, cfg.max_reps - n))
+        if chunk < 1:
+            return arr, False
 
 
 def _cpu_sampler(fn: Callable[[], object]) -> Callable[[int], list[float]]:
@@ -226,7 +257,7 @@ def time_callable(fn: Callable[[], object], cfg: TimingConfig, algo: str = "auto
         for _ in range(cfg.warmup):
             fn()
         times, _ = adaptive(sample, cfg)
-        return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci)
+        return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci, cfg.ci_of)
     if stream is not None:
         stream.wait_stream(torch.cuda.current_stream())  # inputs were made on the caller's
     with torch.cuda.stream(stream):  # a no-op for None
@@ -240,8 +271,8 @@ def time_callable(fn: Callable[[], object], cfg: TimingConfig, algo: str = "auto
             sample = _cuda_sampler(fn)
             sample(cfg.warmup)
         times, _ = adaptive(sample, cfg)
-    return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci)
+    return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci, cfg.ci_of)
 
 
-__all__ = ["DEVICES", "MODES", "ALGOS", "TimingError", "TimingConfig", "Stats", "summarize",
+__all__ = ["DEVICES", "MODES", "ALGOS", "TimingError", "TimingConfig", "Stats", "summarize", "ci95_rel",
            "adaptive", "graph_calls", "time_callable", "cudnn_frontend"]

@@ -148,6 +148,9 @@ def _work_ratio(small: OpKey, big: OpKey) -> float:
     return small.c_in / max(1, big.c_in)
 
 
+PILOT_REPS = 5
+
+
 @dataclass
 class Pilot:
     """One layer config timed at full size, for the ETA."""
@@ -172,7 +175,10 @@ def pilot_configs(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> dic
             t_build = time.perf_counter()
             fn = build_op(rec.key, cfg.batch, cfg.dtype, cfg.device, cfg.channels_last, copies)
             t_build = time.perf_counter() - t_build
-            probe = TimingConfig(**{**cfg.__dict__, "warmup": 2, "max_reps": cfg.min_reps})
+            # An ETA needs the order of magnitude, not 1%: a few calls per config keep the
+            # pilot to seconds before the first key even for a 224 px resnet50.
+            probe = TimingConfig(**{**cfg.__dict__, "warmup": 1, "min_reps": PILOT_REPS,
+                                    "max_reps": PILOT_REPS})
             s = time_callable(fn, probe.validate(), copies=copies)
             pilot[conf] = Pilot(rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12),
                                 t_build, algorithm_count(rec.key, cfg))
@@ -217,7 +223,7 @@ def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Tr
               device_index: int) -> dict:
     tc = cfg.timing
     info = describe_device(tc.device, device_index)
-    protocol = {k: getattr(tc, k) for k in ("warmup", "min_reps", "max_reps", "rel_ci",
+    protocol = {k: getattr(tc, k) for k in ("warmup", "min_reps", "max_reps", "rel_ci", "ci_of",
                                              "max_seconds", "graph_unroll")}
     # Tables from before this rule captured graph_unroll calls whatever the weight copies;
     # `lut info` tells them apart by this entry.
@@ -294,8 +300,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         if trace.unmodelled:
             _log("not timed (no LUT operator for them): " + ", ".join(
                 f"{name} x{n}" for name, n in trace.unmodelled.most_common()), show)
-        reference = _Reference(resolved.module, resolved.in_channels, input_size, tc) \
-            if todo else None
+        reference = _Reference(resolved.module, resolved.in_channels, input_size, tc,
+                               reference_seconds(eta)) if todo else None
         lap("reference")
         drift = _drift_reference(store, trace, tc) if todo else None
         t0 = time.perf_counter()
@@ -342,14 +348,22 @@ def _drift_reference(store: PartStore, trace: Trace, tc: TimingConfig) -> DriftR
     return DriftReference(key, reference_config(tc)) if key else None
 
 
+def reference_seconds(eta_s: float) -> float:
+    """Time for each of the two whole-model references: 2% of the scan's ETA, between
+    0.5 and 5 s, so a 40-key run does not spend 40 s on its yardstick."""
+    return min(5.0, max(0.5, 0.02 * eta_s))
+
+
 class _Reference:
     """The whole model timed end to end before and after the scan: how much the machine's
     speed moved while the table was measured, and a yardstick for later validation."""
 
-    def __init__(self, module, in_channels: int, size: int, tc: TimingConfig) -> None:
+    def __init__(self, module, in_channels: int, size: int, tc: TimingConfig,
+                 seconds: float) -> None:
         import copy
 
-        self.cfg = TimingConfig(**{**tc.__dict__, "cold_bytes": 0})
+        self.cfg = TimingConfig(**{**tc.__dict__, "cold_bytes": 0, "warmup": 3,
+                                   "min_reps": 10, "max_seconds": seconds})
         self.net = prepare_model(copy.deepcopy(module), self.cfg)
         self.x = model_input(self.cfg, in_channels, size)
         self.size = size

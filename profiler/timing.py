@@ -81,13 +81,14 @@ def algorithm_count(key: OpKey, cfg: TimingConfig) -> int:
 
 
 def measure_key(key: OpKey, cfg: TimingConfig) -> Stats:
-    """Time one key; with ``algos='all'``, every algorithm, keeping the fastest by mean."""
+    """Time one key; with ``algos='all'``, every algorithm, keeping the fastest by median
+    (one burst during one algorithm's timing must not decide which is kept)."""
     t0 = time.perf_counter()
     copies = weight_copies(key, cfg.dtype, cfg.cold_bytes)
     with torch.inference_mode(), cudnn_benchmark():
         if cfg.device == "cuda":
             if cfg.algos == "all" and key.op == CONV:
-                best = min(time_conv_engines(key, cfg), key=lambda s: s.mean_ms)
+                best = min(time_conv_engines(key, cfg), key=lambda s: s.median_ms)
             else:
                 fn = build_op(key, cfg.batch, cfg.dtype, "cuda", cfg.channels_last, copies)
                 best = time_callable(fn, cfg, "cudnn-benchmark" if key.op == CONV else "default",
@@ -99,7 +100,7 @@ def measure_key(key: OpKey, cfg: TimingConfig) -> Stats:
                 with ctx:
                     fn = build_op(key, cfg.batch, cfg.dtype, "cpu", cfg.channels_last, copies)
                     candidates.append(time_callable(fn, cfg, name, copies))
-            best = min(candidates, key=lambda s: s.mean_ms)
+            best = min(candidates, key=lambda s: s.median_ms)
     best.seconds = time.perf_counter() - t0
     return best
 
