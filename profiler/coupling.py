@@ -5,8 +5,9 @@ A conv or linear layer starts a new one for its output; channel-wise ops and
 depthwise convs pass their input's through; a residual addition (or any
 element-wise op of equal-channel tensors, such as the multiply of a
 squeeze-excitation block) merges the dimensions of its operands. Anything
-that mixes channels in another way (``torch.cat``, a reshape of C x H x W
-into features) freezes the dimensions involved: they are not prunable here.
+that mixes channels in another way (``torch.cat``, a channel shuffle, a
+reshape of C x H x W into features, a grouped conv, whose groups must stay
+equal) freezes the dimensions involved: they are not prunable here.
 
 Torch-Pruning's dependency graph answers the same question for whole modules
 and is what removes channels physically; this tracker exists because the
@@ -71,11 +72,27 @@ class ChannelTracker:
         return self.find(d)
 
     def on_modelled(self, op: str, c_in: int, groups: int, args: Sequence, out) -> tuple[int, int]:
+        if op in ("cat", "channel_shuffle"):
+            # Channels of the joined (or interleaved) inputs map onto other positions of
+            # the output: the latency model cannot follow them, so none is prunable.
+            parts = args[0] if op == "cat" else [args[0]]
+            for t in parts:
+                self.frozen.add(self.dim(t))
+            d_in = d_out = self.new()
+            self.frozen.add(d_out)
+            if isinstance(out, torch.Tensor):
+                self._tag(out, d_out)
+            return d_in, d_out
         d_in = self.dim(args[0])
-        if op == "add":
-            d_out = self.union(d_in, self.dim(args[1]))
+        if op in ("add", "mul"):
+            other = args[1] if len(args) > 1 else None
+            d_out = self.union(d_in, self.dim(other)) if isinstance(other, torch.Tensor) else d_in
         elif op == "linear" or (op == "conv2d" and not is_depthwise(op, c_in, groups)):
             d_out = self.new()
+            if op == "conv2d" and groups > 1:
+                # A grouped conv needs the same channel count in every group, and
+                # Torch-Pruning removes channels without regard to groups: not prunable.
+                self.frozen.update((d_in, d_out))
         else:
             d_out = d_in
         if isinstance(out, torch.Tensor):
@@ -113,6 +130,17 @@ class Dimension:
     producers: tuple[int, ...]   # layer indices whose c_out is this dimension
     consumers: tuple[int, ...]   # layer indices whose c_in is this dimension (convs, linear)
     passthrough: tuple[int, ...]  # channel-wise layers (BN, activations, adds, depthwise)
+
+
+def all_producers(d: Dimension, layers: Sequence) -> tuple[int, ...]:
+    """Every layer whose output channels are ``d``'s: its producers, and the convs and linear
+    layers that map ``d`` onto itself (an EfficientNet block without expansion: its
+    projection's output is added back to its input). Those count as passthrough, since
+    both their sides shrink together, but Torch-Pruning prunes them as producers too."""
+    own = tuple(i for i in d.passthrough if layers[i].key.op == "linear" or (
+        layers[i].key.op == "conv2d" and not is_depthwise("conv2d", layers[i].key.c_in,
+                                                            layers[i].key.groups)))
+    return d.producers + own
 
 
 def dimensions(layers: Sequence, frozen: set[int] | frozenset) -> list[Dimension]:

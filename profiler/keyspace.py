@@ -28,24 +28,37 @@ ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu"
                "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "hardtanh": "hardtanh",
                "hardtanh_": "hardtanh"}
 ADDS = {"add": False, "__add__": False, "__radd__": False, "add_": True, "__iadd__": True}
+MULS = {"mul": False, "__mul__": False, "__rmul__": False, "mul_": True, "__imul__": True}
 _IN_PLACE_NAMES = {"relu_", "sigmoid_", "hardtanh_"}
-# Functions that move no data worth timing; anything else unknown is reported.
+# Functions that move no data worth timing (views, metadata); any other compute op the
+# table does not model makes the trace refuse the model (``UnmodelledOpError``).
+# ``contiguous`` of a non-contiguous tensor does copy: it is handled in ``_key_for``.
 _IGNORED = {"flatten", "view", "reshape", "dropout", "contiguous", "size", "dim", "__get__",
             "__getitem__", "__setitem__", "__len__", "__bool__", "numel", "unsqueeze",
-            "squeeze", "to", "float", "detach", "clone", "type", "__format__", "__eq__"}
+            "squeeze", "to", "float", "detach", "clone", "type", "__format__", "__eq__",
+            "transpose", "permute", "swapaxes", "expand", "chunk", "split"}
 
 
 class KeySpaceError(ValueError):
     """The model cannot be turned into a key space (no conv, no matching layer, ...)."""
 
 
+class UnmodelledOpError(KeySpaceError):
+    """The model runs compute operators the table has no kind for: an estimate that left
+    them out would be wrong by their cost, so the model is refused instead."""
+
+
 @dataclass(frozen=True, order=True)
 class OpKey:
     """One row key of a LUT. Unused fields keep their defaults.
 
-    conv2d uses every field; channel-wise ops (batch_norm2d, activations, add,
-    pools) set c_in == c_out == channels; adaptive pools store their output size
-    in kernel_h/kernel_w; linear has in_h == in_w == 0 (no spatial dims).
+    conv2d uses every field; channel-wise ops (batch_norm2d, activations, add, mul,
+    mean, pools) set c_in == c_out == channels; adaptive pools store their output size
+    in kernel_h/kernel_w; linear has in_h == in_w == 0 (no spatial dims). ``mul``
+    stores the spatial size of its smaller operand in kernel_h/kernel_w (1x1 for the
+    channel scale of a squeeze-excitation block); ``cat`` (along channels) the number
+    of tensors joined in kernel_h; ``channel_shuffle`` its groups in kernel_h (not in
+    ``groups``, which a channel-wise key's config leaves out).
     """
 
     op: str
@@ -172,7 +185,56 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
     if fname == "linear":
         w, b = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
         return OpKey("linear", w.shape[1], w.shape[0], bias=b is not None)
+    if fname in MULS:
+        return _mul_key(args, kwargs, MULS[fname])
+    if fname == "cat":
+        return _cat_key(args, kwargs)
+    if fname == "mean" and args[0].dim() == 4:  # global average pooling written as x.mean
+        dims = args[1] if len(args) > 1 else kwargs.get("dim")
+        if isinstance(dims, (list, tuple)) and {d % 4 for d in dims} == {2, 3}:
+            return _channel_key("mean", args[0])
+        return None
+    if fname == "contiguous":
+        return _shuffle_key(args[0])
     return None
+
+
+def _mul_key(args, kwargs, inplace: bool) -> OpKey | None:
+    """An element-wise multiply of same-channel tensors: equal shapes, or one of them a
+    per-channel scale (N, C, 1, 1), as in squeeze-excitation. Others are not modelled."""
+    x, y = args[0], args[1] if len(args) > 1 else kwargs.get("other")
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.dim() != y.dim() \
+            or x.dim() not in (2, 4) or x.shape[:2] != y.shape[:2]:
+        return None
+    big, small = (x, y) if x.numel() >= y.numel() else (y, x)
+    if x.dim() == 2 or small.shape == big.shape:
+        return _channel_key("mul", big, inplace=inplace,
+                            **({} if x.dim() == 2 else dict(kernel_h=big.shape[2],
+                                                             kernel_w=big.shape[3])))
+    if tuple(small.shape[2:]) != (1, 1) or (inplace and big is not x):
+        return None
+    return _channel_key("mul", big, inplace=inplace)  # kernel 1x1: the broadcast scale
+
+
+def _cat_key(args, kwargs) -> OpKey | None:
+    """torch.cat of 4-D tensors along channels; the cost is the copy of every input."""
+    parts = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or not parts or dim not in (1, -3) or \
+            not all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in parts) or \
+            len({tuple(t.shape[2:]) for t in parts}) != 1:
+        return None
+    c = sum(int(t.shape[1]) for t in parts)
+    return OpKey("cat", c, c, kernel_h=len(parts), in_h=parts[0].shape[2], in_w=parts[0].shape[3])
+
+
+def _shuffle_key(x: torch.Tensor) -> OpKey | None:
+    """ShuffleNet's channel shuffle, x.view(n, g, c/g, h, w).transpose(1, 2).contiguous():
+    the copy made by ``contiguous`` is the whole cost (the views move no data)."""
+    if x.dim() != 5 or x.is_contiguous() or not x.transpose(1, 2).is_contiguous():
+        return None
+    c = x.shape[1] * x.shape[2]
+    return OpKey("channel_shuffle", c, c, kernel_h=x.shape[2], in_h=x.shape[3], in_w=x.shape[4])
 
 
 class _Recorder(TorchFunctionMode):
@@ -183,14 +245,18 @@ class _Recorder(TorchFunctionMode):
         self.stack: list[str] = []
         self.layers: list[LayerRecord] = []
         self.unmodelled: Counter = Counter()
+        self.unmodelled_at: dict[str, str] = {}  # the first layer running each of them
         self._count: Counter = Counter()
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         fname = getattr(func, "__name__", str(func))
         key = None
-        if args and isinstance(args[0], torch.Tensor):
+        if args and (isinstance(args[0], torch.Tensor) or fname == "cat"):
             key = _key_for(fname, args, kwargs)
+        # contiguous() of a non-contiguous tensor copies it: a cost, unless a known pattern.
+        copies = fname == "contiguous" and key is None and isinstance(args[0], torch.Tensor) \
+            and not args[0].is_contiguous()
         out = func(*args, **kwargs)
         if key is not None:
             owner = self.stack[-1] if self.stack else ""
@@ -204,9 +270,10 @@ class _Recorder(TorchFunctionMode):
                                            in_dim=d_in, out_dim=d_out))
         else:
             self.channels.on_other(args, out)
-            if isinstance(out, torch.Tensor) and out.dim() >= 2 and fname not in _IGNORED \
-                    and not fname.startswith("_") and fname not in ADDS:
+            if isinstance(out, torch.Tensor) and out.dim() >= 2 and (copies or (
+                    fname not in _IGNORED and not fname.startswith("_") and fname not in ADDS)):
                 self.unmodelled[fname] += 1
+                self.unmodelled_at.setdefault(fname, self.stack[-1] if self.stack else "")
         return out
 
 
@@ -243,9 +310,24 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
         layers[-1] = replace(layers[-1], fixed_out=True)
     if not any(r.key.op == CONV for r in layers):
         raise KeySpaceError("the model has no Conv2d layer: nothing for a conv latency table to hold")
-    layers = [replace(r, in_dim=tracker.find(r.in_dim), out_dim=tracker.find(r.out_dim))
-              for r in layers]
-    return Trace(layers, rec.unmodelled, frozenset(tracker.frozen_roots()))
+    if rec.unmodelled:
+        ops = rec.unmodelled.most_common()
+        named = ", ".join(f"{op} x{n} (first in {rec.unmodelled_at[op] or 'the top level'})"
+                          for op, n in ops[:4])
+        more = f" and {len(ops) - 4} more ({', '.join(op for op, _ in ops[4:])})" \
+            if len(ops) > 4 else ""
+        raise UnmodelledOpError(f"the model runs operators the LUT has no kind for, so no "
+                                f"estimate could include their cost: {named}{more}")
+    frozen = frozenset(tracker.frozen_roots())
+    # Channels of a frozen dimension never change (a concatenation, a channel shuffle, a
+    # grouped conv, a flatten into features): such a layer's grid keeps them, like the
+    # network input's and the classifier's, so no key is measured that no variant can use.
+    resolved = []
+    for r in layers:
+        d_in, d_out = tracker.find(r.in_dim), tracker.find(r.out_dim)
+        resolved.append(replace(r, in_dim=d_in, out_dim=d_out, fixed_in=r.fixed_in or d_in in frozen,
+                                fixed_out=r.fixed_out or d_out in frozen))
+    return Trace(resolved, rec.unmodelled, frozen)
 
 
 def channel_grid(c: int, step: int) -> list[int]:

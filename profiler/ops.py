@@ -24,8 +24,10 @@ _ACT_MODULES: dict[str, Callable[[bool], nn.Module]] = {
     "sigmoid": lambda ip: nn.Sigmoid(),
 }
 
-KNOWN_OPS = {"conv2d", "batch_norm2d", "add", "max_pool2d", "avg_pool2d",
-             "adaptive_avg_pool2d", "linear", *_ACT_MODULES}
+# Ops without a module: built as the tensor expressions a network writes inline.
+_FUNCTIONAL = {"add", "mul", "cat", "mean", "channel_shuffle"}
+KNOWN_OPS = {"conv2d", "batch_norm2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
+             "linear", *_ACT_MODULES, *_FUNCTIONAL}
 
 
 def _module_for(key: OpKey) -> nn.Module:
@@ -49,6 +51,39 @@ def _module_for(key: OpKey) -> nn.Module:
     if op == "linear":
         return nn.Linear(key.c_in, key.c_out, key.bias)
     raise ValueError(f"unknown operator '{op}' (known: {', '.join(sorted(KNOWN_OPS))})")
+
+
+def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tensor]:
+    """The inline expression of ``key`` on input ``x``, as the traced network wrote it."""
+    if key.op == "add":
+        # Small addend: repeated in-place adds must not drift towards inf or denormals.
+        y = (torch.randn_like(x) * 1e-3).contiguous(memory_format=fmt)
+        if key.inplace:
+            return lambda: x.add_(y)
+        return lambda: x + y
+    if key.op == "mul":
+        # The other operand: same shape, or a per-channel scale (kernel 1x1, squeeze-
+        # excitation). Close to 1, so repeated in-place products neither blow up nor vanish.
+        shape = x.shape if x.dim() == 2 else (*x.shape[:2], key.kernel_h, key.kernel_w)
+        y = (1 + 1e-3 * torch.randn(shape, device=x.device)).to(x.dtype)
+        y = y.contiguous(memory_format=fmt) if y.dim() == 4 else y
+        if key.inplace:
+            return lambda: x.mul_(y)
+        return lambda: y * x
+    if key.op == "cat":
+        # The cost is copying every input once; how the channels are split among the
+        # key.kernel_h inputs hardly matters, so they are split evenly.
+        n, c = key.kernel_h, key.c_in
+        sizes = [c // n + (1 if i < c % n else 0) for i in range(n)]
+        parts = [p.contiguous(memory_format=fmt) for p in torch.split(x, sizes, dim=1)]
+        return lambda: torch.cat(parts, 1)
+    if key.op == "mean":
+        return lambda: x.mean((2, 3))
+    if key.op == "channel_shuffle":
+        b, c, h, w = x.shape
+        g = key.kernel_h  # torchvision's channel_shuffle, views included
+        return lambda: x.view(b, g, c // g, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+    raise ValueError(f"unknown operator '{key.op}' (known: {', '.join(sorted(KNOWN_OPS))})")
 
 
 def input_shape(key: OpKey, batch: int) -> tuple[int, ...]:
@@ -111,12 +146,8 @@ def build_op(key: OpKey, batch: int = 1, dtype: str = "fp32", device: str = "cpu
     tdtype = DTYPES[dtype]
     fmt = torch.channels_last if channels_last and key.in_h else torch.contiguous_format
     x = torch.randn(input_shape(key, batch), device=device).to(dtype=tdtype, memory_format=fmt)
-    if key.op == "add":
-        # Small addend: repeated in-place adds must not drift towards inf or denormals.
-        y = (torch.randn_like(x) * 1e-3).contiguous(memory_format=fmt)
-        if key.inplace:
-            return lambda: x.add_(y)
-        return lambda: x + y
+    if key.op in _FUNCTIONAL:
+        return _functional_op(key, x, fmt)
     module = _module_for(key).to(device=device, dtype=tdtype).eval()
     if fmt is torch.channels_last:
         module = module.to(memory_format=fmt)

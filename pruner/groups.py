@@ -18,8 +18,9 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from profiler.coupling import Dimension, dimensions
+from profiler.coupling import Dimension, all_producers, dimensions
 from profiler.keyspace import Trace
+from zoo.models import CouplingError, dependency_graph
 
 
 class GroupError(ValueError):
@@ -42,14 +43,20 @@ def _is_depthwise(m: nn.Module) -> bool:
 
 
 def output_layers(model: nn.Module, trace: Trace) -> list[nn.Module]:
-    """Layers whose outputs are the network's outputs (the classifier): never pruned."""
+    """Layers whose output channels are never pruned: the classifier, and those whose
+    outputs the latency model holds fixed (``profiler.coupling``: feeding a concatenation,
+    a channel shuffle, a grouped conv or a flatten into features). Torch-Pruning could cut
+    some of these, but the LUT could not then price the result."""
     modules = dict(model.named_modules())
     return [modules[r.name] for r in trace.layers
             if r.key.op in ("linear", "conv2d") and r.fixed_out and r.name in modules]
 
 
 def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
-    return tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    try:
+        return dependency_graph(model, example)
+    except CouplingError as exc:
+        raise GroupError(str(exc)) from None
 
 
 def find_dims(model: nn.Module, graph: tp.DependencyGraph, trace: Trace) -> list[PrunableDim]:
@@ -58,7 +65,7 @@ def find_dims(model: nn.Module, graph: tp.DependencyGraph, trace: Trace) -> list
     lut_dims = dimensions(trace.layers, trace.frozen_dims)
     by_producer: dict[str, int] = {}
     for j, d in enumerate(lut_dims):
-        for i in d.producers:
+        for i in all_producers(d, trace.layers):
             by_producer[trace.layers[i].name] = j
     found: list[PrunableDim] = []
     for group in graph.get_all_groups(ignored_layers=output_layers(model, trace)):
@@ -88,7 +95,7 @@ def check_matches(dims: list[PrunableDim], trace: Trace) -> None:
         if d.lut_dim is None:
             raise GroupError(f"channels of {d.root} have no single counterpart in the LUT's "
                              f"latency model (producers {list(d.producers)})")
-        mine = {trace.layers[i].name for i in lut_dims[d.lut_dim].producers}
+        mine = {trace.layers[i].name for i in all_producers(lut_dims[d.lut_dim], trace.layers)}
         if mine != set(d.producers):
             raise GroupError(f"Torch-Pruning ties {sorted(d.producers)} together but the latency "
                              f"model ties {sorted(mine)}: cannot score {d.root}")

@@ -2,6 +2,7 @@
 
 from zoo.demo import DEMO_INPUT_SIZE, DemoNet, build_demo
 from zoo.models import (
+    CouplingError,
     ModelError,
     ResolvedModel,
     import_weights,
@@ -17,6 +18,7 @@ __all__ = [
     "DEMO_INPUT_SIZE",
     "DemoNet",
     "build_demo",
+    "CouplingError",
     "ModelError",
     "ResolvedModel",
     "import_weights",

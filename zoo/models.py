@@ -53,6 +53,43 @@ def torchvision_model_names() -> list[str]:
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
+# Inputs smaller than 64 px still run most torchvision classifiers (stride 32); these need more:
+# inception_v3's stem and aux-free head need 75 px, maxvit_t's 7x7 attention windows 224.
+_MIN_INPUT_SIZES = {"inception_v3": 75, "maxvit_t": 224}
+
+
+def small_input_size(arch: str, wanted: int = 64) -> int:
+    """``wanted``, or the smallest input ``arch`` accepts when that is larger (cheap tests)."""
+    return max(wanted, _MIN_INPUT_SIZES.get(arch, 1))
+
+
+def classifier_scope(arch: str, module: nn.Module | None = None) -> tuple[str | None, int]:
+    """(why ``arch`` is out of hwprune's scope, or None; its parameter count).
+
+    In scope: a network with both Conv2d and BatchNorm2d layers (the LUT models
+    convolutions; the pruner gates channels at BatchNorms). The architecture is built on
+    the meta device (no weights) unless ``module`` is given or meta construction fails.
+    """
+    if module is None:
+        import torchvision
+
+        try:
+            with torch.device("meta"):
+                module = torchvision.models.get_model(arch, weights=None)
+        except (NotImplementedError, RuntimeError):  # builders that compute with tensors
+            module = torchvision.models.get_model(arch, weights=None)
+    params = sum(p.numel() for p in module.parameters())
+    has = {t: any(isinstance(m, t) for m in module.modules()) for t in (nn.Conv2d, nn.BatchNorm2d)}
+    missing = [t.__name__ for t, ok in has.items() if not ok]
+    if missing:
+        norms = sorted({type(m).__name__ for m in module.modules()  # leaves: not containers
+                        if "Norm" in type(m).__name__ and not any(True for _ in m.children())})
+        why = f"no {' or '.join(missing)}" + (f" (normalises with {', '.join(norms)})"
+                                                if norms else "")
+        return why, params
+    return None, params
+
+
 def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
     if arch == "demo":
         return ResolvedModel(build_demo(**kwargs), "demo", DEMO_CHANNELS, DEMO_INPUT_SIZE, "demo",
@@ -68,8 +105,21 @@ def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
     import torchvision
 
     size = 299 if arch.startswith("inception") else 224
-    return ResolvedModel(torchvision.models.get_model(arch, weights=None, **kwargs), arch, 3, size,
+    # Auxiliary classifiers run only in training and return a tuple there, which the
+    # pruner's distillation cannot use: built without them (weights of them are dropped).
+    build = {"aux_logits": False, **kwargs} if arch in _AUX_HEADS else kwargs
+    return ResolvedModel(torchvision.models.get_model(arch, weights=None, **build), arch, 3, size,
                          arch_kwargs=dict(kwargs))
+
+
+# torchvision classifiers with auxiliary heads: their parameter-name prefixes.
+_AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
+
+
+def _without_aux(arch: str, state: dict) -> dict:
+    """``state`` less the auxiliary heads' weights (torchvision's pretrained files hold them)."""
+    prefixes = _AUX_HEADS.get(arch, ())
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)} if prefixes else state
 
 
 def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
@@ -148,6 +198,8 @@ def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike
     # DistributedDataParallel and torch.compile wrap the names of the weights they save.
     sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
     resolved = _build_arch(arch, arch_kwargs)
+    if not arch_kwargs.get("aux_logits"):
+        sd = _without_aux(arch, sd)
     try:
         resolved.module.load_state_dict(sd)
     except RuntimeError as exc:
@@ -184,7 +236,10 @@ def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
             example = torch.zeros(1, resolved.in_channels, resolved.input_size,
                                   resolved.input_size)
             shrink_to(resolved.module.eval(), payload["channels"], example)
-        resolved.module.load_state_dict(payload["state_dict"])
+        state = payload["state_dict"]
+        if not payload.get("arch_kwargs", {}).get("aux_logits"):
+            state = _without_aux(payload["arch"], state)
+        resolved.module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
         raise ModelError(f"'{path}' does not match architecture {payload['arch']}: {exc}") from None
     resolved.source = str(path)
@@ -192,12 +247,34 @@ def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
     return resolved
 
 
+class CouplingError(ModelError):
+    """Torch-Pruning cannot work out which layers share the model's channels."""
+
+
+def dependency_graph(module: nn.Module, example: torch.Tensor):
+    """Torch-Pruning's dependency graph of ``module``, or a ``CouplingError`` that says
+    where it failed (it raises arbitrary errors on couplings it cannot follow)."""
+    import traceback
+
+    import torch_pruning as tp
+
+    try:
+        return tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    except Exception as exc:  # noqa: BLE001 - a bug or limitation of the library: say so
+        where = traceback.extract_tb(exc.__traceback__)[-1].name
+        what = ("a reshape that splits channels into groups (such as ShuffleNet's channel "
+                "shuffle)" if "reshape" in where else f"its step '{where}'")
+        raise CouplingError(f"Torch-Pruning cannot trace which layers share this model's "
+                            f"channels: it fails at {what} with {type(exc).__name__}: "
+                            f"{exc}") from None
+
+
 def shrink_to(module: nn.Module, channels: dict[str, int], example: torch.Tensor) -> nn.Module:
     """Cut the named layers down to the given output channels (the last ones go), in place,
     with every layer tied to them, using Torch-Pruning's dependency graph."""
     import torch_pruning as tp
 
-    graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
+    graph = dependency_graph(module, example)
     modules = dict(module.named_modules())
     for name, target in channels.items():
         layer = modules[name]
