@@ -12,16 +12,34 @@ twice, in alternating order:
 It reports device-seconds per key for both, the total for the whole grid
 (per-key mean x grid size: an extrapolation from the sample, labelled so),
 the cost ratio paper / adaptive, and the median relative difference between
-the latencies the two protocols would store. Everything is re-measured on
-every run; results go to OUT/profiler_cost.json with the machine's metadata.
+the latencies the two protocols would store.
+
+Then (``--stages``, on by default; ``--no-stages`` to skip) it runs what a user runs,
+as subprocesses of the CLI, and records each command's wall time and the seconds per
+stage that ``hwprune profile`` prints (setup, pilot, reference, scan, finalize; then the
+calibration and its budget), and the validation's R² and MAPE:
+
+  1. profile resnet18 --step 128 --input-size 64 --max-keys 40   (a partial run)
+  2. the same command without --max-keys                         (completes, calibrates)
+  3. lut validate resnet18 --samples 12                          (the table checked)
+
+``--src DIR`` runs these commands from another checkout of hwprune (e.g. an older
+commit, for a before/after comparison in the same conditions). Everything is
+re-measured on every run; results go to OUT/profiler_cost.json with the machine's
+metadata.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import random
+import re
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -97,6 +115,61 @@ def bench_model(name: str, args: argparse.Namespace, rng: random.Random) -> dict
     }
 
 
+_STAGE_LINE = re.compile(r"seconds per stage: (.*)")
+_CAL_LINE = re.compile(r"; (\d+) s \(budget (\d+) s\)")
+
+
+def _cli(src: Path, args: list[str], env: dict) -> tuple[float, str, int]:
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", "from hwprune.cli import main; main()", *args],
+                       cwd=src, env={**env, "PYTHONPATH": str(src)}, capture_output=True,
+                       text=True)
+    return time.perf_counter() - t0, p.stdout + p.stderr, p.returncode
+
+
+def _stages(text: str) -> dict:
+    found = _STAGE_LINE.search(text)
+    stages = {}
+    if found:
+        for part in found.group(1).split(", "):
+            name, value = part.rsplit(" ", 1)
+            stages[name] = float(value)
+    cal = _CAL_LINE.search(text)
+    if cal:
+        stages["calibration"] = float(cal.group(1))
+        stages["calibration_budget"] = float(cal.group(2))
+    return stages
+
+
+def bench_stages(src: Path) -> dict:
+    """The user's three commands, timed end to end, with the stages the CLI reports."""
+    work = Path(tempfile.mkdtemp(prefix="hwprune-cost-"))
+    lut = work / "t.parquet"
+    base = ["profile", "resnet18", "--device", "cpu", "--step", "128", "--input-size", "64",
+            "--out", str(lut), "-q"]
+    runs = [("profile --max-keys 40", base + ["--max-keys", "40"]),
+            ("profile (completes, calibrates)", base),
+            ("lut validate --samples 12", ["lut", "validate", "resnet18", "--lut", str(lut),
+                                           "--samples", "12", "--out", str(work / "val"), "-q"])]
+    env = dict(os.environ)
+    out = []
+    for label, args in runs:
+        wall, text, rc = _cli(src, args, env)
+        row = {"command": label, "args": args[:-1] if args[-1] == "-q" else args,
+               "wall_seconds": wall, "rc": rc, "stages": _stages(text)}
+        if label.startswith("lut validate") and (work / "val" / "report.json").is_file():
+            rep = json.loads((work / "val" / "report.json").read_text())
+            row["validation"] = {k: rep.get(k) for k in ("r2_identity", "r2_linear", "mape",
+                                                         "median_round_spread", "seconds")}
+        if rc:
+            row["output_tail"] = text[-2000:]
+        out.append(row)
+        print(f"  {label}: {wall:.1f} s wall, stages {row['stages']}"
+              + (f", validation {row.get('validation')}" if "validation" in row else ""),
+              flush=True)
+    return {"src": str(src), "commands": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,14 +182,22 @@ def main() -> None:
     ap.add_argument("--paper-reps", type=int, default=1000, help="fixed runs per algorithm")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-stages", dest="stages", action="store_false",
+                    help="skip the per-stage costs of the profile/calibrate/validate commands")
+    ap.add_argument("--no-keys", dest="keys_part", action="store_false",
+                    help="skip the per-key adaptive-vs-paper comparison")
+    ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1],
+                    help="checkout of hwprune whose CLI the stage costs run (default: this one)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     rng = random.Random(args.seed)
-    results = [bench_model(m, args, rng) for m in args.models]
+    results = [bench_model(m, args, rng) for m in args.models] if args.keys_part else []
+    stages = bench_stages(args.src.resolve()) if args.stages else None
     payload = {"benchmark": "profiler_cost", "machine": machine(args.device),
-               "wall_seconds": time.perf_counter() - t0, "seed": args.seed, "models": results}
+               "wall_seconds": time.perf_counter() - t0, "seed": args.seed, "models": results,
+               "stages": stages}
     path = write_json(args.out, "profiler_cost.json", payload)
     for r in results:
         print(f"{r['model']}: {r['grid_keys']} keys at step {r['step']}; per key adaptive "

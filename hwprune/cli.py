@@ -144,10 +144,12 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
             return
         cal = calibrate(CalibrateConfig(model, lut_path, samples, input_size,
                                         max_reps=max_reps, progress=not quiet))
-    except TooFewVariants as exc:
+    except (TooFewVariants, ModelError) as exc:
+        # Too coarse a grid, or a model whose variants cannot be built (ShuffleNet's channel
+        # shuffle defeats Torch-Pruning): the table itself is complete and kept.
         if not optional:
             _fail(exc)
-        click.echo(f"not calibrated: {exc}")  # the table itself is complete and kept
+        click.echo(f"not calibrated: {exc}")
         return
     except USER_ERRORS as exc:
         _fail(exc)
@@ -428,7 +430,7 @@ def demo(out, quick, threads, timing_threads, quiet) -> None:
     latency with hardware-aware and latency-blind Taylor pruning on those images,
     fine-tunes by distillation, and reports measured latency and real accuracy.
     """
-    from hwprune.demo import DemoConfig, format_table, run_demo
+    from hwprune.demo import DemoConfig, format_stages, format_table, run_demo
 
     cfg = (DemoConfig.quick_mode if quick else DemoConfig)(
         out=out, threads=threads, timing_threads=timing_threads, progress=not quiet)
@@ -442,9 +444,11 @@ def demo(out, quick, threads, timing_threads, quiet) -> None:
                f"{v['r2_identity']:.3f} (identity line), MAPE {100 * v['mape']:.1f}%; operator "
                f"sum alone R² {v['operator_sum']['r2_identity']:.3f}, MAPE "
                f"{100 * v['operator_sum']['mape']:.1f}%")
+    if v.get("noise"):
+        click.echo(v["noise"])
     click.echo(f"plots: {out / 'accuracy_vs_latency.png'}, {out / 'digits_synth_vs_real.png'}, "
-               f"{out / 'validate' / 'estimate_vs_measured.png'}; results: {out / 'demo.json'} "
-               f"({result['seconds']:.0f} s)")
+               f"{out / 'validate' / 'estimate_vs_measured.png'}; results: {out / 'demo.json'}")
+    click.echo(format_stages(result))
 
 
 from hwprune.prune_cmd import evaluate, import_weights_cmd, prune  # noqa: E402

@@ -237,7 +237,7 @@ def run_demo(cfg: DemoConfig) -> dict:
               "teacher_estimated_ms": est_teacher,
               "lut_validation": {**{k: val[k] for k in (
                   "estimator", "r2_identity", "r2_linear", "mape", "max_abs_err_ms",
-                  "n_samples", "fit_slope", "fit_intercept_ms")},
+                  "n_samples", "fit_slope", "fit_intercept_ms", "noise")},
                   "operator_sum": {k: val["operator_sum"][k] for k in ("r2_identity", "mape")}},
               "rows": rows, "warnings": _warnings(rows),
               "stage_seconds": stages, "seconds": time.perf_counter() - t0}
@@ -245,6 +245,17 @@ def run_demo(cfg: DemoConfig) -> dict:
     plot_images(images / "synthetic.pt", data, cfg.out / "digits_synth_vs_real.png")
     (cfg.out / "demo.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+_STAGE_NAMES = {"teacher": "teacher", "lut_profile_and_calibration": "LUT and calibration",
+                "lut_validation": "LUT validation", "deepinversion": "DeepInversion",
+                "pruning_and_finetuning": "pruning and fine-tuning"}
+
+
+def format_stages(result: dict) -> str:
+    """``seconds per stage: teacher 46, LUT and calibration 40, ... (total 290 s)``."""
+    parts = [f"{_STAGE_NAMES.get(k, k)} {v:.0f}" for k, v in result["stage_seconds"].items()]
+    return f"seconds per stage: {', '.join(parts)} (demo total {result['seconds']:.0f} s)"
 
 
 def _warnings(rows: list[dict]) -> list[str]:
@@ -289,4 +300,4 @@ def format_table(result: dict) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
-__all__ = ["DemoConfig", "run_demo", "format_table"]
+__all__ = ["DemoConfig", "run_demo", "format_table", "format_stages"]
