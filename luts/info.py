@@ -29,7 +29,7 @@ def _drift_lines(s: "LutSummary") -> list[str]:
     d = s.meta.get("drift")
     if not d or not d.get("key"):
         return []
-    used = "rows put on its median speed" if s.drift_level_ms is not None else \
+    used = "rows put on its fastest reading's speed" if s.drift_level_ms is not None else \
         "rows used as measured (not every row has a reading)"
     return [f"  drift    {describe_config(config_of(OpKey(**d['key'])))} "
             f"{d['key']['c_in']}->{d['key']['c_out']} re-timed {d['readings']} times in the "

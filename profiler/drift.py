@@ -9,7 +9,7 @@ shuffled, so the drift does not bias whole layers, but it does make sums noisy.
 ``DriftReference`` re-times one fixed key of the model (a short, fixed protocol) every
 ``every_s`` seconds of the scan, and each row stores the reading in force when it was
 measured (``ref_ms``). Rows keep what was measured; ``luts`` scales each row by the
-table's median reading over its own, so all rows speak for one machine speed. The
+table's fastest reading over its own, so all rows speak for one machine speed. The
 calibration and the validation time the same key between the networks they measure, so
 their measurements can be put on that same speed.
 """
