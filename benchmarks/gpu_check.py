@@ -115,8 +115,14 @@ def _run_step(name: str, args, site: str | None, seconds: float, log) -> dict:
     # Its own process group: on a timeout everything the step started (pytest, `hwprune
     # profile`, a benchmark script) is killed too, so none of it keeps the GPU busy while
     # the next step times.
+    env = _env(site)
+    if args.smoke:
+        # One thread in the step and everything it starts (pytest, `hwprune`, the benchmark
+        # scripts), as in the rest of `make test`: on a shared 2-core CPU two OpenMP threads
+        # per process spin against the other load (synth + digits: 116 s with two, 27 s with one)
+        env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.Popen(cmd + ["--deadline", f"{seconds:.0f}"], stdout=log,
-                            stderr=subprocess.STDOUT, env=_env(site), cwd=ROOT,
+                            stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                             start_new_session=True)
     try:
         rc = proc.wait(timeout=max(1.0, seconds))

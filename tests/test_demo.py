@@ -12,9 +12,24 @@ def _png(path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 2000, path
 
 
+# The quick demo made smaller still for `make test`: every stage and every table row run as
+# in `hwprune demo --quick`, on a width-32 net (a quarter of the width-64 demo's conv work in
+# training, profiling, synthesis, pruning and fine-tuning; the LUT a quarter of the keys)
+# with fewer epochs, images and iterations. Measurement settings (rounds, repetitions,
+# retries) stay the quick demo's, so the verdicts rest on the same statistics. One thread,
+# as every test here (tests/conftest.py): on a shared 2-core machine two OpenMP threads
+# spin against each other. Each value is at most quick mode's own, should it shrink.
+SMALL = dict(width=32, teacher_epochs=1, n_images=50, iterations=10, epochs=1, threads=1)
+
+
+def _small_quick(**kw) -> DemoConfig:
+    base = DemoConfig.quick_mode()
+    return DemoConfig.quick_mode(**{k: min(v, getattr(base, k)) for k, v in SMALL.items()}, **kw)
+
+
 @pytest.mark.timeout(900)
 def test_quick_demo_runs_end_to_end(tmp_path):
-    cfg = DemoConfig.quick_mode(out=tmp_path / "demo", progress=False, log=lambda *_: None)
+    cfg = _small_quick(out=tmp_path / "demo", progress=False, log=lambda *_: None)
     result = run_demo(cfg)
     assert {(r["budget"], r["criterion"]) for r in result["rows"]} == \
         {(b, c) for b in (0.70, 0.50, 0.35) for c in ("taylor-latency", "taylor")}
@@ -58,8 +73,8 @@ def test_quick_demo_runs_end_to_end(tmp_path):
     assert json.loads((tmp_path / "demo" / "demo.json").read_text())["rows"]
     # A second run reuses the cached teacher and images but re-measures everything else
     logs = []
-    run_demo(DemoConfig.quick_mode(out=tmp_path / "demo", budgets=(0.7,), progress=False,
-                                   log=logs.append))
+    run_demo(_small_quick(out=tmp_path / "demo", budgets=(0.7,), progress=False,
+                          log=logs.append))
     assert any("reusing" in str(m) for m in logs)
 
 

@@ -95,7 +95,8 @@ def test_torchrun_ranks_make_disjoint_batches_of_one_dataset(teacher_ckpt, tmp_p
     import subprocess
     import sys
 
-    args = [str(teacher_ckpt), "--n-images", "40", "--batch-size", "10", "--iterations", "15",
+    # 4 batches (2 a rank) of 5 images, 5 iterations: the ranks' split, not the images' quality
+    args = [str(teacher_ckpt), "--n-images", "20", "--batch-size", "5", "--iterations", "5",
             "-q"]
     single = tmp_path / "single"
     assert CliRunner().invoke(cli, ["synth", *args, "--out", str(single)]).exit_code == 0
