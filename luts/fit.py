@@ -17,7 +17,6 @@ support, the affine one what many quiet ones do.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from profiler.table import LutError
 
@@ -51,6 +50,8 @@ def fit_calibration(operator_sum: np.ndarray, measured: np.ndarray, n_ops: int,
     if len(operator_sum) < 3 or np.ptp(operator_sum) <= 0:
         raise TooFewVariants("a calibration needs at least 3 variants of different estimated "
                              "latency")
+    from scipy import stats  # 1.2 s to import: only when a fit is made
+
     fit = stats.linregress(operator_sum, measured)
     return {"form": form, "slope": float(fit.slope), "per_op_ms": float(fit.intercept) / n_ops,
             "intercept_ms": float(fit.intercept), "n_ops": int(n_ops),

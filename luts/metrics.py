@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from profiler.keyspace import CONV, OpKey
 
@@ -14,6 +13,8 @@ def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict:
     ss_tot = float(((meas - meas.mean()) ** 2).sum())
     r2_identity = 1.0 - float(((meas - est) ** 2).sum()) / ss_tot if ss_tot > 0 else float("nan")
     if np.ptp(est) > 0 and len(est) > 2:
+        from scipy import stats  # 1.2 s to import: only when a fit is made
+
         fit = stats.linregress(est, meas)
         r2_linear, slope, intercept = float(fit.rvalue ** 2), float(fit.slope), float(fit.intercept)
         rho = float(stats.spearmanr(est, meas).statistic)
@@ -29,6 +30,8 @@ def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict:
 def proxy_agreement(proxy: np.ndarray, measured: np.ndarray) -> dict:
     """A proxy has no unit of time: fit it linearly to the measurements, then score the fit."""
     proxy, meas = np.asarray(proxy, float), np.asarray(measured, float)
+    from scipy import stats  # 1.2 s to import: only when a fit is made
+
     fit = stats.linregress(proxy, meas)
     result = agreement(fit.intercept + fit.slope * proxy, meas)
     result["note"] = "linear fit of the proxy on these same variants (in-sample)"
