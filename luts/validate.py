@@ -51,19 +51,22 @@ class ValidateConfig:
     extra: dict = field(default_factory=dict)
 
 
-# Seconds one whole-network measurement may take at most (the adaptive protocol usually
-# stops far sooner: the median's 1% CI). The scan's 20 s per key let one validation of 12
-# variants in 3 rounds take 5 minutes on a noisy VM.
+# Seconds one whole-network measurement takes at most (the scan's 20 s per key let one
+# validation of 12 variants in 3 rounds take 5 minutes on a noisy VM) and at least (a
+# shorter window catches a whole hiccup of a shared VM in one round: profiler.clock).
 NETWORK_MAX_SECONDS = 3.0
+NETWORK_MIN_SECONDS = 0.5
 
 
-def timing_of(lut: Lut, max_reps: int, max_seconds: float = NETWORK_MAX_SECONDS) -> TimingConfig:
+def timing_of(lut: Lut, max_reps: int, max_seconds: float = NETWORK_MAX_SECONDS,
+              min_seconds: float = NETWORK_MIN_SECONDS) -> TimingConfig:
     """The LUT's own timing mode, to measure whole networks exactly as its rows were."""
     m = lut.meta
     return TimingConfig(device=m["device_kind"], dtype=m["dtype"], batch=int(m["batch"]),
                         channels_last=m["memory_format"] == "channels_last",
                         mode=m["timing_mode"], threads=m.get("threads") or None,
-                        max_reps=max_reps, max_seconds=max_seconds).validate()
+                        max_reps=max_reps, max_seconds=max_seconds,
+                        min_seconds=min(min_seconds, max_seconds)).validate()
 
 
 def lut_step(lut: Lut) -> int:

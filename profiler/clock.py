@@ -71,6 +71,11 @@ class TimingConfig:
     # widens the mean's CI for hundreds of calls; the median's barely moves.
     ci_of: str = "median"
     max_seconds: float = 20.0    # per key and algorithm: a noisy key cannot stall a run
+    # Keep sampling at least this long even once the CI is reached. Whole networks are
+    # compared round against round: a 60 ms window (20 calls of a 3 ms net, which met the
+    # median's 1% CI) caught whole hiccups of a shared VM, and the demo's rounds then
+    # differed by 46%; longer windows average them out (luts.validate.NETWORK_MIN_SECONDS).
+    min_seconds: float = 0.0
     graph_unroll: int = 10
     # Bytes the weights of each timed op must exceed, by rotating copies of them, so that
     # they come from memory as in a network larger than the cache. 0 = hot weights.
@@ -163,16 +168,18 @@ def adaptive(sample: Callable[[int], list[float]], cfg: TimingConfig) -> tuple[n
         arr = np.asarray(times)
         n = len(arr)
         ci = ci95_rel(arr, cfg.ci_of)
-        if ci <= cfg.rel_ci:
-            return arr, True
         spent = time.perf_counter() - start
+        if ci <= cfg.rel_ci and (spent >= cfg.min_seconds or n >= cfg.max_reps):
+            return arr, True
         if n >= cfg.max_reps or spent > cfg.max_seconds:
             return arr, False
         # Either CI shrinks as 1/sqrt(n): ask for roughly what should be enough, at least 10,
         # but no more than fit in the time left (a chunk is not interrupted: an unbounded
         # one let a 0.5 s budget run for 15 s on a busy VM).
         need = n * (ci / cfg.rel_ci) ** 2 if math.isfinite(ci) else 2 * n
-        fit = (cfg.max_seconds - spent) / max(spent / n, 1e-9)
+        per_call = max(spent / n, 1e-9)
+        need = max(need, n + (cfg.min_seconds - spent) / per_call)
+        fit = (cfg.max_seconds - spent) / per_call
         chunk = int(min(max(10, need - n), fit, cfg.max_reps - n))
         if chunk < 1:
             return arr, False

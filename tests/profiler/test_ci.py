@@ -50,3 +50,19 @@ def test_a_chunk_never_runs_far_past_the_time_budget():
     t0 = time.perf_counter()
     times, ok = adaptive(slow, cfg)
     assert not ok and time.perf_counter() - t0 < 0.2 + 0.1  # at most about one call over
+
+
+def test_a_minimum_window_keeps_sampling_after_the_ci_is_met():
+    import time
+
+    def steady(n: int) -> list[float]:  # 1 ms calls that agree at once
+        time.sleep(0.001 * n)
+        return [1.0] * n
+
+    cfg = TimingConfig(min_reps=10, max_reps=10_000, max_seconds=5).validate()
+    times, ok = adaptive(steady, cfg)
+    assert ok and len(times) == 10
+    cfg.min_seconds = 0.2
+    t0 = time.perf_counter()
+    times, ok = adaptive(steady, cfg)
+    assert ok and time.perf_counter() - t0 >= 0.2 and len(times) > 100
