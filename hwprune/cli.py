@@ -240,9 +240,6 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
         click.echo("")
     click.echo(f"{resolved.name} @ {size}px on {table.meta.get('device_name')} "
                f"({table.meta.get('dtype')}, batch {table.meta.get('batch')}): {est.summary()}")
-    if est.unmodelled:
-        click.echo("not in the estimate (no LUT operator): " + ", ".join(
-            f"{k} x{v}" for k, v in est.unmodelled.items()))
 
 
 @lut.command("validate")

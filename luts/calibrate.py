@@ -99,7 +99,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     # caps each one's adaptive repetitions (which usually stop sooner, at the median's 1% CI).
     left = budget - (time.perf_counter() - t0)
     tc.max_seconds = max(0.2, left / (len(nets) * cfg.rounds) - 0.1)
-    tc.min_seconds = min(tc.min_seconds, tc.max_seconds)
+    tc.validate()
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
     # The variants are put on the speed the table's rows were put on (profiler.drift), so

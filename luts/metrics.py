@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from profiler.keyspace import CONV, OpKey
+from profiler.keyspace import macs  # noqa: F401  (re-exported: luts.metrics.macs)
 
 
 def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict:
@@ -38,12 +38,3 @@ def proxy_agreement(proxy: np.ndarray, measured: np.ndarray) -> dict:
     return result
 
 
-def macs(key: OpKey) -> int:
-    """Multiply-accumulates of one conv or linear key (0 for other operators)."""
-    if key.op == "linear":
-        return key.c_in * key.c_out
-    if key.op != CONV:
-        return 0
-    out_h = (key.in_h + 2 * key.pad_h - key.dil_h * (key.kernel_h - 1) - 1) // key.stride_h + 1
-    out_w = (key.in_w + 2 * key.pad_w - key.dil_w * (key.kernel_w - 1) - 1) // key.stride_w + 1
-    return key.c_out * (key.c_in // key.groups) * key.kernel_h * key.kernel_w * out_h * out_w

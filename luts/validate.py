@@ -66,7 +66,7 @@ def timing_of(lut: Lut, max_reps: int, max_seconds: float = NETWORK_MAX_SECONDS,
                         channels_last=m["memory_format"] == "channels_last",
                         mode=m["timing_mode"], threads=m.get("threads") or None,
                         max_reps=max_reps, max_seconds=max_seconds,
-                        min_seconds=min(min_seconds, max_seconds)).validate()
+                        min_seconds=min_seconds).validate()
 
 
 def lut_step(lut: Lut) -> int:

@@ -101,6 +101,7 @@ class TimingConfig:
         if self.batch < 1 or self.max_reps < 2:
             raise TimingError("need batch >= 1 and max_reps >= 2")
         self.min_reps = max(2, min(self.min_reps, self.max_reps))  # a low cap lowers the floor
+        self.min_seconds = min(self.min_seconds, self.max_seconds)  # so does a short budget
         if self.threads is None:
             self.threads = 1 if self.device == "cpu" else torch.get_num_threads()
         return self

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from profiler.keyspace import CONV, OpKey, Trace
+from profiler.keyspace import CONV, OpKey, Trace, macs
 from profiler.timing import TimingConfig, measure_key
 
 # One reading: 3 warm-up calls and 15 timed, the median kept. Fixed, not adaptive: a
@@ -38,19 +38,14 @@ def reference_config(tc: TimingConfig) -> TimingConfig:
                            "max_reps": REF_REPS, "rel_ci": 0.0, "max_seconds": 5.0}).validate()
 
 
-def _macs(k: OpKey) -> int:
-    return (k.c_in // k.groups) * k.c_out * k.kernel_h * k.kernel_w * \
-        -(-k.in_h // k.stride_h) * -(-k.in_w // k.stride_w)
-
-
 def choose_reference(trace: Trace) -> OpKey | None:
     """The largest conv of the model within ``REF_MAX_MACS`` (else its smallest conv);
     None for a model without convs."""
     convs = sorted({r.key for r in trace.layers if r.key.op == CONV},
-                   key=lambda k: (_macs(k), k.digest()))
+                   key=lambda k: (macs(k), k.digest()))
     if not convs:
         return None
-    within = [k for k in convs if _macs(k) <= REF_MAX_MACS]
+    within = [k for k in convs if macs(k) <= REF_MAX_MACS]
     return within[-1] if within else convs[0]
 
 
@@ -81,4 +76,4 @@ class DriftReference:
                 "max_ms": float(ms.max()), "range": float(ms.max() / ms.min())}
 
 
-__all__ = ["DriftReference", "choose_reference", "reference_config", "REF_TARGET_S"]
+__all__ = ["DriftReference", "choose_reference", "reference_config", "REF_MAX_MACS"]

@@ -330,6 +330,17 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
     return Trace(resolved, rec.unmodelled, frozen)
 
 
+def macs(key: OpKey) -> int:
+    """Multiply-accumulates of one conv or linear key (0 for other operators)."""
+    if key.op == "linear":
+        return key.c_in * key.c_out
+    if key.op != CONV:
+        return 0
+    out_h = (key.in_h + 2 * key.pad_h - key.dil_h * (key.kernel_h - 1) - 1) // key.stride_h + 1
+    out_w = (key.in_w + 2 * key.pad_w - key.dil_w * (key.kernel_w - 1) - 1) // key.stride_w + 1
+    return key.c_out * (key.c_in // key.groups) * key.kernel_h * key.kernel_w * out_h * out_w
+
+
 def channel_grid(c: int, step: int) -> list[int]:
     """Channel counts c, c-step, c-2*step, ... > 0, ascending.
 

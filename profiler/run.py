@@ -297,9 +297,6 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
              + ("; every cuDNN plan costed as fast as cudnn.benchmark's pick, plan builds "
                 "left out: a lower bound)" if tc.algos == "all" and tc.device == "cuda" else ")"),
              show)
-        if trace.unmodelled:
-            _log("not timed (no LUT operator for them): " + ", ".join(
-                f"{name} x{n}" for name, n in trace.unmodelled.most_common()), show)
         reference = _Reference(resolved.module, resolved.in_channels, input_size, tc,
                                reference_seconds(eta)) if todo else None
         lap("reference")

@@ -10,7 +10,8 @@ from luts import Lut, estimate
 from luts.lookup import DEFAULT_STAT, drift_factors
 from luts.variants import on_table_speed
 from profiler import ProfileConfig, TimingConfig, profile_model, read_lut, trace_model, write_lut
-from profiler.drift import REF_MAX_MACS, _macs, choose_reference
+from profiler.drift import REF_MAX_MACS, choose_reference
+from profiler.keyspace import macs
 from profiler.table import merge_luts
 from zoo import build_demo
 
@@ -19,8 +20,8 @@ def test_the_reference_is_the_largest_conv_within_the_budget_and_the_same_every_
     trace = trace_model(build_demo(), 32, 1)
     key = choose_reference(trace)
     convs = {r.key for r in trace.layers if r.key.op == "conv2d"}
-    assert key in convs and _macs(key) <= REF_MAX_MACS
-    assert all(_macs(k) <= _macs(key) for k in convs if _macs(k) <= REF_MAX_MACS)
+    assert key in convs and macs(key) <= REF_MAX_MACS
+    assert all(macs(k) <= macs(key) for k in convs if macs(k) <= REF_MAX_MACS)
     assert choose_reference(trace_model(build_demo(), 32, 1)) == key  # shards and resumes agree
 
 
