@@ -166,3 +166,45 @@ def test_the_secant_through_two_measurements_finds_an_overhead_the_lut_lacks():
     flat = [line[0], {"estimated_ms": 4.0, "measured_ratio": 0.82}]
     prop = 4.0 * 0.5 / 0.82
     assert _next_target(flat, 0.5) == pytest.approx(4.0 - 2 * (4.0 - prop))
+
+
+def test_an_uncertain_verdict_is_measured_longer_before_pruning_on():
+    """Five rounds with one burst straddle the goal; five more let the sign test drop the
+    extremes, and the loop stops as met without pruning further."""
+    p = FakePruner(est=0.66, floor=0.2)
+    batches = iter([[0.65, 0.66, 0.66, 0.67, 0.80], [0.65, 0.66, 0.66, 0.67, 0.66]])
+    calls = []
+
+    def measure(t, s, prev=None):
+        calls.append(prev is not None)
+        ratios = next(batches)
+        teacher = (prev["teacher_round_ms"] if prev else []) + [1.0] * 5
+        pruned = (prev["pruned_round_ms"] if prev else []) + ratios
+        return summarize_pair(teacher, pruned)
+
+    loop = close_loop(p, None, None, 0.70, retries=3, measure=measure, data=None,
+                      run_kwargs={}, max_rounds=10)
+    assert calls == [False, True] and p.step == 0
+    assert len(loop) == 1 and loop[0]["rounds"] == 10
+    assert loop[0]["verdict"] == "met" and loop[0]["ratio_high"] == pytest.approx(0.67)
+
+
+def test_without_more_rounds_the_same_burst_prunes_on():
+    p = FakePruner(est=0.66, floor=0.2)
+
+    def measure(t, s):
+        return summarize_pair([1.0] * 5, [0.65, 0.66, 0.66, 0.67, 0.80 if p.step == 0 else 0.67])
+
+    loop = close_loop(p, None, None, 0.70, retries=3, measure=measure, data=None,
+                      run_kwargs={})
+    assert loop[0]["verdict"] == "uncertain" and p.step > 0
+
+
+def test_measure_pair_extends_a_previous_measurement(teacher_ckpt, teacher_lut):
+    teacher = resolve_model(str(teacher_ckpt)).module.eval()
+    lut = Lut.load(teacher_lut)
+    first = measure_pair(teacher, teacher, lut, 32, 1, rounds=2, max_reps=10, goal=0.5)
+    more = measure_pair(teacher, teacher, lut, 32, 1, rounds=3, max_reps=10, goal=0.5,
+                        previous=first)
+    assert more["rounds"] == 5
+    assert more["teacher_round_ms"][:2] == first["teacher_round_ms"]
