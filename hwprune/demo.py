@@ -58,7 +58,12 @@ class DemoConfig:
     calibrate_rounds: int = 3
     validate_samples: int = 10
     n_images: int = 200              # the paper's 30 minibatches per step and 15 fine-tuning
-    iterations: int = 80             # epochs scaled down to fit 10 minutes on 2 CPU cores
+    iterations: int = 40             # epochs scaled down to fit 10 minutes on 2 CPU cores
+    # DeepInversion's multi-resolution schedule (paper): these iterations at 16 px first, at
+    # a quarter of the cost each. 40 + 40 took 54 s against 95 s for 80 at 32 px, both 100%
+    # teacher top-1, and students distilled on either set scored alike on the real digits
+    # (37.7% against 34.3%, two seeds each, 2026-11-29).
+    low_res_iterations: int = 40
     budgets: tuple[float, ...] = (0.70, 0.50, 0.35)
     eta: float = 1.0
     interval: int = 10
@@ -82,10 +87,9 @@ class DemoConfig:
     @classmethod
     def quick_mode(cls, **kw) -> "DemoConfig":
         """Every step and every table row, with far less compute (about 2 minutes)."""
-        base = dict(quick=True, teacher_epochs=2, calibrate_samples=6, calibrate_rounds=2,
-                    validate_samples=6,
-                    n_images=100, iterations=20, interval=2, groups_per_step=8, epochs=2,
-                    measure_rounds=3,
+        base = dict(quick=True, teacher_epochs=1, calibrate_samples=6, calibrate_rounds=2,
+                    validate_samples=6, n_images=100, iterations=10, low_res_iterations=10,
+                    interval=2, groups_per_step=8, epochs=2, measure_rounds=3,
                     measure_max_reps=60, lut_max_reps=100, validate_rounds=1, retries=2)
         return cls(**{**base, **kw})
 
@@ -129,10 +133,13 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
 def _images(cfg: DemoConfig, ckpt: Path) -> Path:
     # Named after the teacher too: a directory holding another teacher's images would be
     # refused on resume (synth checks its settings), not silently reused.
-    out = cfg.out / f"synth-{ckpt.stem}-n{cfg.n_images}-i{cfg.iterations}-s{cfg.seed}"
+    out = cfg.out / (f"synth-{ckpt.stem}-n{cfg.n_images}-i{cfg.iterations}"
+                     f"-l{cfg.low_res_iterations}-s{cfg.seed}")
     t0 = time.perf_counter()
     summary = synthesize(SynthConfig(str(ckpt), out, cfg.n_images, 100,
-                                     PRESETS["demo"].with_(iterations=cfg.iterations),
+                                     PRESETS["demo"].with_(
+                                         iterations=cfg.iterations,
+                                         low_res_iterations=cfg.low_res_iterations),
                                      seed=cfg.seed, resume=out.exists(),
                                      progress=cfg.progress))
     cfg.log(f"DeepInversion: {cfg.n_images} images ({time.perf_counter() - t0:.0f} s this run), "
@@ -165,7 +172,11 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
     ft = FineTuneConfig(epochs=cfg.epochs, milestones=(max(1, int(cfg.epochs * 2 / 3)),),
                         shift=2, seed=cfg.seed)
     shutil.rmtree(cfg.out / "runs", ignore_errors=True)
-    for budget in cfg.budgets:
+    # Each criterion takes the budgets loosest first, every run continuing from the last
+    # one's pruned student (before its fine-tuning): the path to 35% passes through 70%, and
+    # run alone each budget repeated those steps (deterministic, so the same ones).
+    previous: dict[str, Path] = {}
+    for budget in sorted(cfg.budgets, reverse=True):
         target = lut_target(budget, est_teacher, fit)
         for crit, eta in (("taylor-latency", cfg.eta), ("taylor", 0.0)):
             name = f"{crit}-{budget:.2f}"
@@ -180,7 +191,9 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
                                        ft, val="digits-test", measure_rounds=cfg.measure_rounds,
                                        measure_max_reps=cfg.measure_max_reps,
                                        progress=cfg.progress, measured_ratio=budget,
-                                       measured_retries=cfg.retries))
+                                       measured_retries=cfg.retries,
+                                       start_from=previous.get(crit)))
+                previous[crit] = cfg.out / "runs" / name
             except TargetError as exc:
                 rows.append({**row, "error": str(exc)})
                 cfg.log(f"{name}: {exc}")
@@ -201,6 +214,7 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
                          "corrections": len(rep["measured_target"]["loop"]) - 1,
                          "loop_stopped": rep["measured_target"]["loop"][-1].get("stopped"),
                          "loop_verdict": rep["measured_target"]["loop"][-1].get("verdict"),
+                         "started_from": rep.get("started_from"),
                          "model": str(
                              cfg.out / "runs" / name / "pruned.pt")})
             r = rows[-1]

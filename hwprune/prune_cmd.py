@@ -82,6 +82,11 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
                    "resnet50) at most this often, and when pruning ends; 0 = after every "
                    "step. An interrupted run resumes from it, losing at most this much work.")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
+@click.option("--start-from", type=click.Path(path_type=Path, file_okay=False), default=None,
+              metavar="RUN_DIR",
+              help="Prune further from another finished run's pruned student (before its "
+                   "fine-tuning) instead of the teacher; same teacher, data, LUT and group "
+                   "size. Tighter budgets in turn then share their common steps.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Give up (with an error) after this many pruning steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -90,7 +95,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
           criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
           decay_at, no_update, shift, flip, val, mean, std, device, cudnn_benchmark,
-          checkpoint_every, no_measure, max_steps, seed, quiet) -> None:
+          checkpoint_every, no_measure, start_from, max_steps, seed, quiet) -> None:
     """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
 
     Every INTERVAL minibatches the GROUPS-PER-STEP least important groups of GROUP-SIZE
@@ -117,7 +122,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                                _floats(std), not no_measure, device=device,
                                progress=not quiet, measured_ratio=target_measured_ratio,
                                checkpoint_every=checkpoint_every,
-                               cudnn_benchmark=cudnn_benchmark))
+                               cudnn_benchmark=cudnn_benchmark, start_from=start_from))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
         _fail(exc)

@@ -78,6 +78,10 @@ class PruneJob:
     # Off by default: each removal gives new convolution shapes, which benchmark mode
     # autotunes again (forward and both backward passes), and its picks are not reproducible.
     cudnn_benchmark: bool = False
+    # Another finished run's directory: start from its pruned student (before fine-tuning)
+    # instead of the teacher, to prune further. Budgets taken in decreasing order then
+    # share their common steps instead of repeating them (the demo: 3 budgets, one path).
+    start_from: Path | None = None
 
 
 # The checkpoint policy's clock; a module attribute so a test can make time deterministic.
@@ -133,7 +137,30 @@ def _inputs(job: PruneJob, arch: dict) -> dict:
     """What a resumed run must share with the interrupted one."""
     return {"teacher": str(Path(job.teacher).resolve()), "data": job.data,
             "luts": [str(Path(p).resolve()) for p in job.luts], "arch": arch,
-            "prune": asdict(job.prune), "finetune": asdict(job.finetune)}
+            "prune": asdict(job.prune), "finetune": asdict(job.finetune),
+            **({"start_from": str(Path(job.start_from).resolve())} if job.start_from else {})}
+
+
+# What a run continued with ``start_from`` must share with the run it starts from.
+_SHARED_WITH_START = ("teacher", "data", "luts", "arch")
+
+
+def _start_state(job: PruneJob, inputs: dict) -> dict:
+    """The pruning state ``job.start_from``'s run ended with, checked against this job."""
+    path = Path(job.start_from) / "state" / "prune.pt"
+    if not path.is_file():
+        raise JobError(f"--start-from {job.start_from}: no finished pruning state ({path})")
+    state = torch.load(path, map_location=job.device, weights_only=True)
+    old = state.get("inputs", {})
+    diff = [k for k in _SHARED_WITH_START if old.get(k) != inputs[k]]
+    if diff:
+        raise JobError(f"--start-from {job.start_from}: that run had another "
+                       f"{', '.join(diff)}; a continued run must share them")
+    if old.get("prune", {}).get("group_size") != job.prune.group_size:
+        raise JobError(f"--start-from {job.start_from}: group size "
+                       f"{old.get('prune', {}).get('group_size')} there, "
+                       f"{job.prune.group_size} here")
+    return state
 
 
 def _state_payload(p: Pruner, inputs: dict) -> dict:
@@ -143,8 +170,11 @@ def _state_payload(p: Pruner, inputs: dict) -> dict:
             "original_filters": p.original_filters}
 
 
-def _restore(p: Pruner, state: dict) -> None:
-    p.opt.load_state_dict(state["optimizer"])
+def _restore(p: Pruner, state: dict, optimizer: bool = True) -> None:
+    """The step count and trajectory of ``state``, and (resuming the same run) its
+    optimizer; a continued run keeps its own (its learning rate may differ)."""
+    if optimizer:
+        p.opt.load_state_dict(state["optimizer"])
     p.step = int(state["step"])
     p.trajectory = [StepRecord(**{**r, "removed": [tuple(x) for x in r["removed"]]})
                     for r in state["trajectory"]]
@@ -225,17 +255,25 @@ def _run_job(job: PruneJob) -> dict:
         diff = sorted(k for k in inputs if old.get(k) != inputs[k])
         raise JobError(f"{prune_state} was made with other settings ({', '.join(diff)}); "
                        f"use another --out")
-    student = _student(teacher, state["channels"] if state else {}, size, in_ch,
-                       state["model"] if state else None)
+    start = _start_state(job, inputs) if state is None and job.start_from else None
+    begin = state or start
+    student = _student(teacher, begin["channels"] if begin else {}, size, in_ch,
+                       begin["model"] if begin else None)
     pruner = Pruner(student, teacher, job.prune, size, in_ch, lut,
-                    state["original_filters"] if state else None, job.cudnn_benchmark)
+                    begin["original_filters"] if begin else None, job.cudnn_benchmark)
     if state is None:
         if job.measured_ratio is not None and pruner.cfg.target_latency_ms is not None:
-            # The LUT target is only a first guess here: keep it within what can be reached.
+            # The LUT target is only a first guess here: keep it within what can be reached
+            # (a continued run may already be below it: the measurement then decides).
             now, floor = pruner.latency.total_ms, pruner.floor_ms()
-            pruner.cfg.target_latency_ms = min(max(pruner.cfg.target_latency_ms, floor),
-                                               now * (1 - 1e-6))
-        pruner.check_target()
+            pruner.cfg.target_latency_ms = max(pruner.cfg.target_latency_ms, floor)
+            if start is None:
+                pruner.cfg.target_latency_ms = min(pruner.cfg.target_latency_ms,
+                                                   now * (1 - 1e-6))
+        if start is None or job.measured_ratio is None:
+            pruner.check_target()
+        if start is not None:
+            _restore(pruner, start, optimizer=False)
     else:
         _restore(pruner, state)
     before = {"estimated_ms": _est(teacher, lut, size, in_ch),
@@ -254,12 +292,16 @@ def _run_job(job: PruneJob) -> dict:
                         int(state["step"]) if state else None)
     wrap = (lambda m: torch.nn.parallel.DistributedDataParallel(m)) if world > 1 else None
     loop, last = None, []
+    phases = {"setup": time.perf_counter() - t0, "measuring": 0.0}
+    t_phase = time.perf_counter()
     with bar:
         pruner.run(data, on_step, rank, world, wrap)
         if job.measured_ratio is not None:
             def measure(t, s, prev=None):
+                t_m = time.perf_counter()
                 last[:] = [measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
                                         job.measure_max_reps, job.measured_ratio, previous=prev)]
+                phases["measuring"] += time.perf_counter() - t_m
                 return last[0]
 
             loop = close_loop(
@@ -268,12 +310,16 @@ def _run_job(job: PruneJob) -> dict:
                 max_rounds=2 * job.measure_rounds)
     if rank == 0:  # the finished pruning phase is kept, whatever the clock said
         ckpt.finish(pruner)
+    phases["pruning"] = time.perf_counter() - t_phase - phases["measuring"]
+    t_phase = time.perf_counter()
     fbar = tqdm(desc="fine-tuning", total=job.finetune.epochs, unit="epoch",
                 disable=not job.progress or rank != 0)
     with fbar:
         history = finetune(student, teacher, data, job.finetune, state_dir / "finetune.pt",
                            lambda h: (fbar.update(), fbar.set_postfix(loss=f"{h['loss']:.4f}")),
                            job.cudnn_benchmark)
+    phases["fine_tuning"] = time.perf_counter() - t_phase
+    t_phase = time.perf_counter()
     report = {
         "teacher": job.teacher, "data": data.source, "n_images": len(data), "luts": job.luts,
         "input_size": size, "prune": asdict(job.prune), "finetune": asdict(job.finetune),
@@ -281,6 +327,8 @@ def _run_job(job: PruneJob) -> dict:
         "after": {"estimated_ms": _est(student, lut, size, in_ch),
                   "channels": pruner.channels()},
         "filters_kept": pruner.filters() / pruner.original_filters,
+        **({"started_from": str(job.start_from),
+            "started_at_step": int(start["step"])} if start is not None else {}),
         **({"measured_target": {"ratio": job.measured_ratio, "loop": loop}} if loop else {}),
         "trajectory": [asdict(r) for r in pruner.trajectory], "finetune_history": history,
         "prune_checkpoints": ckpt.summary(), "cudnn_benchmark": job.cudnn_benchmark,
@@ -290,6 +338,8 @@ def _run_job(job: PruneJob) -> dict:
     if val is not None:
         report["accuracy"] = {"teacher": evaluate(teacher, val), "pruned": evaluate(student, val),
                               "data": val.source, "n": len(val)}
+    phases["evaluating"] = time.perf_counter() - t_phase
+    t_phase = time.perf_counter()
     if loop and last:
         # The loop's last measurement is of this very architecture; fine-tuning changes
         # weights, not shapes, and a dense kernel's time does not depend on the values.
@@ -299,7 +349,10 @@ def _run_job(job: PruneJob) -> dict:
         report["measured"] = measure_pair(teacher, student, lut, size, in_ch,
                                           job.measure_rounds, job.measure_max_reps,
                                           job.measured_ratio)
+    phases["measuring"] += time.perf_counter() - t_phase
     report["warnings"] = _warnings(report)
+    # seconds of this process's phases (pruning excludes the loop's measurements)
+    report["phase_seconds"] = phases
     report["seconds"] = time.perf_counter() - t0
     save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
                     channels=pruner.channels(), teacher=job.teacher)

@@ -52,6 +52,12 @@ def test_quick_demo_runs_end_to_end(tmp_path):
             assert r["verdict"] in ("met", "uncertain"), r
             # the loop claims 'met' only on a met verdict of its own measurement
             assert r["loop_stopped"] != "met" or r["loop_verdict"] == "met", r
+    # Each criterion's tighter budget continues from its looser one's pruned student
+    by = {(r["budget"], r["criterion"]): r for r in done}
+    for (b, crit), r in by.items():
+        looser = [x for x in (0.70, 0.50) if x > b and (x, crit) in by]
+        assert r["started_from"] == (str(tmp_path / "demo" / "runs" / f"{crit}-{min(looser):.2f}")
+                                     if looser else None), r
     for r in result["rows"]:
         if "error" in r:  # only ever because the LUT says the budget is out of reach
             assert "below what pruning can reach" in r["error"]

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -36,10 +37,12 @@ def _reachable_target(teacher_ckpt, lut, fraction):
 
 
 def _job(teacher_ckpt, lut, out, target, device="cpu", job_kw=None, **kw):
+    job_kw = dict(job_kw or {})
     return PruneJob(str(teacher_ckpt), out, "digits", [str(lut)],
                     PruneConfig(target_latency_ms=target, **FAST, **kw),
-                    FineTuneConfig(epochs=1, batch_size=64), val="digits-test",
-                    measure_rounds=1, progress=False, device=device, **(job_kw or {}))
+                    job_kw.pop("finetune", FineTuneConfig(epochs=1, batch_size=64)),
+                    val="digits-test", measure_rounds=1, progress=False, device=device,
+                    **job_kw)
 
 
 @pytest.fixture
@@ -347,3 +350,38 @@ def _assert_same_run(whole: dict, resumed: dict, whole_dir, cut_dir) -> None:
     a = torch.load(whole_dir / "pruned.pt", weights_only=True)["state_dict"]
     b = torch.load(cut_dir / "pruned.pt", weights_only=True)["state_dict"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_a_run_started_from_another_prunes_on_from_its_student(teacher_ckpt, teacher_lut,
+                                                               demo_lut, tmp_path):
+    kw = dict(groups_per_step=1, target_ratio=0.8)
+    no_ft = FineTuneConfig(epochs=0)  # what is continued is the state before fine-tuning
+    first = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "a", None,
+                         job_kw=dict(measure=False, finetune=no_ft), **kw))
+    later = dict(measure=False, start_from=tmp_path / "a", finetune=no_ft)
+    second = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "b", None, job_kw=later,
+                          **{**kw, "target_ratio": 0.6}))
+    phases = second["phase_seconds"]
+    assert set(phases) == {"setup", "pruning", "measuring", "fine_tuning", "evaluating"}
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= second["seconds"]
+    n = len(first["trajectory"])
+    assert second["started_at_step"] == n and second["trajectory"][:n] == first["trajectory"]
+    assert [r["step"] for r in second["trajectory"][n:]] == list(
+        range(n + 1, len(second["trajectory"]) + 1))
+    assert second["filters_kept"] <= 0.6 < 0.8 >= first["filters_kept"] > 0.6
+    # the student it started from had the first run's channels, not the teacher's
+    assert all(second["after"]["channels"][k] <= c
+               for k, c in first["after"]["channels"].items())
+    # Refused, writing nothing: another LUT, another group size, a run without a state
+    for why, lut, extra, start in (("luts", demo_lut, {}, tmp_path / "a"),
+                                   ("group size", teacher_lut, {"group_size": 16},
+                                    tmp_path / "a"),
+                                   ("no finished pruning state", teacher_lut, {},
+                                    tmp_path / "nothing")):
+        out = tmp_path / f"bad-{why}"
+        job = _job(teacher_ckpt, lut, out, None, job_kw=dict(measure=False, start_from=start),
+                   **{**kw, "target_ratio": 0.6})
+        job.prune = replace(job.prune, **extra)
+        with pytest.raises(run_mod.JobError, match=why):
+            run_job(job)
+        assert not out.exists(), why
