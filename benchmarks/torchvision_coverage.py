@@ -89,7 +89,7 @@ def survey(name: str, args, tmp: Path) -> dict:
         state["trace"] = t = trace_model(model, size, resolved.in_channels)
         state["keys"] = keys = scan_keys(t, step)
         return {"layers": len(t.layers), "ops": dict(Counter(r.key.op for r in t.layers)),
-                "unmodelled": dict(t.unmodelled), "grid_keys": len(keys),
+                "grid_keys": len(keys),
                 "dims": len(dimensions(t.layers, t.frozen_dims))}
 
     def profile():
@@ -110,7 +110,7 @@ def survey(name: str, args, tmp: Path) -> dict:
     def estimate():
         state["lut"] = lut = stand_in_lut(state["keys"])
         est = estimate_trace(state["trace"], lut, strict=True)
-        return {"operators": len(est.layers), "unmodelled": est.unmodelled}
+        return {"operators": len(est.layers)}
 
     def variant():
         t = state["trace"]

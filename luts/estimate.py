@@ -18,7 +18,6 @@ class Estimate:
     total_ms: float        # the estimate: operator sum, in-network calibrated when the LUT is
     conv_ms: float         # convolutions only: the paper's Eq. 14
     interpolated: int      # layers answered by interpolation rather than an exact key
-    unmodelled: dict       # ops the model runs that the table holds no operator for
     operator_sum_ms: float = float("nan")  # every operator's row, summed, uncalibrated
     calibrated: bool = False
 
@@ -41,7 +40,7 @@ def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
     total = float(ms.sum())
     return Estimate(df, float(lut.in_network_ms(total, len(keys))),
                     float(ms[(df["op"] == CONV).to_numpy()].sum()), int((~exact).sum()),
-                    dict(trace.unmodelled), total, lut.calibration is not None)
+                    total, lut.calibration is not None)
 
 
 def estimate(model: nn.Module, lut: Lut, input_size: int, in_channels: int = 3,

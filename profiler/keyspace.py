@@ -111,7 +111,8 @@ class LayerRecord:
 @dataclass
 class Trace:
     layers: list[LayerRecord]
-    unmodelled: Counter  # calls of compute ops the table does not hold, by name
+    # (No "unmodelled" field: a trace refuses a model that runs compute ops the table has
+    # no kind for, UnmodelledOpError, so every trace that exists is fully modelled.)
     frozen_dims: frozenset = frozenset()  # channel dimensions that cannot be pruned
 
     def filtered(self, patterns: Sequence[str]) -> "Trace":
@@ -121,7 +122,7 @@ class Trace:
         kept = [r for r in self.layers if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
         if not kept:
             raise KeySpaceError(f"no layer matches --layers {' '.join(patterns)}")
-        return Trace(kept, self.unmodelled, self.frozen_dims)
+        return Trace(kept, self.frozen_dims)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -327,7 +328,7 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
         d_in, d_out = tracker.find(r.in_dim), tracker.find(r.out_dim)
         resolved.append(replace(r, in_dim=d_in, out_dim=d_out, fixed_in=r.fixed_in or d_in in frozen,
                                 fixed_out=r.fixed_out or d_out in frozen))
-    return Trace(resolved, rec.unmodelled, frozen)
+    return Trace(resolved, frozen)
 
 
 def macs(key: OpKey) -> int:
