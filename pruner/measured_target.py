@@ -111,9 +111,10 @@ def _measured_verdict(pruner: Pruner, teacher: torch.nn.Module, measure, goal: f
         v = verdict_of(m, goal)
         while v.verdict == "uncertain" and v.rounds < max_rounds:
             m = measure(teacher, pruner.student, m)
-            if verdict_of(m, goal).rounds <= v.rounds:
+            longer = verdict_of(m, goal)
+            if longer.rounds <= v.rounds:
                 raise RuntimeError("measure(teacher, student, previous) added no round")
-            v = verdict_of(m, goal)
+            v = longer
         spread = m.get("spread")
         vals = [v.ratio, v.low, v.high, v.confidence, float(v.rounds),
                 float("nan") if spread is None else float(spread)]
