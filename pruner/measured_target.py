@@ -33,7 +33,7 @@ from pruner.schedule import Pruner, TargetError
 
 
 def close_loop(pruner: Pruner, teacher: torch.nn.Module, lut: Lut, goal: float, retries: int,
-               measure: Callable[[torch.nn.Module, torch.nn.Module], dict], data: ImageSet,
+               measure: Callable[..., dict], data: ImageSet,
                run_kwargs: dict, rank: int = 0, world: int = 1,
                max_rounds: int = 0) -> list[dict]:
     """Measure, and prune further until the measured ratio is surely at most ``goal``.
