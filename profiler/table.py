@@ -105,10 +105,10 @@ def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
 
     meta = read_meta(path)
     try:
-        # Pandas' own metadata only restores an index a LUT never has; ignoring it keeps a
-        # damaged copy of it from reaching pandas.
-        df = pq.read_table(path, page_checksum_verification=True).to_pandas(
-            ignore_metadata=True)
+        # Pandas' own metadata only restores an index a LUT never has; dropping it keeps a
+        # damaged copy of it (pyarrow decodes it even when told to ignore it) from pandas.
+        df = pq.read_table(path, page_checksum_verification=True) \
+            .replace_schema_metadata(None).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise LutError(f"{path}: cannot read LUT rows ({exc})") from None
     df = _with_optional(df)
