@@ -31,7 +31,7 @@ def cli() -> None:
     \b
     Steps:  import   -> your trained weights as an hwprune checkpoint
             profile  -> a latency look-up table (LUT) of the device
-            lut      -> inspect, merge, estimate with, validate and plot LUTs
+            lut      -> inspect, check, merge, estimate with, validate and plot LUTs
             synth    -> training images from the model alone (DeepInversion)
             prune    -> remove filter groups until a latency target, then fine-tune
             evaluate -> accuracy of a (pruned) model on labelled data
@@ -174,6 +174,37 @@ def info(path, all_ops) -> None:
         click.echo(format_summary(summarize(path), all_ops))
     except USER_ERRORS as exc:
         _fail(exc)
+
+
+@lut.command("check")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--model", default=None, metavar="NAME",
+              help="Also check the LUT answers this model (torchvision name, 'demo', or a "
+                   ".pt/.pt2 file): every operator of it as it is, and how much of its "
+                   "pruning grid the table holds.")
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="[default: the size the LUT was profiled at for this model]")
+def check_cmd(paths, model, input_size) -> None:
+    """Check LUT files before using them, e.g. a table received from someone else.
+
+    \b
+    Applies the rules every command applies when it reads a table:
+      schema     schema version present and known, every column with its type
+      metadata   device kind, dtype, batch, memory format, timing mode, threads,
+                 weights present and consistent; calibration and drift well-formed;
+                 the metadata digest (tables written by newer hwprune) unchanged
+      keys       channel counts, kernels, strides, ... in range
+      latency    every mean/median/min (and drift reading) finite and plausible
+      duplicates no key twice with different latencies
+    One line per file; exit status 0 when every file passes, 2 otherwise.
+    """
+    from luts.check import check_file
+
+    results = [check_file(p, model, input_size) for p in paths]
+    for r in results:
+        click.echo(r.message, err=not r.ok)
+    if not all(r.ok for r in results):
+        sys.exit(2)
 
 
 @lut.command()

@@ -177,10 +177,12 @@ def evaluate(model, val, mean, std) -> None:
     """Top-1 accuracy of MODEL (e.g. a pruned.pt) on labelled validation data."""
     from pruner import DataError, evaluate as top1, load_images
     from zoo import resolve_model
+    from zoo.check import num_classes
 
     try:
         r = resolve_model(model)
         data = load_images(val, r.input_size, _floats(mean), _floats(std))
+        data.check_classes(num_classes(r.module), model)
         click.echo(f"{model}: top-1 {100 * top1(r.module, data):.2f}% on {len(data)} images "
                    f"of {data.source}")
     except (ModelError, DataError) as exc:

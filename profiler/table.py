@@ -57,19 +57,34 @@ def to_arrow(rows: pd.DataFrame | Sequence[dict], meta: dict) -> pa.Table:
     if missing:
         raise LutError(f"rows lack columns {missing}")
     table = pa.Table.from_pandas(df[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
+    from profiler.check import DIGEST_KEY, digest  # check imports LutError from here
+
     full = dict(table.schema.metadata or {})
-    full[META_KEY] = json.dumps({**meta, "schema_version": SCHEMA_VERSION}).encode()
+    raw = json.dumps({**meta, "schema_version": SCHEMA_VERSION,
+                      "written_by": f"hwprune {_hwprune_version()}"}).encode()
+    # The digest lets a reader tell damaged or edited metadata from what was written.
+    full[META_KEY], full[DIGEST_KEY] = raw, digest(raw)
     return table.replace_schema_metadata(full)
+
+
+def _hwprune_version() -> str:
+    from hwprune import __version__
+
+    return __version__
 
 
 def write_lut(rows: pd.DataFrame | Sequence[dict], meta: dict, path: str | os.PathLike) -> Path:
     path = Path(path)
     table = to_arrow(rows, meta)
-    atomic_write_bytes(path, lambda f: pq.write_table(table, f))
+    # Page checksums: a flipped byte in the rows is an error on reading, not a latency.
+    atomic_write_bytes(path, lambda f: pq.write_table(table, f, write_page_checksum=True))
     return path
 
 
 def read_meta(path: str | os.PathLike) -> dict:
+    """The metadata of a LUT, after the schema and metadata rules of ``profiler.check``."""
+    from profiler.check import check_columns, check_schema_metadata
+
     path = Path(path)
     try:
         schema = pq.read_schema(path)
@@ -77,28 +92,28 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise LutError(f"{path}: no such LUT file") from None
     except (pa.ArrowException, OSError) as exc:
         raise LutError(f"{path}: not a readable Parquet file ({exc})") from None
-    raw = (schema.metadata or {}).get(META_KEY)
-    if raw is None:
-        raise LutError(f"{path}: Parquet file without hwprune metadata (not a LUT)")
-    meta = json.loads(raw)
-    version = meta.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise LutError(f"{path}: LUT schema version {version!r}; this hwprune reads "
-                       f"version {SCHEMA_VERSION}")
-    missing = [c for c in COLUMNS if c not in schema.names and c not in OPTIONAL_COLUMNS]
-    if missing:
-        raise LutError(f"{path}: LUT lacks columns {', '.join(missing)}")
+    meta = check_schema_metadata(path, dict(schema.metadata or {}), SCHEMA_VERSION,
+                                 _hwprune_version())
+    check_columns(path, schema, SCHEMA, OPTIONAL_COLUMNS)
     return meta
 
 
 def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
-    """Rows and metadata of a LUT, with a clear error for anything wrong with the file."""
+    """Rows and metadata of a LUT, with a clear error for anything wrong with the file:
+    every rule of ``profiler.check`` holds for what this returns."""
+    from profiler.check import check_rows
+
     meta = read_meta(path)
     try:
-        df = pq.read_table(path).to_pandas()
+        # Pandas' own metadata only restores an index a LUT never has; dropping it keeps a
+        # damaged copy of it (pyarrow decodes it even when told to ignore it) from pandas.
+        df = pq.read_table(path, page_checksum_verification=True) \
+            .replace_schema_metadata(None).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise LutError(f"{path}: cannot read LUT rows ({exc})") from None
-    return _with_optional(df), meta
+    df = _with_optional(df)
+    check_rows(path, df, meta)
+    return df, meta
 
 
 def _with_optional(df: pd.DataFrame) -> pd.DataFrame:
@@ -188,7 +203,15 @@ def read_joined(paths: Sequence[str | os.PathLike], verb: str = "merge"
     meta = merge_meta(metas)
     if len(metas) > 1:
         meta.pop("calibration", None)
-    return dedupe(pd.concat(frames, ignore_index=True)), meta
+    rows = pd.concat(frames, ignore_index=True)
+    joined = dedupe(rows)
+    if len(joined) < len(rows):
+        # Each file has one row per key (profiler.check); a key in several files keeps
+        # the row of the file listed first, and the joined metadata says so.
+        meta["duplicate_keys"] = {"rule": "the file listed first wins",
+                                  "rows_dropped": len(rows) - len(joined),
+                                  "files": [str(p) for p in paths]}
+    return joined, meta
 
 
 def calibrations_dropped(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:

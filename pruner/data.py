@@ -25,6 +25,21 @@ class ImageSet:
     images: torch.Tensor
     labels: torch.Tensor | None = None
     source: str = ""
+    n_logits: int | None = None  # classes of the teacher that made a synthesized set
+
+    def check_classes(self, classes: int | None, model: str) -> None:
+        """Refuse data whose classes the model does not have (before any work: later it
+        is an index error deep in a loss, or a silently wrong accuracy)."""
+        if classes is None:
+            return
+        if self.n_logits is not None and self.n_logits != classes:
+            raise DataError(f"{self.source}: made by a teacher with {self.n_logits} classes, "
+                            f"{model} has {classes}")
+        if self.labels is not None and len(self.labels):
+            lo, hi = int(self.labels.min()), int(self.labels.max())
+            if lo < 0 or hi >= classes:
+                raise DataError(f"{self.source}: class id {hi if hi >= classes else lo} is "
+                                f"outside {model}'s {classes} classes")
 
     def __len__(self) -> int:
         return len(self.images)
@@ -92,8 +107,32 @@ def _tensor_file(path: Path) -> ImageSet:
     images = data["images"].float()
     if images.dim() != 4 or len(images) == 0:
         raise DataError(f"'{path}': images must be a non-empty N x C x H x W tensor")
+    if not bool(torch.isfinite(images).all()):
+        raise DataError(f"'{path}': images hold NaN or infinite values")
     labels = data.get("targets", data.get("labels"))
-    return ImageSet(images, labels, str(path))
+    if labels is not None and not (isinstance(labels, torch.Tensor) and labels.dim() == 1
+                                   and not labels.is_floating_point()
+                                   and len(labels) == len(images)):
+        raise DataError(f"'{path}': targets must be {len(images)} integer class ids, one per "
+                        f"image")
+    logits = data.get("logits")
+    if logits is not None and not (isinstance(logits, torch.Tensor) and logits.dim() == 2
+                                   and len(logits) == len(images)):
+        raise DataError(f"'{path}': logits must be {len(images)} x classes")
+    summary = path.parent / "summary.json"
+    if path.name == "synthetic.pt" and summary.is_file():
+        # The run's own record of what it wrote: a synthetic.pt from another run, or cut
+        # short, disagrees with it.
+        import json
+
+        try:
+            n = json.loads(summary.read_text()).get("n_images")
+        except (ValueError, AttributeError):
+            raise DataError(f"'{summary}' is not a synth summary (damaged JSON)") from None
+        if n is not None and n != len(images):
+            raise DataError(f"'{path}' holds {len(images)} images, its summary.json "
+                            f"{n}: not the set that run wrote")
+    return ImageSet(images, labels, str(path), None if logits is None else logits.shape[1])
 
 
 def _image_folder(path: Path, size: int, mean, std) -> ImageSet:

@@ -45,6 +45,7 @@ from pruner.groups import out_channels
 from pruner.measured_target import close_loop
 from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
+from zoo.check import num_classes
 
 
 class JobError(ValueError):
@@ -243,6 +244,8 @@ def _run_job(job: PruneJob) -> dict:
         raise DataError(f"{data.source}: images are {tuple(data.images.shape[1:])}, the model "
                         f"takes {(in_ch, size, size)}")
     val = load_images(job.val, size, job.mean, job.std) if job.val else None
+    for d in (data, val) if val is not None else (data,):
+        d.check_classes(num_classes(teacher), job.teacher)
     _check_out(job.out)
     arch = {"arch": resolved.name, "arch_kwargs": resolved.arch_kwargs}
     state_dir = job.out / "state"

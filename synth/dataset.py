@@ -54,6 +54,28 @@ class DatasetWriter:
             p.unlink()
         return len(stale)
 
+    def damaged_batch(self) -> str | None:
+        """The first finished batch file that cannot be read back as one (why, with its
+        path), or None. A resumed run checks before making any image: otherwise a damaged
+        file surfaces only when the finished run joins every batch."""
+        for b in sorted(self.done_batches()):
+            path = self.batch_path(b)
+            try:
+                part = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # torch raises many types for a damaged file
+                return f"{path} is damaged ({type(exc).__name__})"
+            images = part.get("images") if isinstance(part, dict) else None
+            targets = part.get("targets") if isinstance(part, dict) else None
+            logits = part.get("logits") if isinstance(part, dict) else None
+            if not (isinstance(images, torch.Tensor) and images.dim() == 4
+                    and isinstance(targets, torch.Tensor) and targets.shape == images.shape[:1]
+                    and isinstance(logits, torch.Tensor) and logits.dim() == 2
+                    and len(logits) == len(images) and isinstance(part.get("history"), dict)):
+                return f"{path} does not hold a batch (images, targets, logits, history)"
+            if not bool(torch.isfinite(images).all()):
+                return f"{path} holds NaN or infinite images"
+        return None
+
     def to_pixels(self, images: torch.Tensor) -> torch.Tensor:
         return (images * self.std + self.mean).clamp(0, 1)
 

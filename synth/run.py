@@ -151,6 +151,10 @@ def synthesize(cfg: SynthConfig) -> dict:
     if rank == 0:  # one rank decides whether the directory may be used, then the rest join
         writer = _prepare_out(cfg)
         writer.drop_partial()
+        damaged = writer.damaged_batch()
+        if damaged:
+            raise SynthError(f"{damaged}: delete it and rerun with --resume to make that "
+                             "batch again")
     if world > 1:
         dist.barrier()
     if rank != 0:

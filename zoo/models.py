@@ -151,17 +151,30 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
         raise ModelError(f"cannot save {arch} to '{path}': its tensors are on the meta device "
                          f"({on_meta[0]}{' and others' if len(on_meta) > 1 else ''}), which "
                          f"holds shapes but no weights; load or initialise the weights first")
+    from zoo.check import weights_digest  # zoo.check imports this module's constants
+
+    cpu_state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                 for k, v in state.items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "arch": arch,
         "arch_kwargs": dict(arch_kwargs or {}),
         "channels": dict(channels or {}),
-        "state_dict": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-                       for k, v in state.items()},
+        "state_dict": cpu_state,
         "extra": extra,
+        "written_by": f"hwprune {_hwprune_version()}",
+        # torch.load does not verify the zip's checksums: this lets loading tell a
+        # damaged weight from a trained one (zoo.check).
+        "weights_sha256": weights_digest(cpu_state),
     }
     return atomic_write_bytes(path, lambda f: torch.save(payload, f))
+
+
+def _hwprune_version() -> str:
+    from hwprune import __version__
+
+    return __version__
 
 
 def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike,
@@ -225,12 +238,15 @@ def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot load '{path}' as a weights-only checkpoint: {exc}") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(
-            f"'{path}' is not an hwprune checkpoint (a dict with format='{CHECKPOINT_FORMAT}')"
-        )
-    resolved = _build_arch(payload["arch"], payload.get("arch_kwargs", {}))
+        raise ModelError(f"cannot load '{path}' as a weights-only checkpoint: "
+                         f"{_first_line(exc)}") from None
+    from zoo.check import check_payload  # zoo.check imports this module's constants
+
+    check_payload(path, payload)
+    try:
+        resolved = _build_arch(payload["arch"], payload.get("arch_kwargs", {}))
+    except TypeError as exc:  # arch_kwargs the architecture does not take
+        raise ModelError(f"'{path}': arch_kwargs do not fit {payload['arch']}: {exc}") from None
     try:
         if payload.get("channels"):
             example = torch.zeros(1, resolved.in_channels, resolved.input_size,
@@ -241,10 +257,20 @@ def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
             state = _without_aux(payload["arch"], state)
         resolved.module.load_state_dict(state)
     except (RuntimeError, KeyError, ValueError, AssertionError) as exc:
-        raise ModelError(f"'{path}' does not match architecture {payload['arch']}: {exc}") from None
+        raise ModelError(f"'{path}' does not match architecture {payload['arch']}: "
+                         f"{_first_line(exc)}") from None
     resolved.source = str(path)
     resolved.extra = dict(payload.get("extra", {}))
     return resolved
+
+
+def _first_line(exc: Exception) -> str:
+    """torch's load errors run over many lines (one per mismatched tensor); the first
+    mismatch says enough, on one line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict"):
+        return f"{lines[1]} (and {len(lines) - 2} more)" if len(lines) > 2 else lines[1]
+    return lines[0] if lines else type(exc).__name__
 
 
 class CouplingError(ModelError):

@@ -44,7 +44,9 @@ def test_info_says_which_cold_rows_kept_weights_cached(demo_lut, tmp_path):
     assert "measured before a graph captured" not in text  # an eager table
 
     # A cold graph-mode table from before graph_calls: its small keys were timed hot.
+    # (Graph mode is CUDA's: a cpu table in graph mode is refused on reading.)
     old = {**meta, "weights": "cold", "timing_mode": "graph", "cache_bytes": cold // 2,
+           "device_kind": "cuda", "threads": None,
            "protocol": {k: v for k, v in meta["protocol"].items() if k != "graph_calls"}}
     old.pop("cold_bytes", None)
     text = format_summary(summarize(write_lut(df, old, tmp_path / "old.parquet")))
