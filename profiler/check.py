@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 
 from profiler.keyspace import KEY_FIELDS, OpKey
-from profiler.table import LutError
+from profiler.errors import LutError
 
 LATENCY_COLUMNS = ("mean_ms", "median_ms", "min_ms")
 # Bounds of a plausible operator latency. Nothing launches in under a nanosecond, and no
@@ -210,7 +210,7 @@ def check_rows(path: object, df: pd.DataFrame, meta: dict) -> None:
             i = int(bad.argmax())
             raise LutCheckError(path, "latency", f"min_ms above {col} at "
                                 f"{_describe_row(df.iloc[i])}")
-    if (meta.get("drift") or {}).get("key"):
+    if (meta.get("drift") or {}).get("key") and "ref_ms" in df.columns:
         # Rows are scaled by their drift reading (luts.lookup.drift_factors): one bad
         # reading would rescale every row, so each must be a latency too.
         ref = df["ref_ms"].to_numpy(dtype=float)
@@ -222,7 +222,7 @@ def check_rows(path: object, df: pd.DataFrame, meta: dict) -> None:
     keyed = df[list(KEY_FIELDS)]
     dup = keyed.duplicated(keep=False).to_numpy()
     if dup.any():
-        values = list(LATENCY_COLUMNS) + ["ref_ms"]
+        values = list(LATENCY_COLUMNS) + [c for c in ("ref_ms",) if c in df.columns]
         same = df[list(KEY_FIELDS) + values].astype({c: float for c in values}).fillna(-1.0)
         clash = dup & ~same.duplicated(keep=False).to_numpy()
         if clash.any():

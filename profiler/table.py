@@ -17,6 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from profiler.check import (DIGEST_KEY, check_columns, check_rows, check_schema_metadata,
+                            digest)
+from profiler.errors import LutError  # re-exported: readers of tables import it from here
 from profiler.keyspace import KEY_FIELDS, OpKey
 from zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner import it here
 
@@ -42,10 +45,6 @@ COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 OPTIONAL_COLUMNS: tuple[str, ...] = ("ref_ms",)
 
 
-class LutError(ValueError):
-    """A LUT file is unreadable, malformed, or does not match what it is used with."""
-
-
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -57,7 +56,6 @@ def to_arrow(rows: pd.DataFrame | Sequence[dict], meta: dict) -> pa.Table:
     if missing:
         raise LutError(f"rows lack columns {missing}")
     table = pa.Table.from_pandas(df[list(COLUMNS)], schema=SCHEMA, preserve_index=False)
-    from profiler.check import DIGEST_KEY, digest  # check imports LutError from here
 
     full = dict(table.schema.metadata or {})
     raw = json.dumps({**meta, "schema_version": SCHEMA_VERSION,
@@ -83,8 +81,6 @@ def write_lut(rows: pd.DataFrame | Sequence[dict], meta: dict, path: str | os.Pa
 
 def read_meta(path: str | os.PathLike) -> dict:
     """The metadata of a LUT, after the schema and metadata rules of ``profiler.check``."""
-    from profiler.check import check_columns, check_schema_metadata
-
     path = Path(path)
     try:
         schema = pq.read_schema(path)
@@ -101,8 +97,6 @@ def read_meta(path: str | os.PathLike) -> dict:
 def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
     """Rows and metadata of a LUT, with a clear error for anything wrong with the file:
     every rule of ``profiler.check`` holds for what this returns."""
-    from profiler.check import check_rows
-
     meta = read_meta(path)
     try:
         # Pandas' own metadata only restores an index a LUT never has; dropping it keeps a
@@ -111,9 +105,10 @@ def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
             .replace_schema_metadata(None).to_pandas()
     except (pa.ArrowException, OSError) as exc:
         raise LutError(f"{path}: cannot read LUT rows ({exc})") from None
-    df = _with_optional(df)
+    # Checked before the optional columns are filled in: a reading stored as NaN is damage
+    # (it would turn the drift correction off), a column an older hwprune never wrote is not.
     check_rows(path, df, meta)
-    return df, meta
+    return _with_optional(df), meta
 
 
 def _with_optional(df: pd.DataFrame) -> pd.DataFrame:

@@ -56,9 +56,9 @@ def test_rows_timed_while_the_machine_ran_slow_are_put_back_on_its_usual_speed(d
     assert level == pytest.approx(0.4)
     assert estimate(net, drifted, 32, 1).total_ms == pytest.approx(steady * level / 0.4,
                                                                   rel=1e-9)
-    # without the readings the same rows would have been summed as measured
-    plain = _slowed(rows, half, 1.3).assign(ref_ms=np.nan)
-    write_lut(plain, meta, tmp_path / "plain.parquet")
+    # without the reference the same rows would have been summed as measured
+    plain = _slowed(rows, half, 1.3)
+    write_lut(plain, {k: v for k, v in meta.items() if k != "drift"}, tmp_path / "plain.parquet")
     assert Lut.load(tmp_path / "plain.parquet").drift_level_ms is None
     as_measured = estimate(net, Lut.load(tmp_path / "plain.parquet"), 32, 1).total_ms
     assert as_measured != pytest.approx(steady, rel=1e-3)

@@ -1,0 +1,7 @@
+"""The profiler's own error, in a module of its own: ``profiler.table`` (which reads and
+writes tables) and ``profiler.check`` (the rules a table read must pass) both raise it, and
+neither may import the other at module level without an import cycle."""
+
+
+class LutError(ValueError):
+    """A LUT file is unreadable, malformed, or does not match what it is used with."""
