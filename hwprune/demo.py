@@ -260,7 +260,9 @@ def run_demo(cfg: DemoConfig) -> dict:
     teacher = load_checkpoint(ckpt).module
     lut_obj = Lut.load(lut)
     est_teacher = estimate(teacher, lut_obj, 32, 1).total_ms
-    teacher_ms = measure_pair(teacher, teacher, lut_obj, 32, 1, rounds=5)["teacher_ms"]
+    # The table's reading of the teacher (each job measures it again beside its student)
+    teacher_ms = measure_pair(teacher, teacher, lut_obj, 32, 1, rounds=cfg.measure_rounds,
+                              max_reps=cfg.measure_max_reps)["teacher_ms"]
     rows = _prune(cfg, ckpt, lut, images, est_teacher, teacher_ms, val)
     lap("pruning_and_finetuning")
     result = {"config": {k: (str(v) if isinstance(v, Path) else v)
