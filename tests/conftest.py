@@ -82,3 +82,21 @@ def demo_lut(tmp_path_factory):
         return path
 
     return shared_file(tmp_path_factory, "demo.parquet", make)
+
+
+_SUMMARIES: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    # user_properties travel from xdist workers to the controller with each report
+    if report.when == "call":
+        _SUMMARIES.extend(v for k, v in report.user_properties if k == "summary")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """What tests asked to show whatever the verbosity (e.g. how many corruptions the
+    property-based tests tried), recorded with ``record_property("summary", text)``."""
+    if _SUMMARIES:
+        terminalreporter.section("test summaries")
+        for line in _SUMMARIES:
+            terminalreporter.write_line(line)

@@ -105,7 +105,7 @@ def test_a_damaged_batch_stops_a_resumed_synth_run_before_any_work(ckpt, tmp_pat
     assert synthesize(cfg)["n_images"] == 4
 
 
-def test_mutated_checkpoint_files(ckpt, tmp_path):
+def test_mutated_checkpoint_files(ckpt, tmp_path, record_property):
     """Property: a mutated checkpoint either raises ModelError with a message, or loads a
     model computing exactly what the original does; loading never runs pickled code."""
     path, net = ckpt
@@ -168,6 +168,6 @@ def test_mutated_checkpoint_files(ckpt, tmp_path):
         tally[f"{kind}: same outputs"] += 1
 
     prop()
-    print(f"\ncheckpoints: {sum(tally.values())} corruptions tried; "
-          + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
+    record_property("summary", f"checkpoints: {sum(tally.values())} corruptions tried; "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
     assert sum(tally.values()) >= 400 and isinstance(CheckpointError("p", "r", "d"), ModelError)
