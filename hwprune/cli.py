@@ -474,6 +474,10 @@ def demo(out, quick, threads, timing_threads, quiet) -> None:
                f"{100 * v['operator_sum']['mape']:.1f}%")
     if v.get("noise"):
         click.echo(v["noise"])
+    from luts.validate import describe_drift
+
+    if describe_drift(v):  # a table at one machine speed, measured at another
+        click.echo(describe_drift(v))
     click.echo(f"plots: {out / 'accuracy_vs_latency.png'}, {out / 'digits_synth_vs_real.png'}, "
                f"{out / 'validate' / 'estimate_vs_measured.png'}; results: {out / 'demo.json'}")
     click.echo(format_stages(result))

@@ -68,10 +68,14 @@ class DemoConfig:
     eta: float = 1.0
     interval: int = 10
     epochs: int = 10
-    # Interleaved rounds per latency measurement; a budget verdict's confidence is
-    # 1 - 2^-rounds each side for up to 7 rounds (luts/verdict.py): 5 give 96.9%, 3 give 87.5%.
-    measure_rounds: int = 5
-    measure_max_reps: int = 300
+    # Interleaved rounds per latency measurement, and repetitions per round and network.
+    # From 8 rounds the verdict's interval leaves out the most extreme round on each side
+    # at 96.5% confidence (luts/verdict.py), where up to 7 it spans every round: 5 rounds
+    # gave 96.9% but one burst decided. Rounds, not repetitions, carry the noise of a shared
+    # machine (rounds varied 14-41% on 2026-11-29 while a round's median of 300 calls was
+    # within 1%), so 8 short rounds cost less than 5 long ones: 8 x 100 calls, not 5 x 300.
+    measure_rounds: int = 8
+    measure_max_reps: int = 100
     lut_max_reps: int = 200          # the paper's 1000 costs 30 s more here for ~1% (adaptive)
     validate_rounds: int = 2
     retries: int = 3                 # measured-target corrections per pruning run
@@ -89,8 +93,8 @@ class DemoConfig:
         """Every step and every table row, with far less compute (about 2 minutes)."""
         base = dict(quick=True, teacher_epochs=1, calibrate_samples=6, calibrate_rounds=2,
                     validate_samples=6, n_images=100, iterations=10, low_res_iterations=10,
-                    interval=2, groups_per_step=8, epochs=2, measure_rounds=3,
-                    measure_max_reps=60, lut_max_reps=100, validate_rounds=1, retries=2)
+                    interval=2, groups_per_step=8, epochs=2, measure_rounds=8,
+                    measure_max_reps=30, lut_max_reps=100, validate_rounds=1, retries=2)
         return cls(**{**base, **kw})
 
 
@@ -272,6 +276,9 @@ def run_demo(cfg: DemoConfig) -> dict:
               "lut_validation": {**{k: val[k] for k in (
                   "estimator", "r2_identity", "r2_linear", "mape", "max_abs_err_ms",
                   "n_samples", "fit_slope", "fit_intercept_ms", "noise")},
+                  # how fast the machine ran during the validation against the table's rows,
+                  # and the agreement with that taken out (luts.validate.describe_drift)
+                  **{k: val.get(k) for k in ("machine_drift", "drift_corrected")},
                   "operator_sum": {k: val["operator_sum"][k] for k in ("r2_identity", "mape")}},
               "rows": rows, "warnings": _warnings(rows),
               "stage_seconds": stages, "seconds": time.perf_counter() - t0}
