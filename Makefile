@@ -23,8 +23,8 @@ demo: install
 	$(BIN)/hwprune demo --out $(DEMO_OUT)
 
 # pytest exits 5 when it collects no tests: say so and succeed. Two xdist workers: on this
-# 2-core VM kind the suite took 234 s against 293 s in one process (the two end-to-end tests,
-# about a minute each, run side by side); TEST_WORKERS=0 runs it in one process.
+# 2-core VM kind the suite took 222-234 s against 293 s in one process (2026-11-29; the two
+# end-to-end tests, about a minute each, run side by side); TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install
 	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS); rc=$$?; \

@@ -94,7 +94,7 @@ class DemoConfig:
         base = dict(quick=True, teacher_epochs=1, calibrate_samples=6, calibrate_rounds=2,
                     validate_samples=6, n_images=100, iterations=10, low_res_iterations=10,
                     interval=2, groups_per_step=8, epochs=2, measure_rounds=8,
-                    measure_max_reps=30, lut_max_reps=100, validate_rounds=1, retries=2)
+                    measure_max_reps=15, lut_max_reps=100, validate_rounds=1, retries=2)
         return cls(**{**base, **kw})
 
 
