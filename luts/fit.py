@@ -94,15 +94,18 @@ def choose_calibration(operator_sum: np.ndarray, measured: np.ndarray, n_ops: in
     checked = []
     for form in FORMS:
         try:
-            checked.append(holdout_check(fit_calibration(operator_sum, measured, n_ops, form),
-                                         operator_sum, measured))
+            fit = fit_calibration(operator_sum, measured, n_ops, form)
         except TooFewVariants:
             continue
+        # A latency that falls as the operator sum grows is noise, not a calibration (a
+        # noisy 3-variant affine fit gave slope -0.15, which a table's readers refuse).
+        if fit["slope"] > 0:
+            checked.append(holdout_check(fit, operator_sum, measured))
     scored = [f for f in checked if f["holdout_mape"] is not None]
     if not scored:
         if not checked:
             raise TooFewVariants("a calibration needs at least 3 variants of different "
-                                 "estimated latency")
+                                 "estimated latency, whose latencies rise with it")
         return checked[0]
     best = min(scored, key=lambda f: f["holdout_mape"])
     best["alternatives"] = {f["form"]: f["holdout_mape"] for f in checked if f is not best}

@@ -64,6 +64,23 @@ class LutCheckError(LutError):
         super().__init__(f"{path}: {rule}: {detail}")
 
 
+def rows_digest(df: pd.DataFrame) -> str:
+    """SHA-256 of the rows an estimate reads (keys and latencies, in file order), in a form
+    that survives the Parquet round trip (integer widths, string storage). Stored in the
+    metadata, whose own digest covers it: a row edited, added or dropped by hand leaves a
+    valid-looking table whose estimate moved, which only this tells apart."""
+    h = hashlib.sha256()
+    for col in KEY_FIELDS + LATENCY_COLUMNS:
+        v = df[col]
+        if col in LATENCY_COLUMNS:
+            h.update(np.ascontiguousarray(v.to_numpy(dtype=np.float64)).tobytes())
+        elif v.dtype == object or pd.api.types.is_string_dtype(v):
+            h.update("\x00".join(map(str, v)).encode())
+        else:
+            h.update(np.ascontiguousarray(v.to_numpy().astype(np.int64)).tobytes())
+    return h.hexdigest()
+
+
 def digest(raw_meta: bytes) -> bytes:
     return hashlib.sha256(raw_meta).hexdigest().encode()
 
@@ -128,8 +145,15 @@ def check_meta(path: object, meta: dict) -> None:
     if meta["timing_mode"] == "graph" and meta["device_kind"] != "cuda":
         raise _bad(path, "timing_mode", "graph", "eager on a cpu table: graphs are CUDA's")
     for field in ("sources", "configs"):
-        if not isinstance(meta.get(field, []), list):
-            raise _bad(path, field, meta.get(field), "a list")
+        v = meta.get(field, [])
+        if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+            raise _bad(path, field, v, "a list of objects")
+    hosts = meta.get("hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise _bad(path, "hosts", hosts, "a list of host names")
+    for field in ("host", "created"):
+        if meta.get(field) is not None and not isinstance(meta[field], str):
+            raise _bad(path, field, meta[field], "a string")
     cal = meta.get("calibration")
     if cal is not None:
         fits = cal.get("fits") if isinstance(cal, dict) else None
@@ -186,6 +210,7 @@ def _describe_row(row: pd.Series) -> str:
 def check_rows(path: object, df: pd.DataFrame, meta: dict) -> None:
     """Key fields, latencies and duplicates of a table's rows (see the module's rules)."""
     if df.empty:
+        _check_rows_digest(path, df, meta)
         return
     if df["op"].isna().any():
         raise LutCheckError(path, "keys", f"row {int(df['op'].isna().to_numpy().argmax())} "
@@ -229,3 +254,12 @@ def check_rows(path: object, df: pd.DataFrame, meta: dict) -> None:
             i = int(clash.argmax())
             raise LutCheckError(path, "duplicates", f"key {_describe_row(df.iloc[i])} is "
                                 "present more than once with different latencies")
+    # Last, so that a table broken in a way a rule names gets that rule's message.
+    _check_rows_digest(path, df, meta)
+
+
+def _check_rows_digest(path: object, df: pd.DataFrame, meta: dict) -> None:
+    stored = meta.get("rows_sha256")
+    if stored is not None and stored != rows_digest(df):
+        raise LutCheckError(path, "rows", "the rows no longer match the digest written with "
+                            "them (a row edited, added or dropped since the table was written)")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from profiler.check import (DIGEST_KEY, check_columns, check_rows, check_schema_metadata,
-                            digest)
+                            digest, rows_digest)
 from profiler.errors import LutError  # re-exported: readers of tables import it from here
 from profiler.keyspace import KEY_FIELDS, OpKey
 from zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner import it here
@@ -59,7 +59,8 @@ def to_arrow(rows: pd.DataFrame | Sequence[dict], meta: dict) -> pa.Table:
 
     full = dict(table.schema.metadata or {})
     raw = json.dumps({**meta, "schema_version": SCHEMA_VERSION,
-                      "written_by": f"hwprune {_hwprune_version()}"}).encode()
+                      "written_by": f"hwprune {_hwprune_version()}",
+                      "rows_sha256": rows_digest(df)}).encode()
     # The digest lets a reader tell damaged or edited metadata from what was written.
     full[META_KEY], full[DIGEST_KEY] = raw, digest(raw)
     return table.replace_schema_metadata(full)
@@ -86,8 +87,9 @@ def read_meta(path: str | os.PathLike) -> dict:
         schema = pq.read_schema(path)
     except FileNotFoundError:
         raise LutError(f"{path}: no such LUT file") from None
-    except (pa.ArrowException, OSError) as exc:
-        raise LutError(f"{path}: not a readable Parquet file ({exc})") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged name: UnicodeDecodeError
+        raise LutError(f"{path}: not a readable Parquet file ({type(exc).__name__}: "
+                       f"{exc})") from None
     meta = check_schema_metadata(path, dict(schema.metadata or {}), SCHEMA_VERSION,
                                  _hwprune_version())
     check_columns(path, schema, SCHEMA, OPTIONAL_COLUMNS)
@@ -103,8 +105,8 @@ def read_lut(path: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
         # damaged copy of it (pyarrow decodes it even when told to ignore it) from pandas.
         df = pq.read_table(path, page_checksum_verification=True) \
             .replace_schema_metadata(None).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
-        raise LutError(f"{path}: cannot read LUT rows ({exc})") from None
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise LutError(f"{path}: cannot read LUT rows ({type(exc).__name__}: {exc})") from None
     # Checked before the optional columns are filled in: a reading stored as NaN is damage
     # (it would turn the drift correction off), a column an older hwprune never wrote is not.
     check_rows(path, df, meta)

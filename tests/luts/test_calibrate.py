@@ -229,3 +229,14 @@ def test_a_table_with_a_rejected_fit_estimates_plain_sums(demo_lut, tmp_path):
     assert not est.calibrated and est.total_ms == pytest.approx(plain.total_ms)
     out = CliRunner().invoke(cli, ["lut", "info", str(tmp_path / "rejected.parquet")])
     assert out.exit_code == 0 and "NOT applied" in out.output
+
+
+def test_a_fit_whose_latency_falls_as_the_sum_grows_is_never_chosen():
+    """Seen in a CI run: a noisy calibration of few variants fitted an affine slope of
+    -0.15, which was stored and then refused by every reader of the table."""
+    from luts.fit import choose_calibration
+
+    x = np.linspace(1.0, 2.0, 5)
+    falling = np.linspace(2.0, 1.5, 5)  # a perfect line, downhill: affine fits it exactly
+    fit = choose_calibration(x, falling, 10)
+    assert fit["form"] == "proportional" and fit["slope"] > 0

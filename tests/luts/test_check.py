@@ -123,8 +123,12 @@ def test_keys_and_types(demo_lut, tmp_path):
 def test_exact_duplicates_are_tolerated_and_merges_record_their_rule(demo_lut, demo_total,
                                                                      tmp_path):
     df, meta = read_lut(demo_lut)
-    twice = hand_edit(demo_lut, tmp_path / "twice.parquet", pd.concat([df, df.iloc[:5]]))
+    twice = write_lut(pd.concat([df, df.iloc[:5]]), meta, tmp_path / "twice.parquet")
     assert estimate(resolve_model("demo").module, Lut.load(twice), 32, 1).total_ms == demo_total
+    # the same rows added by hand to a table that records its rows' digest: refused
+    by_hand = hand_edit(demo_lut, tmp_path / "by_hand.parquet", pd.concat([df, df.iloc[:5]]))
+    with pytest.raises(LutError, match="rows: the rows no longer match"):
+        Lut.load(by_hand)
     slower = write_lut(df.assign(**{c: df[c] * 2 for c in ("mean_ms", "median_ms", "min_ms",
                                                             "ref_ms")}), meta,
                        tmp_path / "slower.parquet")

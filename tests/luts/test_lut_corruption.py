@@ -155,3 +155,15 @@ def test_edited_rows_columns_and_metadata(case, record_property):
 
     prop()
     assert _report("LUT edits", tally, record_property) >= 400
+
+
+def test_a_column_name_that_is_not_utf8_is_the_luts_error(case):
+    """Found by test_damaged_bytes in a CI run: a byte flipped inside a column name of the
+    Parquet footer made pyarrow raise UnicodeDecodeError, not the LUT's own error."""
+    src, bad, trace, total = case
+    raw = bytearray(src.read_bytes())
+    i = raw.index(b"median_ms")  # its first occurrence: the name in the footer's schema
+    raw[i] ^= 0x80 | 0x73  # 'm' (0x6d) -> 0xde: a lead byte without its continuation
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(LutError, match="not a readable Parquet file|cannot read LUT rows"):
+        Lut.load(bad)

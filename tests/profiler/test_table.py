@@ -25,7 +25,8 @@ def _row(c_in, c_out, mean=1.0):
 def test_metadata_and_rows_round_trip(tmp_path):
     path = write_lut([_row(8, 8, 1.5), _row(8, 16, 2.5)], META, tmp_path / "a.parquet")
     df, meta = read_lut(path)
-    assert meta == {**META, "schema_version": 1, "written_by": meta["written_by"]}
+    assert meta == {**META, "schema_version": 1, "written_by": meta["written_by"],
+                    "rows_sha256": meta["rows_sha256"]}
     assert list(df.columns) == list(COLUMNS) and len(df) == 2
     plain = pd.read_parquet(path)  # no help from hwprune needed
     assert plain["mean_ms"].tolist() == [1.5, 2.5]
