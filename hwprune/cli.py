@@ -196,6 +196,7 @@ def check_cmd(paths, model, input_size) -> None:
       keys       channel counts, kernels, strides, ... in range
       latency    every mean/median/min (and drift reading) finite and plausible
       duplicates no key twice with different latencies
+      rows       the rows' digest (tables written since 2026-11-29) unchanged
     One line per file; exit status 0 when every file passes, 2 otherwise.
     """
     from luts.check import check_file
@@ -476,8 +477,9 @@ def demo(out, quick, threads, timing_threads, quiet) -> None:
         click.echo(v["noise"])
     from luts.validate import describe_drift
 
-    if describe_drift(v):  # a table at one machine speed, measured at another
-        click.echo(describe_drift(v))
+    drift = describe_drift(v)
+    if drift:  # a table at one machine speed, measured at another
+        click.echo(drift)
     click.echo(f"plots: {out / 'accuracy_vs_latency.png'}, {out / 'digits_synth_vs_real.png'}, "
                f"{out / 'validate' / 'estimate_vs_measured.png'}; results: {out / 'demo.json'}")
     click.echo(format_stages(result))
