@@ -12,6 +12,16 @@ measured (``ref_ms``). Rows keep what was measured; ``luts`` scales each row by 
 table's fastest reading over its own, so all rows speak for one machine speed. The
 calibration and the validation time the same key between the networks they measure, so
 their measurements can be put on that same speed.
+
+The reading in force is the median of the last ``SMOOTH`` raw readings, not the latest
+one. A raw reading lasts about 4 ms (15 calls of a 0.25 ms conv); a key's measurement or
+a network's lasts 50 ms to 3 s, and its median already rides out a short burst that can
+take a whole reading with it. On the dev VM (2026-11-29, a quiet moment) one of ten raw
+readings of a resnet18 scan came out 37% slow and scaled the rows measured after it down
+by 27%; in the validation that followed, one variant's reading came out 19% slow and
+moved its corrected latency by as much, so "put on the table's speed" agreed worse (R²
+0.967) than the plain measurement (0.991). The machine's speed itself moves over tens of
+seconds to minutes, which a median of the last five readings (8-10 s) still follows.
 """
 
 from __future__ import annotations
@@ -27,6 +37,10 @@ from profiler.timing import TimingConfig, measure_key
 # One reading: 3 warm-up calls and 15 timed, the median kept. Fixed, not adaptive: a
 # reading must cost the same at every moment, or slow moments would be read longer.
 REF_WARMUP, REF_REPS = 3, 15
+# Raw readings the reading in force is the median of (see above); the first is the median
+# of this many taken back to back, so the rows measured first are not left to one reading.
+SMOOTH = 5
+FIRST_READINGS = 3
 # The reference should be timed well by 15 calls and cost little read every 2 s: the
 # largest of the model's convs up to 30 million multiply-adds (about 0.2-1 ms on one CPU
 # thread). Chosen from the model alone, so shards and resumed runs agree on it.
@@ -51,29 +65,45 @@ def choose_reference(trace: Trace) -> OpKey | None:
 
 @dataclass
 class DriftReference:
-    """Readings of one key through a run; ``current()`` takes a new one when one is due."""
+    """Readings of one key through a run; ``current()`` takes a new one when one is due.
+
+    ``read()`` and ``current()`` return the reading in force: the median of the last
+    ``smooth`` raw readings (module docstring)."""
 
     key: OpKey
     cfg: TimingConfig
     every_s: float = 2.0
-    readings: list[tuple[float, float]] = field(default_factory=list)  # (time, median ms)
+    smooth: int = SMOOTH
+    readings: list[tuple[float, float]] = field(default_factory=list)  # (time, raw median ms)
+    in_force: list[float] = field(default_factory=list)  # the reading in force after each
+
+    def _measure(self) -> float:
+        return measure_key(self.key, self.cfg).median_ms
+
+    def _take(self) -> None:
+        self.readings.append((time.perf_counter(), self._measure()))
+        self.in_force.append(float(np.median([r[1] for r in self.readings[-self.smooth:]])))
 
     def read(self) -> float:
-        ms = measure_key(self.key, self.cfg).median_ms
-        self.readings.append((time.perf_counter(), ms))
-        return ms
+        """A new raw reading now; the reading in force after it."""
+        for _ in range(FIRST_READINGS if not self.readings else 1):
+            self._take()
+        return self.in_force[-1]
 
     def current(self) -> float:
         if not self.readings or time.perf_counter() - self.readings[-1][0] >= self.every_s:
             return self.read()
-        return self.readings[-1][1]
+        return self.in_force[-1]
 
     def summary(self) -> dict:
-        ms = np.array([r[1] for r in self.readings]) if self.readings else np.array([np.nan])
+        raw = np.array([r[1] for r in self.readings]) if self.readings else np.array([np.nan])
+        ms = np.array(self.in_force) if self.in_force else np.array([np.nan])
         return {"key": self.key.as_dict(), "every_s": self.every_s, "readings": len(self.readings),
                 "warmup": self.cfg.warmup, "reps": self.cfg.max_reps, "stat": "median_ms",
+                "smooth": self.smooth,
                 "median_ms": float(np.median(ms)), "min_ms": float(ms.min()),
-                "max_ms": float(ms.max()), "range": float(ms.max() / ms.min())}
+                "max_ms": float(ms.max()), "range": float(ms.max() / ms.min()),
+                "raw_min_ms": float(raw.min()), "raw_max_ms": float(raw.max())}
 
 
-__all__ = ["DriftReference", "choose_reference", "reference_config", "REF_MAX_MACS"]
+__all__ = ["DriftReference", "choose_reference", "reference_config", "REF_MAX_MACS", "SMOOTH"]

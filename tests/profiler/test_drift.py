@@ -10,7 +10,7 @@ from luts import Lut, estimate
 from luts.lookup import DEFAULT_STAT, drift_factors
 from luts.variants import on_table_speed
 from profiler import ProfileConfig, TimingConfig, profile_model, read_lut, trace_model, write_lut
-from profiler.drift import REF_MAX_MACS, choose_reference
+from profiler.drift import REF_MAX_MACS, DriftReference, choose_reference
 from profiler.keyspace import macs
 from profiler.table import merge_luts
 from zoo import build_demo
@@ -109,3 +109,28 @@ def test_a_resumed_scan_keeps_its_reference(tmp_path):
     assert r.keys_left == 0 and rows["ref_ms"].notna().all()
     assert meta["drift"]["key"] == choose_reference(trace_model(build_demo(), 32, 1)).as_dict()
     assert set(r.stages) >= {"setup", "pilot", "reference", "scan", "finalize"}
+
+
+class _Scripted(DriftReference):
+    """The real smoothing over a known sequence of raw readings (ms)."""
+
+    def __init__(self, raw: list[float]) -> None:
+        super().__init__(choose_reference(trace_model(build_demo(), 32, 1)),
+                         TimingConfig(threads=1), every_s=0.0)
+        self.raw = iter(raw)
+
+    def _measure(self) -> float:
+        return next(self.raw)
+
+
+def test_one_burst_in_a_reading_does_not_move_the_reading_in_force():
+    # steady at 0.40 ms, one raw reading caught in a burst (0.55), then a real slow-down
+    ref = _Scripted([0.40, 0.41, 0.40, 0.40, 0.55, 0.40, 0.52, 0.52, 0.53, 0.52])
+    first = ref.read()  # the first reading in force is the median of three taken at once
+    assert len(ref.readings) == 3 and first == pytest.approx(0.40)
+    in_force = [ref.current() for _ in range(7)]
+    assert in_force[1] == pytest.approx(0.40)          # the burst: not followed
+    assert in_force[-1] == pytest.approx(0.52)         # the sustained slow-down: followed
+    s = ref.summary()
+    assert s["raw_max_ms"] == pytest.approx(0.55) and s["max_ms"] == pytest.approx(0.52)
+    assert s["smooth"] == 5 and s["readings"] == 10
