@@ -35,6 +35,7 @@ def cli() -> None:
             synth    -> training images from the model alone (DeepInversion)
             prune    -> remove filter groups until a latency target, then fine-tune
             evaluate -> accuracy of a (pruned) model on labelled data
+            export   -> the model for ONNX Runtime or OpenVINO, checked against PyTorch
     """
 
 
@@ -485,9 +486,11 @@ def demo(out, quick, threads, timing_threads, quiet) -> None:
     click.echo(format_stages(result))
 
 
+from hwprune.export_cmd import export_cmd  # noqa: E402
 from hwprune.prune_cmd import evaluate, import_weights_cmd, prune  # noqa: E402
 
 cli.add_command(import_weights_cmd)
+cli.add_command(export_cmd)
 cli.add_command(prune)
 cli.add_command(evaluate)
 

@@ -1,0 +1,130 @@
+"""Deployment runtimes: ONNX Runtime and OpenVINO, run the way hwprune times and checks them.
+
+A pruned model that is faster in PyTorch need not be faster in the runtime a user ships
+with: runtimes fuse Conv+BatchNorm+activation, pick their own kernels and layouts. So
+hwprune runs a model in the runtime itself, on the CPU, with a fixed thread count and the
+runtime's own graph optimisations on (what a deployment gets by default), and records
+those settings (``RuntimeInfo``) beside every figure it produces.
+
+The runtimes are optional (``pip install 'hwprune[runtimes]'``); ``require`` names the
+extra when one is missing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from zoo.models import ModelError, _first_line
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+# The module each runtime is imported as, and the distribution that provides it.
+_MODULES = {"onnxruntime": ("onnxruntime", "onnxruntime"), "openvino": ("openvino", "openvino"),
+            "onnx": ("onnx", "onnx"), "onnxscript": ("onnxscript", "onnxscript")}
+EXTRA = "runtimes"
+
+
+class RuntimeMissing(ModelError):
+    """A runtime (or the ONNX exporter) that this install lacks."""
+
+
+def require(name: str) -> Any:
+    """The runtime's module, or a one-line error naming what to install."""
+    module, dist = _MODULES[name]
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise RuntimeMissing(f"{name} is not installed: pip install 'hwprune[{EXTRA}]' "
+                             f"(or pip install {dist}); {e}") from None
+
+
+def check_runtime(runtime: str) -> str:
+    if runtime not in RUNTIMES:
+        raise ModelError(f"unknown runtime '{runtime}' (choose {', '.join(RUNTIMES)})")
+    return runtime
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    """What a figure measured in a runtime depends on."""
+
+    runtime: str
+    version: str
+    provider: str        # ONNX Runtime execution provider / OpenVINO device plugin
+    threads: int
+    optimization: str    # graph optimisation level / performance hint
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Session:
+    """One loaded model in a runtime: ``run(x)`` returns the first output as a numpy array."""
+
+    info: RuntimeInfo
+
+    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.run(x)
+
+
+class OrtSession(Session):
+    def __init__(self, path: Path, threads: int) -> None:
+        ort = require("onnxruntime")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+        try:
+            self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT raises its own exception classes for unsupported ops
+            raise ModelError(f"{path}: ONNX Runtime cannot load it: {_first_line(e)}") from None
+        self.input = self.sess.get_inputs()[0].name
+        self.info = RuntimeInfo("onnxruntime", ort.__version__, "CPUExecutionProvider", threads,
+                                "ORT_ENABLE_ALL")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.sess.run(None, {self.input: x})[0]
+
+
+class OpenVinoSession(Session):
+    def __init__(self, path: Path, threads: int) -> None:
+        ov = require("openvino")
+        core = ov.Core()
+        # f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise run an
+        # fp32 model in bf16, and its outputs would not be the model's.
+        config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                  "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        try:
+            self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        except Exception as e:
+            raise ModelError(f"{path}: OpenVINO cannot compile it: {_first_line(e)}") from None
+        self.request = self.compiled.create_infer_request()
+        self.info = RuntimeInfo("openvino", ov.get_version(), "CPU", threads, "LATENCY")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        return self.request.infer({0: x})[0]
+
+
+def open_session(path: str | os.PathLike, runtime: str, threads: int = 1) -> Session:
+    """Load an exported model (``.onnx`` for either runtime, ``.xml`` for OpenVINO)."""
+    check_runtime(runtime)
+    if runtime == "torch":
+        raise ModelError("open_session is for the deployment runtimes, not torch")
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    return OrtSession(path, threads) if runtime == "onnxruntime" else OpenVinoSession(path, threads)
+
+
+__all__ = ["RUNTIMES", "EXTRA", "RuntimeMissing", "RuntimeInfo", "Session", "require",
+           "check_runtime", "open_session"]
