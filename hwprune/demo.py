@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
-from luts.fit import describe_fit, describe_holdout
+from luts.fit import describe_fit, describe_holdout, fit_warning
 from luts.lookup import DEFAULT_STAT
 from luts.verdict import confidence_text, spread_warning
 from profiler import ProfileConfig, TimingConfig, profile_model
@@ -134,6 +134,8 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
     f = cal["fits"][DEFAULT_STAT]
     cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: {describe_fit(f)}; "
             f"{describe_holdout(f)}")
+    if fit_warning(f):
+        cfg.log(fit_warning(f))
     return lut
 
 

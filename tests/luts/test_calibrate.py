@@ -240,3 +240,19 @@ def test_a_fit_whose_latency_falls_as_the_sum_grows_is_never_chosen():
     falling = np.linspace(2.0, 1.5, 5)  # a perfect line, downhill: affine fits it exactly
     fit = choose_calibration(x, falling, 10)
     assert fit["form"] == "proportional" and fit["slope"] > 0
+
+
+def test_a_calibration_whose_variants_scatter_about_its_line_says_so():
+    """Run 6 of 2026-11-29 (resnet18 64 px, dev VM): the small variants were measured in a
+    slow moment, the chosen affine fit (0.84 x sum + 2.1 ms) scattered at R² 0.955, and the
+    table then validated at R² 0.967 against 0.991-0.996 in the runs around it."""
+    from luts.fit import choose_calibration, fit_warning
+
+    sums = np.array([7.91, 3.84, 3.48, 12.82, 11.47, 7.26, 6.46, 5.18])
+    slow = np.array([9.10, 5.32, 4.69, 12.55, 11.89, 7.59, 8.83, 5.98])
+    fit = choose_calibration(sums, slow, 68)
+    assert fit["r2"] < 0.98 and "rerun `hwprune lut calibrate`" in fit_warning(fit)
+    # run 2, a quiet one: its variants lie on a line through the origin, no warning
+    quiet = np.array([8.71, 4.06, 3.86, 13.79, 12.25, 7.90, 7.16, 5.54])
+    sums2 = np.array([7.86, 3.78, 3.46, 12.53, 11.07, 7.00, 6.44, 5.01])
+    assert fit_warning(choose_calibration(sums2, quiet, 68)) is None

@@ -1,0 +1,58 @@
+"""Networks timed in ONNX Runtime and OpenVINO with the profiler's protocol."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from profiler import TimingConfig
+from profiler.clock import TimingError
+from profiler.runtime_timing import RuntimeNets, time_session
+from zoo import build_demo
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_network_is_timed_in_the_runtime(runtime):
+    tc = TimingConfig(threads=1, warmup=2, min_reps=5, max_reps=20).validate()
+    small, big = build_demo(width=16), build_demo(width=64)
+    with RuntimeNets(runtime, 32, 1) as rn:
+        for tag, m in (("small", small), ("big", big)):
+            rn.add(tag, m)
+        x = np.random.randn(1, 1, 32, 32).astype(np.float32)
+        s, b = (time_session(rn.session(t), x, tc) for t in ("small", "big"))
+        assert rn.session("big").info.threads == 1
+        assert rn.exports["big"]["max_abs_diff"] <= 1e-3
+        workdir = rn.dir
+    assert s.algo == runtime and 5 <= s.reps <= 20 and 0 < s.median_ms
+    # 16x fewer multiply-adds in every conv: faster in any runtime, by a wide margin
+    assert s.median_ms < b.median_ms
+    assert not workdir.exists()
+
+
+def test_torch_is_not_a_runtime_here():
+    with pytest.raises(TimingError, match="time_model"):
+        RuntimeNets("torch", 32, 1)
+
+
+def test_runtime_gap_benchmark_runs_end_to_end(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "runtime_gap.py"), "--out",
+                        str(tmp_path), "--models", "resnet18", "--samples", "2", "--input-size",
+                        "32", "--rounds", "1", "--max-reps", "5", "-q"],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads((tmp_path / "runtime_gap.json").read_text())
+    nets = res["models"]["resnet18"]["networks"]
+    assert set(nets) == {"original", "extreme-min-1"}
+    for rt in ("torch", "onnxruntime", "openvino"):
+        assert nets["original"][rt]["ratio"] == 1.0
+        assert 0 < nets["extreme-min-1"][rt]["ratio"] < 1  # the smallest variant is faster
+    assert res["machine"]["torch"] == torch.__version__
