@@ -291,9 +291,16 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
 @click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strict", is_flag=True)
+@click.option("--runtime", type=click.Choice(["torch", "onnxruntime", "openvino"]),
+              default="torch", show_default=True,
+              help="Measure the variants in this runtime (CPU LUTs; each variant exported, "
+                   "checked against PyTorch and loaded once). A LUT timed in another runtime "
+                   "is refused unless --allow-mismatch.")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Compare a LUT with measurements in a runtime it was not timed in.")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, seed, strict,
-                 quiet) -> None:
+                 runtime, allow_mismatch, quiet) -> None:
     """Estimate and measure N pruned variants of MODEL; report R², MAPE, max error, Spearman.
 
     Variants take random per-dimension channel counts on the LUT's grid (plus the
@@ -307,12 +314,16 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
     try:
         report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
                                          seed, stat, max_reps, rounds, strict,
+                                         allow_mismatch=allow_mismatch, runtime=runtime,
                                          progress=not quiet))
     except USER_ERRORS as exc:
         _fail(exc)
     p, c = report, report["conv_only"]
+    rt = p["runtime"]
     click.echo(f"{p['model']} @ {p['input_size']}px, {p['n_samples']} variants, measured "
-               f"{p['measured_range_ms'][0]:.3f}-{p['measured_range_ms'][1]:.3f} ms")
+               f"{p['measured_range_ms'][0]:.3f}-{p['measured_range_ms'][1]:.3f} ms"
+               + (f" in {rt['runtime']} {rt.get('version', '')} ({rt.get('threads')} threads), "
+                  f"table timed in {p['lut_runtime']}" if rt["runtime"] != "torch" else ""))
     click.echo(f"{'':16}{'R2 identity':>12}{'R2 linear':>11}{'MAPE':>8}{'max err ms':>12}"
                f"{'Spearman':>10}")
     main = [("calibrated", p), ("operator sum", p["operator_sum"])] if p.get("calibration") \

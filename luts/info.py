@@ -101,6 +101,14 @@ def _cold_notes(s: LutSummary) -> list[str]:
     return notes
 
 
+def _runtime_line(m: dict) -> str:
+    rt = m.get("runtime")
+    if not rt:
+        return "torch (eager PyTorch operators)"
+    return (f"{rt.get('runtime')} {rt.get('version')}, {rt.get('provider')}, "
+            f"{rt.get('threads')} threads, optimisation {rt.get('optimization')}")
+
+
 def format_summary(s: LutSummary, all_ops: bool = False) -> str:
     m = s.meta
     lines = [f"LUT {s.path}  (schema v{m.get('schema_version')})",
@@ -109,6 +117,7 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
              f"  software torch {m.get('torch')}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}",
              f"  timing   {m.get('dtype')}, batch {m.get('batch')}, {m.get('memory_format')}, "
              f"{m.get('timing_mode')}, algos {m.get('algos')}, threads {m.get('threads')}",
+             f"  runtime  " + _runtime_line(m),
              f"  protocol {m.get('protocol')}",
              f"  weights  {m.get('weights', 'hot')}"
              + (f" (model {m['model_weight_bytes'] / 2**20:.1f} MiB, cache "

@@ -176,6 +176,20 @@ class Lut:
             return operator_sum_ms
         return cal["slope"] * operator_sum_ms + cal["per_op_ms"] * n_ops
 
+    @property
+    def runtime(self) -> str:
+        """The runtime the rows were timed in: ``torch`` for every table without a
+        ``runtime`` entry (all tables before issue 18)."""
+        return (self.meta.get("runtime") or {}).get("runtime", "torch")
+
+    def check_runtime(self, runtime: str, allow_mismatch: bool = False) -> None:
+        """Refuse to compare this table with measurements in another runtime: runtimes fuse
+        and schedule operators differently, so its rows do not describe that runtime."""
+        if runtime != self.runtime and not allow_mismatch:
+            raise LutError(f"LUT {self.source} was timed in {self.runtime}, not {runtime}: "
+                           f"its latencies do not describe {runtime} (pass --allow-mismatch "
+                           f"to compare them anyway)")
+
     def check_target(self, target: dict, allow_mismatch: bool = False) -> None:
         wanted = {k: v for k, v in target.items() if k in IDENTITY_FIELDS and v is not None}
         have = {k: self.meta.get(k) for k in wanted}

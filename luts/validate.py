@@ -29,9 +29,11 @@ from luts.verdict import spread_warning
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
 from profiler.keyspace import OpKey, trace_model
+from profiler.runtime_timing import RuntimeNets, time_session
 from profiler.table import LutError, atomic_write_bytes
 from profiler.timing import TimingConfig, model_input, prepare_model, time_model
 from zoo import resolve_model
+from zoo.runtimes import check_runtime
 
 
 @dataclass
@@ -47,6 +49,9 @@ class ValidateConfig:
     rounds: int = 3              # each variant is measured in `rounds` interleaved passes
     strict: bool = False
     allow_mismatch: bool = False
+    # Where the variants are measured: torch (the LUT's own mode), or a deployment runtime
+    # on the CPU (each variant exported, checked against PyTorch and loaded once).
+    runtime: str = "torch"
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -82,6 +87,10 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def validate(cfg: ValidateConfig) -> dict:
     lut = Lut.load(cfg.luts, stat=cfg.stat)
+    lut.check_runtime(check_runtime(cfg.runtime), cfg.allow_mismatch)
+    if cfg.runtime != "torch" and lut.meta.get("device_kind") != "cpu":
+        raise LutError(f"the deployment runtimes are timed on the CPU here; LUT {lut.source} "
+                       f"is of a {lut.meta.get('device_kind')} device")
     # One measurement serves every statistic: the report compares each with its own column.
     others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
     tc = timing_of(lut, cfg.max_reps)  # time_model turns cudnn.benchmark on while it times
@@ -95,14 +104,18 @@ def validate(cfg: ValidateConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     csv = cfg.out / "variants.csv"
     rows = _load_rows(csv)
+    # Measurements of an earlier run are reused only for the same variants in the same runtime.
     rows = {tag: r for tag, r in rows.items() if tag in {" ".join(map(str, p.channels))
-                                                         for p in plans}}
+                                                         for p in plans}
+            and r.get("measured_in", "torch") == cfg.runtime}
     calibrated = set((lut.meta.get("calibration") or {}).get("variants", []))
     example = torch.randn(1, resolved.in_channels, size, size)
     x = model_input(tc, resolved.in_channels, size)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
     t0 = time.perf_counter()
+    runtime = RuntimeNets(cfg.runtime, size, resolved.in_channels, tc.threads) \
+        if cfg.runtime != "torch" else None
     try:
         nets = {}
         for i, plan in enumerate(plans):
@@ -112,7 +125,7 @@ def validate(cfg: ValidateConfig) -> dict:
             est = estimate_trace(vt, lut, cfg.strict)
             # Estimates are recomputed on every run (the table may have been extended or
             # calibrated since); measurements of an earlier run are reused.
-            row = {"variant": i, "kind": plan.kind, "channels": tag,
+            row = {"variant": i, "kind": plan.kind, "channels": tag, "measured_in": cfg.runtime,
                    "estimate_ms": est.total_ms, "operator_sum_ms": est.operator_sum_ms,
                    "conv_only_ms": est.conv_ms,
                    **{f"estimate_{s}": estimate_trace(vt, t, cfg.strict).total_ms
@@ -125,12 +138,17 @@ def validate(cfg: ValidateConfig) -> dict:
                 rows[tag].update(row)
             else:
                 rows[tag] = {**row, "measured_ms": np.nan, "measured_std_ms": np.nan, "rounds": 0}
-                nets[tag] = prepare_model(net, tc)
-        _measure(nets, rows, x, tc, cfg, csv, lut)
+                nets[tag] = runtime.add(tag, net) if runtime else prepare_model(net, tc)
+        timer = (lambda s: time_session(s, x.numpy(), tc)) if runtime else None
+        _measure(nets, rows, x, tc, cfg, csv, lut, timer)
+        where = runtime.sessions[next(iter(runtime.sessions))].info.as_dict() \
+            if runtime and runtime.sessions else {"runtime": cfg.runtime}
     finally:
         torch.set_num_threads(old_threads)
+        if runtime:
+            runtime.close()
     df = pd.DataFrame(list(rows.values())).sort_values("variant")
-    return _report(df, lut, cfg, tc, size, time.perf_counter() - t0)
+    return _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where)
 
 
 def variant_keys(model: str, step: int, samples: int, seed: int = 0,
@@ -161,10 +179,10 @@ def _load_rows(csv: Path) -> dict:
 
 
 def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
-             csv: Path, lut: Lut) -> None:
+             csv: Path, lut: Lut, timer=None) -> None:
     ref_key, level = lut.drift_key, lut.drift_level_ms
     reference = DriftReference(ref_key, reference_config(tc)) if ref_key and nets else None
-    samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress, reference)
+    samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress, reference, timer)
     for tag in nets:
         mine = samples[tag][cfg.stat]
         rows[tag].update(measured_ms=float(np.median(mine)),
@@ -180,7 +198,7 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
 
 
 def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: int,
-            seconds: float) -> dict:
+            seconds: float, where: dict | None = None) -> dict:
     meas = df["measured_ms"].to_numpy()
     drift = _drift(df, lut, cfg.stat)
     # Variants the table's calibration was fitted on are not evidence for it: leave them out.
@@ -189,6 +207,8 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
     cal = lut.meta.get("calibration") or {}
     report = {
         "model": cfg.model, "input_size": size, "lut": lut.source, "stat": cfg.stat,
+        # where the variants were measured, and where the table's rows were timed
+        "runtime": where or {"runtime": cfg.runtime}, "lut_runtime": lut.runtime,
         "estimator": ("in-network calibrated operator sum" if lut.calibration
                       else "operator sum"),
         **agreement(df["estimate_ms"].to_numpy()[held], meas[held]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from luts.lookup import STATS
 from profiler.coupling import Dimension
 from profiler.drift import DriftReference
 from profiler.keyspace import Trace, channel_grid
-from profiler.timing import TimingConfig, time_model
+from profiler.timing import Stats, TimingConfig, time_model
 from zoo.models import shrink_to
 
 
@@ -72,14 +73,17 @@ def build_variant(model: nn.Module, trace: Trace, dims: list[Dimension], channel
 
 
 def measure_interleaved(nets: dict, x: torch.Tensor, tc: TimingConfig, rounds: int,
-                        progress: bool = True, reference: DriftReference | None = None
-                        ) -> tuple[dict, dict]:
+                        progress: bool = True, reference: DriftReference | None = None,
+                        timer: Callable[[Any], Stats] | None = None) -> tuple[dict, dict]:
     """Every net timed end to end in ``rounds`` interleaved passes, so a slow drift of the
     machine hits all alike. Returns ({tag: {stat: [per round]}}, {tag: [std per round]}).
 
     With a ``reference`` (the table's drift key), it is read just before each net, and
-    the readings are returned per net and round under the stat ``"ref_ms"``.
+    the readings are returned per net and round under the stat ``"ref_ms"``. ``timer``
+    times one net (default: ``time_model(net, x, tc)``; a runtime's loaded models are
+    timed with ``profiler.runtime_timing.time_session``).
     """
+    timer = timer or (lambda net: time_model(net, x, tc))
     samples = {tag: {s: [] for s in (*STATS, "ref_ms")} for tag in nets}
     stds: dict = {tag: [] for tag in nets}
     bar = tqdm(total=len(nets) * rounds, unit="net", disable=not progress)
@@ -87,7 +91,7 @@ def measure_interleaved(nets: dict, x: torch.Tensor, tc: TimingConfig, rounds: i
         for _ in range(rounds):
             for tag, net in nets.items():
                 samples[tag]["ref_ms"].append(reference.read() if reference else float("nan"))
-                st = time_model(net, x, tc)
+                st = timer(net)
                 for s in STATS:
                     samples[tag][s].append(getattr(st, s))
                 stds[tag].append(st.std_ms)

@@ -102,3 +102,33 @@ def test_profile_for_validation_covers_exactly_the_variants_keys(tmp_path):
     full = Lut.load([lut])
     assert len(full.rows) == len(grid) and not any(s.get("keys") for s in full.meta["sources"])
     LatencyModel(trace_model(m.module, 32, 1), full)
+
+
+def test_validate_in_a_runtime_refuses_a_torch_table_unless_told(demo_lut, tmp_path):
+    import pytest
+
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "val"
+    args = ("lut", "validate", "demo", "--lut", demo_lut, "--samples", "3", "--rounds", "1",
+            "--max-reps", "5", "--out", out, "-q", "--runtime", "onnxruntime")
+    _error(_run(*args), "was timed in torch, not onnxruntime", "--allow-mismatch")
+    assert not out.exists()
+    torch_run = _run(*args[:-2], "--out", tmp_path / "t")  # the same variants in torch
+    res = _run(*args, "--allow-mismatch")
+    assert res.exit_code == 0, res.output
+    assert "in onnxruntime" in res.output and "table timed in torch" in res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["runtime"]["runtime"] == "onnxruntime" and report["runtime"]["threads"] == 1
+    assert report["lut_runtime"] == "torch"
+    rt = pd.read_csv(out / "variants.csv")
+    assert (rt["measured_in"] == "onnxruntime").all() and (rt["measured_ms"] > 0).all()
+    assert torch_run.exit_code == 0
+    pt = pd.read_csv(tmp_path / "t" / "variants.csv")
+    # the same variants, estimated alike, measured in two runtimes (how the two compare is
+    # benchmarks/runtime_gap.py's business, not a unit test's)
+    assert rt["channels"].tolist() == pt["channels"].tolist()
+    assert rt["estimate_ms"].tolist() == pytest.approx(pt["estimate_ms"].tolist())
+    # a torch rerun into the ONNX Runtime directory measures again instead of reusing
+    again = _run(*args[:-2], "--out", out)
+    assert again.exit_code == 0
+    assert (pd.read_csv(out / "variants.csv")["measured_in"] == "torch").all()

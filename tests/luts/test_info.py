@@ -20,6 +20,7 @@ def test_coverage_counts_the_rows_of_each_config(tmp_path):
     assert s["block2.conv2.0"].measured == 15
     text = format_summary(summarize(partial))
     assert "block2.conv2.0" in text and "94%" in text and "timing   fp32, batch 1" in text
+    assert "runtime  torch" in text
 
 
 def test_info_says_which_cold_rows_kept_weights_cached(demo_lut, tmp_path):
