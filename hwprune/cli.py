@@ -138,7 +138,7 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
 def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_done=False,
                optional=False) -> None:
     from luts import CalibrateConfig, TooFewVariants, calibrate, read_meta
-    from luts.fit import describe_fit, describe_holdout, fit_warning
+    from luts.fit import describe_fit, describe_holdout, fit_warning, remeasured_line
 
     try:
         if skip_if_done and read_meta(lut_path).get("calibration"):
@@ -159,6 +159,8 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
                f"{describe_fit(f)} (R2 {f['r2']:.3f}, in-sample MAPE "
                f"{100 * f['mape_in_sample']:.1f}%) -> stored in {lut_path}; "
                f"{describe_holdout(f)}; {cal['seconds']:.0f} s (budget {cal['budget_s']:.0f} s)")
+    if remeasured_line(cal):
+        click.echo(remeasured_line(cal))
     if fit_warning(f):
         click.echo(fit_warning(f), err=True)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
-from luts.fit import describe_fit, describe_holdout, fit_warning
+from luts.fit import describe_fit, describe_holdout, fit_warning, remeasured_line
 from luts.lookup import DEFAULT_STAT
 from luts.verdict import confidence_text, spread_warning
 from profiler import ProfileConfig, TimingConfig, profile_model
@@ -134,8 +134,9 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
     f = cal["fits"][DEFAULT_STAT]
     cfg.log(f"LUT calibrated on {len(cal['variants'])} pruned variants: {describe_fit(f)}; "
             f"{describe_holdout(f)}")
-    if fit_warning(f):
-        cfg.log(fit_warning(f))
+    for line in (remeasured_line(cal), fit_warning(f)):
+        if line:
+            cfg.log(line)
     return lut
 
 

@@ -136,6 +136,16 @@ def describe_holdout(fit: dict) -> str:
 NOISY_FIT_R2 = 0.98
 
 
+def remeasured_line(cal: dict) -> str | None:
+    """One line when a calibration measured its variants a second time (luts.calibrate)."""
+    r2 = cal.get("remeasured_after_r2")
+    if r2 is None:
+        return None
+    return (f"the calibration's first {cal['rounds'] // 2} rounds fitted at R² {r2:.3f} (below "
+            f"{NOISY_FIT_R2}): measured as many rounds again and fitted the medians of all "
+            f"{cal['rounds']}")
+
+
 def fit_warning(fit: dict) -> str | None:
     """One line when the stored fit's own variants scatter about it (``NOISY_FIT_R2``)."""
     r2 = fit.get("r2")
@@ -155,4 +165,4 @@ def describe_fit(fit: dict) -> str:
 
 
 __all__ = ["FORMS", "TooFewVariants", "fit_calibration", "leave_one_out_mape", "holdout_check",
-           "choose_calibration", "describe_holdout", "describe_fit", "fit_warning", "NOISY_FIT_R2"]
+           "choose_calibration", "describe_holdout", "describe_fit", "fit_warning", "remeasured_line", "NOISY_FIT_R2"]

@@ -256,3 +256,25 @@ def test_a_calibration_whose_variants_scatter_about_its_line_says_so():
     quiet = np.array([8.71, 4.06, 3.86, 13.79, 12.25, 7.90, 7.16, 5.54])
     sums2 = np.array([7.86, 3.78, 3.46, 12.53, 11.07, 7.00, 6.44, 5.01])
     assert fit_warning(choose_calibration(sums2, quiet, 68)) is None
+
+
+def test_a_scattered_first_measurement_is_measured_again(demo_lut, tmp_path, monkeypatch):
+    """The remedy runs by itself: a fit under the threshold measures as many rounds again
+    and fits the medians of all (here every fit counts as scattered)."""
+    import importlib
+
+    lc = importlib.import_module("luts.calibrate")  # luts.calibrate is also the function's name
+    lut = shutil.copy(demo_lut, tmp_path / "demo.parquet")
+    monkeypatch.setattr(lc, "NOISY_FIT_R2", 1.01)
+    cal = lc.calibrate(CalibrateConfig("demo", lut, samples=4, rounds=2, max_reps=5,
+                                       progress=False))
+    assert cal["rounds"] == 4 and cal["remeasured_after_r2"] is not None
+    assert read_lut(lut)[1]["calibration"]["rounds"] == 4
+    from luts.fit import remeasured_line
+
+    assert "measured as many rounds again" in remeasured_line(cal)
+    monkeypatch.setattr(lc, "NOISY_FIT_R2", -1.0)  # never scattered: one measurement
+    cal = lc.calibrate(CalibrateConfig("demo", lut, samples=4, rounds=2, max_reps=5,
+                                       progress=False))
+    assert cal["rounds"] == 2 and cal["remeasured_after_r2"] is None
+    assert remeasured_line(cal) is None

@@ -90,7 +90,7 @@ def test_lut_validate_warns_when_its_rounds_varied(demo_lut, tmp_path, monkeypat
     from hwprune.cli import cli
     from luts.lookup import STATS
 
-    def noisy(nets, x, tc, rounds, progress=True, reference=None):
+    def noisy(nets, x, tc, rounds, progress=True, reference=None, timer=None):
         # variant j: (1 + j), then 30% slower; no drift readings
         times = {tag: [(1.0 + j) * (1 + 0.3 * (i % 2)) for i in range(rounds)]
                  for j, tag in enumerate(nets)}
