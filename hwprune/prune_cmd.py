@@ -82,6 +82,14 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
                    "resnet50) at most this often, and when pruning ends; 0 = after every "
                    "step. An interrupted run resumes from it, losing at most this much work.")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
+@click.option("--runtime", type=click.Choice(["torch", "onnxruntime", "openvino"]),
+              default="torch", show_default=True,
+              help="Measure teacher and student in this runtime (CPU, the LUT's threads): for "
+                   "--target-measured-ratio and the report; writes pruned.onnx too. A LUT "
+                   "timed in another runtime is refused unless --allow-mismatch.")
+@click.option("--allow-mismatch", is_flag=True,
+              help="Use a LUT timed in another runtime than --runtime (its estimates then only "
+                   "rank the groups; the measurement decides the budget).")
 @click.option("--start-from", type=click.Path(path_type=Path, file_okay=False), default=None,
               metavar="RUN_DIR",
               help="Prune further from another finished run's pruned student (before its "
@@ -95,7 +103,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
           criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
           decay_at, no_update, shift, flip, val, mean, std, device, cudnn_benchmark,
-          checkpoint_every, no_measure, start_from, max_steps, seed, quiet) -> None:
+          checkpoint_every, no_measure, runtime, allow_mismatch, start_from, max_steps, seed,
+          quiet) -> None:
     """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
 
     Every INTERVAL minibatches the GROUPS-PER-STEP least important groups of GROUP-SIZE
@@ -122,7 +131,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                                _floats(std), not no_measure, device=device,
                                progress=not quiet, measured_ratio=target_measured_ratio,
                                checkpoint_every=checkpoint_every,
-                               cudnn_benchmark=cudnn_benchmark, start_from=start_from))
+                               cudnn_benchmark=cudnn_benchmark, start_from=start_from,
+                               runtime=runtime, allow_mismatch=allow_mismatch))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
         _fail(exc)
@@ -136,8 +146,9 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
         line += f"; estimated {b['estimated_ms']:.3f} -> {a['estimated_ms']:.3f} ms"
     if "measured" in rep:
         m = rep["measured"]
+        rt = (m.get("runtime") or {}).get("runtime", "torch")
         line += (f"; measured {m['teacher_ms']:.3f} -> {m['pruned_ms']:.3f} ms "
-                 f"(x{m['speedup']:.2f})")
+                 f"(x{m['speedup']:.2f}" + (f", in {rt}" if rt != "torch" else "") + ")")
     click.echo(line)
     if "measured" in rep:
         click.echo(_ratio_line(rep))
@@ -147,7 +158,12 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
         acc = rep["accuracy"]
         click.echo(f"accuracy on {acc['data']}: teacher {100 * acc['teacher']:.2f}%, "
                    f"pruned {100 * acc['pruned']:.2f}%")
-    click.echo(f"wrote {out / 'pruned.pt'}, {out / 'report.json'}, {out / 'trajectory.png'}")
+    if "export" in rep:
+        click.echo(f"exported: max abs difference from PyTorch "
+                   f"{rep['export']['max_abs_diff']:.2e} in {rep['export']['checked_in']['runtime']}")
+    click.echo(f"wrote {out / 'pruned.pt'}, " + (f"{out / 'pruned.onnx'}, " if "export" in rep
+                                                 else "")
+               + f"{out / 'report.json'}, {out / 'trajectory.png'}")
 
 
 def _ratio_line(rep: dict) -> str:

@@ -30,22 +30,23 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from luts import Lut, estimate_trace
-from luts.validate import timing_of
-from luts.verdict import ratio_verdict, spread_warning
+from luts.verdict import spread_warning
 from profiler.table import LutError, atomic_write_bytes
-from profiler.timing import cudnn_benchmark, model_input, prepare_model, time_model
+from profiler.timing import cudnn_benchmark
 from pruner.data import DataError, evaluate, load_images
 from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from pruner.groups import out_channels
+from pruner.measure import measure_pair, summarize_pair
 from pruner.measured_target import close_loop
 from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 from zoo.check import num_classes
+from zoo.export import export_model
+from zoo.runtimes import check_runtime
 
 
 class JobError(ValueError):
@@ -83,6 +84,11 @@ class PruneJob:
     # instead of the teacher, to prune further. Budgets taken in decreasing order then
     # share their common steps instead of repeating them (the demo: 3 budgets, one path).
     start_from: Path | None = None
+    # Where latency is measured (the measured budget and the report): torch, or a
+    # deployment runtime on the CPU (onnxruntime, openvino), which then also gets
+    # pruned.onnx beside pruned.pt. A LUT timed in another runtime needs allow_mismatch.
+    runtime: str = "torch"
+    allow_mismatch: bool = False
 
 
 # The checkpoint policy's clock; a module attribute so a test can make time deterministic.
@@ -121,6 +127,7 @@ def _load_lut(job: PruneJob) -> Lut | None:
     if not job.luts:
         return None
     lut = Lut.load(job.luts)
+    lut.check_runtime(check_runtime(job.runtime), job.allow_mismatch)
     if lut.meta.get("device_kind") != "cpu" and not torch.cuda.is_available() and job.measure:
         raise LutError(f"LUT {lut.source} was measured on {lut.meta.get('device_kind')}, "
                        f"which this machine lacks: cannot confirm latency (use --no-measure)")
@@ -139,7 +146,8 @@ def _inputs(job: PruneJob, arch: dict) -> dict:
     return {"teacher": str(Path(job.teacher).resolve()), "data": job.data,
             "luts": [str(Path(p).resolve()) for p in job.luts], "arch": arch,
             "prune": asdict(job.prune), "finetune": asdict(job.finetune),
-            **({"start_from": str(Path(job.start_from).resolve())} if job.start_from else {})}
+            **({"start_from": str(Path(job.start_from).resolve())} if job.start_from else {}),
+            **({"runtime": job.runtime} if job.runtime != "torch" else {})}
 
 
 # What a run continued with ``start_from`` must share with the run it starts from.
@@ -303,7 +311,8 @@ def _run_job(job: PruneJob) -> dict:
             def measure(t, s, prev=None):
                 t_m = time.perf_counter()
                 last[:] = [measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
-                                        job.measure_max_reps, job.measured_ratio, previous=prev)]
+                                        job.measure_max_reps, job.measured_ratio, previous=prev,
+                                        runtime=job.runtime)]
                 phases["measuring"] += time.perf_counter() - t_m
                 return last[0]
 
@@ -351,7 +360,7 @@ def _run_job(job: PruneJob) -> dict:
     elif job.measure and lut is not None:
         report["measured"] = measure_pair(teacher, student, lut, size, in_ch,
                                           job.measure_rounds, job.measure_max_reps,
-                                          job.measured_ratio)
+                                          job.measured_ratio, runtime=job.runtime)
     phases["measuring"] += time.perf_counter() - t_phase
     report["warnings"] = _warnings(report)
     # seconds of this process's phases (pruning excludes the loop's measurements)
@@ -359,6 +368,9 @@ def _run_job(job: PruneJob) -> dict:
     report["seconds"] = time.perf_counter() - t0
     save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
                     channels=pruner.channels(), teacher=job.teacher)
+    if job.runtime != "torch":  # what the user will ship, checked against PyTorch
+        report["export"] = export_model(student, job.out / "pruned.onnx", size,
+                                        in_ch).as_dict()
     plot_trajectory(report, job.out / "trajectory.png")
     _write_json(report, job.out / "report.json")
     return report
@@ -382,59 +394,6 @@ def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
     if lut is None:
         return None
     return estimate_trace(cpu_trace(model, size, in_ch), lut).total_ms
-
-
-def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
-                 max_reps: int = 1000, goal: float | None = None,
-                 previous: dict | None = None) -> dict:
-    """Both networks end to end in the LUT's mode, interleaved in ``rounds`` rounds.
-
-    Each round's median (robust to the bursts of a shared machine) is kept; each network's
-    latency is the median over rounds, with the rounds' spread (max - min) / median beside
-    it. The ratio pruned / teacher is taken round by round (the two are timed back to back,
-    so a drift of the machine cancels): ``ratio`` is the median of these, ``ratio_low`` and
-    ``ratio_high`` its sign-test confidence interval (luts/verdict.py), and with a ``goal``
-    (the largest ratio allowed) ``verdict`` is met, missed or uncertain. ``previous`` (an
-    earlier result for the same two networks) is extended by ``rounds`` more rounds.
-    """
-    tc = timing_of(lut, max_reps)
-    x = model_input(tc, in_ch, size)
-    nets = {"teacher": prepare_model(copy.deepcopy(teacher), tc),
-            "pruned": prepare_model(copy.deepcopy(student), tc)}
-    samples = {k: list(previous[f"{k}_round_ms"]) if previous else [] for k in nets}
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(tc.threads)  # the LUT's thread count is part of its mode
-    try:
-        for _ in range(rounds):
-            for k, net in nets.items():
-                samples[k].append(time_model(net, x, tc).median_ms)
-    finally:
-        torch.set_num_threads(old_threads)
-    return summarize_pair(samples["teacher"], samples["pruned"], goal,
-                          device=tc.device, stat="median of per-round medians")
-
-
-def summarize_pair(teacher_rounds: list[float], pruned_rounds: list[float],
-                   goal: float | None = None, **extra) -> dict:
-    """``measure_pair``'s result from the per-round medians of the two networks."""
-    out = {f"{k}_ms": float(np.median(v)) for k, v in (("teacher", teacher_rounds),
-                                                         ("pruned", pruned_rounds))}
-    out.update({f"{k}_spread": float(np.ptp(v) / np.median(v))
-                for k, v in (("teacher", teacher_rounds), ("pruned", pruned_rounds))})
-    out["speedup"] = out["teacher_ms"] / out["pruned_ms"]
-    out["teacher_round_ms"] = [float(t) for t in teacher_rounds]
-    out["pruned_round_ms"] = [float(p) for p in pruned_rounds]
-    out["round_ratios"] = [p / t for t, p in zip(out["teacher_round_ms"],
-                                                  out["pruned_round_ms"])]
-    v = ratio_verdict(out["round_ratios"], goal)
-    out.update(ratio=v.ratio, ratio_low=v.low, ratio_high=v.high,
-               ratio_confidence=v.confidence, ratio_spread=v.spread)
-    if goal is not None:
-        out.update(goal=goal, verdict=v.verdict, verdict_text=v.text)
-    out["spread"] = max(out["teacher_spread"], out["pruned_spread"])
-    out["spread_warning"] = spread_warning(out["spread"])
-    out.update(rounds=len(out["round_ratios"]), **extra)
-    return out
 
 
 def _write_json(obj: dict, path: Path) -> None:

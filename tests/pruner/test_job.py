@@ -4,6 +4,7 @@ import subprocess
 import sys
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -385,3 +386,32 @@ def test_a_run_started_from_another_prunes_on_from_its_student(teacher_ckpt, tea
         with pytest.raises(run_mod.JobError, match=why):
             run_job(job)
         assert not out.exists(), why
+
+
+def test_a_budget_measured_in_onnx_runtime(teacher_ckpt, teacher_lut, tmp_path):
+    """--runtime onnxruntime: the measured budget is taken in ONNX Runtime, the report says
+    where, and pruned.onnx (checked against PyTorch) lies beside pruned.pt."""
+    onnx_rt = pytest.importorskip("onnxruntime")
+    base = ("--data", "digits", "--lut", teacher_lut, "--target-measured-ratio", 0.8,
+            "--group-size", 8, "--interval", 2, "--epochs", 0, "--runtime", "onnxruntime", "-q")
+    r = _cli(teacher_ckpt, *base, "--out", tmp_path / "refused")
+    assert r.exit_code == 2 and "timed in torch, not onnxruntime" in r.output
+    assert not (tmp_path / "refused").exists()
+    r = _cli(teacher_ckpt, *base, "--allow-mismatch", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    assert "in onnxruntime" in r.output and "pruned.onnx" in r.output
+    rep = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert rep["measured"]["runtime"]["runtime"] == "onnxruntime"
+    assert rep["measured"]["runtime"]["threads"] == 1
+    assert rep["export"]["max_abs_diff"] <= 1e-3
+    loop = rep["measured_target"]["loop"]
+    assert (loop[-1]["stopped"] == "met") == (loop[-1]["verdict"] == "met")
+    # the exported file is the pruned student: same logits as pruned.pt
+    from zoo import load_checkpoint
+
+    student = load_checkpoint(tmp_path / "o" / "pruned.pt").module.eval()
+    x = torch.randn(2, 1, 32, 32)
+    sess = onnx_rt.InferenceSession(str(tmp_path / "o" / "pruned.onnx"))
+    got = sess.run(None, {sess.get_inputs()[0].name: x[:1].numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - student(x[:1]).numpy()).max() <= 1e-3

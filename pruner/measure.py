@@ -1,0 +1,91 @@
+"""Measuring a pruned network against its teacher: interleaved rounds, the per-round ratio
+and its verdict against a budget, in PyTorch or in a deployment runtime."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from luts import Lut
+from luts.validate import timing_of
+from luts.verdict import ratio_verdict, spread_warning
+from profiler.runtime_timing import RuntimeNets, time_session
+from profiler.table import LutError
+from profiler.timing import model_input, prepare_model, time_model
+
+
+def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
+                 max_reps: int = 1000, goal: float | None = None,
+                 previous: dict | None = None, runtime: str = "torch") -> dict:
+    """Both networks end to end in the LUT's mode, interleaved in ``rounds`` rounds.
+
+    Each round's median (robust to the bursts of a shared machine) is kept; each network's
+    latency is the median over rounds, with the rounds' spread (max - min) / median beside
+    it. The ratio pruned / teacher is taken round by round (the two are timed back to back,
+    so a drift of the machine cancels): ``ratio`` is the median of these, ``ratio_low`` and
+    ``ratio_high`` its sign-test confidence interval (luts/verdict.py), and with a ``goal``
+    (the largest ratio allowed) ``verdict`` is met, missed or uncertain. ``previous`` (an
+    earlier result for the same two networks) is extended by ``rounds`` more rounds.
+
+    ``runtime`` (onnxruntime, openvino): both are exported, checked against PyTorch and
+    timed in that runtime on the CPU, at the LUT's thread count, instead of in PyTorch.
+    """
+    tc = timing_of(lut, max_reps)
+    x = model_input(tc, in_ch, size)
+    samples = {k: list(previous[f"{k}_round_ms"]) if previous else []
+               for k in ("teacher", "pruned")}
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(tc.threads)  # the LUT's thread count is part of its mode
+    where = {"runtime": runtime}
+    try:
+        if runtime == "torch":
+            nets = {"teacher": prepare_model(copy.deepcopy(teacher), tc),
+                    "pruned": prepare_model(copy.deepcopy(student), tc)}
+            _rounds(nets, lambda net: time_model(net, x, tc), rounds, samples)
+        else:
+            if tc.device != "cpu":
+                raise LutError(f"the deployment runtimes are timed on the CPU here; LUT "
+                               f"{lut.source} is of a {tc.device} device")
+            with RuntimeNets(runtime, size, in_ch, tc.threads) as rn:
+                nets = {k: rn.add(k, copy.deepcopy(m).cpu())
+                        for k, m in (("teacher", teacher), ("pruned", student))}
+                _rounds(nets, lambda s: time_session(s, x.numpy(), tc), rounds, samples)
+                where = nets["teacher"].info.as_dict()
+    finally:
+        torch.set_num_threads(old_threads)
+    return summarize_pair(samples["teacher"], samples["pruned"], goal,
+                          device=tc.device, stat="median of per-round medians", runtime=where)
+
+
+def _rounds(nets: dict, timer, rounds: int, samples: dict) -> None:
+    for _ in range(rounds):
+        for k, net in nets.items():
+            samples[k].append(timer(net).median_ms)
+
+
+def summarize_pair(teacher_rounds: list[float], pruned_rounds: list[float],
+                   goal: float | None = None, **extra) -> dict:
+    """``measure_pair``'s result from the per-round medians of the two networks."""
+    out = {f"{k}_ms": float(np.median(v)) for k, v in (("teacher", teacher_rounds),
+                                                         ("pruned", pruned_rounds))}
+    out.update({f"{k}_spread": float(np.ptp(v) / np.median(v))
+                for k, v in (("teacher", teacher_rounds), ("pruned", pruned_rounds))})
+    out["speedup"] = out["teacher_ms"] / out["pruned_ms"]
+    out["teacher_round_ms"] = [float(t) for t in teacher_rounds]
+    out["pruned_round_ms"] = [float(p) for p in pruned_rounds]
+    out["round_ratios"] = [p / t for t, p in zip(out["teacher_round_ms"],
+                                                  out["pruned_round_ms"])]
+    v = ratio_verdict(out["round_ratios"], goal)
+    out.update(ratio=v.ratio, ratio_low=v.low, ratio_high=v.high,
+               ratio_confidence=v.confidence, ratio_spread=v.spread)
+    if goal is not None:
+        out.update(goal=goal, verdict=v.verdict, verdict_text=v.text)
+    out["spread"] = max(out["teacher_spread"], out["pruned_spread"])
+    out["spread_warning"] = spread_warning(out["spread"])
+    out.update(rounds=len(out["round_ratios"]), **extra)
+    return out
+
+
+__all__ = ["measure_pair", "summarize_pair"]
