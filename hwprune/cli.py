@@ -13,6 +13,7 @@ from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, 
                       parse_shard, profile_model)
 from profiler.store import parts_dir
 from profiler.table import calibrations_dropped
+from hwprune.options import runtime_options
 from zoo import ModelError, resolve_model
 
 USER_ERRORS = (ModelError, KeySpaceError, TimingError, LutError, ProfileError)
@@ -293,13 +294,8 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
 @click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strict", is_flag=True)
-@click.option("--runtime", type=click.Choice(["torch", "onnxruntime", "openvino"]),
-              default="torch", show_default=True,
-              help="Measure the variants in this runtime (CPU LUTs; each variant exported, "
-                   "checked against PyTorch and loaded once). A LUT timed in another runtime "
-                   "is refused unless --allow-mismatch.")
-@click.option("--allow-mismatch", is_flag=True,
-              help="Compare a LUT with measurements in a runtime it was not timed in.")
+@runtime_options("the variants", "Compare a LUT with measurements in a runtime it was not "
+                                 "timed in.")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, seed, strict,
                  runtime, allow_mismatch, quiet) -> None:

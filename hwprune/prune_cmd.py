@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from hwprune.options import runtime_options
 from luts import LutError
 from zoo import ModelError
 
@@ -82,14 +83,10 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
                    "resnet50) at most this often, and when pruning ends; 0 = after every "
                    "step. An interrupted run resumes from it, losing at most this much work.")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
-@click.option("--runtime", type=click.Choice(["torch", "onnxruntime", "openvino"]),
-              default="torch", show_default=True,
-              help="Measure teacher and student in this runtime (CPU, the LUT's threads): for "
-                   "--target-measured-ratio and the report; writes pruned.onnx too. A LUT "
-                   "timed in another runtime is refused unless --allow-mismatch.")
-@click.option("--allow-mismatch", is_flag=True,
-              help="Use a LUT timed in another runtime than --runtime (its estimates then only "
-                   "rank the groups; the measurement decides the budget).")
+@runtime_options("teacher and student (for --target-measured-ratio and the report; writes "
+                 "pruned.onnx too)", "Use a LUT timed in another runtime than --runtime (its "
+                                     "estimates then only rank the groups; the measurement "
+                                     "decides the budget).")
 @click.option("--start-from", type=click.Path(path_type=Path, file_okay=False), default=None,
               metavar="RUN_DIR",
               help="Prune further from another finished run's pruned student (before its "
