@@ -184,7 +184,11 @@ class Lut:
 
     def check_runtime(self, runtime: str, allow_mismatch: bool = False) -> None:
         """Refuse to compare this table with measurements in another runtime: runtimes fuse
-        and schedule operators differently, so its rows do not describe that runtime."""
+        and schedule operators differently, so its rows do not describe that runtime. The
+        deployment runtimes are measured on the CPU, so only with a CPU table."""
+        if runtime != "torch" and self.meta.get("device_kind") != "cpu":
+            raise LutError(f"the deployment runtimes are timed on the CPU here; LUT "
+                           f"{self.source} is of a {self.meta.get('device_kind')} device")
         if runtime != self.runtime and not allow_mismatch:
             raise LutError(f"LUT {self.source} was timed in {self.runtime}, not {runtime}: "
                            f"its latencies do not describe {runtime} (pass --allow-mismatch "

@@ -12,7 +12,6 @@ from luts import Lut
 from luts.validate import timing_of
 from luts.verdict import ratio_verdict, spread_warning
 from profiler.runtime_timing import RuntimeNets, time_session
-from profiler.table import LutError
 from profiler.timing import model_input, prepare_model, time_model
 
 
@@ -45,9 +44,7 @@ def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
                     "pruned": prepare_model(copy.deepcopy(student), tc)}
             _rounds(nets, lambda net: time_model(net, x, tc), rounds, samples)
         else:
-            if tc.device != "cpu":
-                raise LutError(f"the deployment runtimes are timed on the CPU here; LUT "
-                               f"{lut.source} is of a {tc.device} device")
+            lut.check_runtime(runtime, allow_mismatch=True)  # a CPU table
             with RuntimeNets(runtime, size, in_ch, tc.threads) as rn:
                 nets = {k: rn.add(k, copy.deepcopy(m).cpu())
                         for k, m in (("teacher", teacher), ("pruned", student))}

@@ -132,3 +132,18 @@ def test_validate_in_a_runtime_refuses_a_torch_table_unless_told(demo_lut, tmp_p
     again = _run(*args[:-2], "--out", out)
     assert again.exit_code == 0
     assert (pd.read_csv(out / "variants.csv")["measured_in"] == "torch").all()
+
+
+def test_a_runtime_is_measured_only_against_a_cpu_table(demo_lut, tmp_path):
+    from luts import Lut
+    from profiler import read_lut, write_lut
+
+    rows, meta = read_lut(demo_lut)
+    gpu = write_lut(rows, {**meta, "device_kind": "cuda"}, tmp_path / "gpu.parquet")
+    import pytest
+
+    from luts.lookup import LutError
+
+    with pytest.raises(LutError, match="timed on the CPU here"):
+        Lut.load(gpu).check_runtime("onnxruntime", allow_mismatch=True)
+    Lut.load(gpu).check_runtime("torch")  # a GPU table measured in torch: fine
