@@ -72,8 +72,7 @@ def demo_set(demo: Path) -> tuple[dict, int]:
 
 def measure(nets: dict, size: int, in_ch: int, rounds: int, threads: int, max_reps: int,
             progress: bool) -> dict:
-    from tqdm import tqdm
-
+    from luts.variants import measure_interleaved
     from profiler.runtime_timing import RuntimeNets, time_session
     from profiler.timing import TimingConfig, model_input, prepare_model, time_model
 
@@ -82,22 +81,24 @@ def measure(nets: dict, size: int, in_ch: int, rounds: int, threads: int, max_re
     x = model_input(tc, in_ch, size)
     runtimes = {rt: RuntimeNets(rt, size, in_ch, threads) for rt in RUNTIMES if rt != "torch"}
     torch_nets = {tag: prepare_model(m, tc) for tag, m in nets.items()}
-    for tag, m in nets.items():
-        for rn in runtimes.values():
-            rn.add(tag, m)
-    ms = {rt: {tag: [] for tag in nets} for rt in RUNTIMES}
     old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        bar = tqdm(total=rounds * len(nets) * len(RUNTIMES), unit="net", disable=not progress)
-        with torch.inference_mode(), bar:
-            for _ in range(rounds):
-                for tag in nets:
-                    ms["torch"][tag].append(time_model(torch_nets[tag], x, tc).median_ms)
-                    bar.update()
-                    for rt, rn in runtimes.items():
-                        ms[rt][tag].append(time_session(rn.session(tag), x.numpy(), tc).median_ms)
-                        bar.update()
+    try:  # the runtimes' temporary directories go whatever happens
+        for tag, m in nets.items():
+            for rn in runtimes.values():
+                rn.add(tag, m)
+        # every network in every runtime, one after another in each round
+        entries = {(tag, rt): (rt, torch_nets[tag] if rt == "torch"
+                               else runtimes[rt].session(tag))
+                   for tag in nets for rt in RUNTIMES}
+        x_np = x.numpy()
+
+        def timer(entry):
+            rt, net = entry
+            return time_model(net, x, tc) if rt == "torch" else time_session(net, x_np, tc)
+
+        torch.set_num_threads(threads)
+        got, _ = measure_interleaved(entries, x, tc, rounds, progress, timer=timer)
+        ms = {rt: {tag: got[(tag, rt)]["median_ms"] for tag in nets} for rt in RUNTIMES}
         info = {rt: rn.session("original").info.as_dict() for rt, rn in runtimes.items()}
         exports = {rt: {t: e["max_abs_diff"] for t, e in rn.exports.items()}
                    for rt, rn in runtimes.items()}

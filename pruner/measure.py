@@ -10,6 +10,7 @@ import torch
 
 from luts import Lut
 from luts.validate import timing_of
+from luts.variants import measure_interleaved
 from luts.verdict import ratio_verdict, spread_warning
 from profiler.runtime_timing import RuntimeNets, time_session
 from profiler.timing import model_input, prepare_model, time_model
@@ -42,13 +43,14 @@ def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
         if runtime == "torch":
             nets = {"teacher": prepare_model(copy.deepcopy(teacher), tc),
                     "pruned": prepare_model(copy.deepcopy(student), tc)}
-            _rounds(nets, lambda net: time_model(net, x, tc), rounds, samples)
+            _add_rounds(samples, nets, x, tc, rounds, lambda net: time_model(net, x, tc))
         else:
             lut.check_runtime(runtime, allow_mismatch=True)  # a CPU table
             with RuntimeNets(runtime, size, in_ch, tc.threads) as rn:
                 nets = {k: rn.add(k, copy.deepcopy(m).cpu())
                         for k, m in (("teacher", teacher), ("pruned", student))}
-                _rounds(nets, lambda s: time_session(s, x.numpy(), tc), rounds, samples)
+                _add_rounds(samples, nets, x, tc, rounds,
+                            lambda s: time_session(s, x.numpy(), tc))
                 where = nets["teacher"].info.as_dict()
     finally:
         torch.set_num_threads(old_threads)
@@ -56,10 +58,12 @@ def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
                           device=tc.device, stat="median of per-round medians", runtime=where)
 
 
-def _rounds(nets: dict, timer, rounds: int, samples: dict) -> None:
-    for _ in range(rounds):
-        for k, net in nets.items():
-            samples[k].append(timer(net).median_ms)
+def _add_rounds(samples: dict, nets: dict, x: torch.Tensor, tc, rounds: int, timer) -> None:
+    """``rounds`` more interleaved rounds (luts.variants.measure_interleaved): each round's
+    median per network appended to ``samples``."""
+    got, _ = measure_interleaved(nets, x, tc, rounds, progress=False, timer=timer)
+    for k in nets:
+        samples[k] += got[k]["median_ms"]
 
 
 def summarize_pair(teacher_rounds: list[float], pruned_rounds: list[float],
