@@ -13,6 +13,13 @@ Example (the H100 check of issue 4, the regime of ../shared/gpu-facts.md)::
 
     python benchmarks/lut_validation.py --out DIR --device cuda --mode graph --batch 256 \\
         --dtype fp16 --channels-last --models resnet18,resnet50 --extend resnet18 --budget 500
+
+Tables of a deployment runtime (issue 18): keys timed in ONNX Runtime or OpenVINO, the
+calibration and the validation variants exported and measured there::
+
+    python benchmarks/lut_validation.py --out DIR --device cpu --mode eager --batch 1 \\
+        --dtype fp32 --threads 1 --input-size 112 --step 32 --runtime onnxruntime \\
+        --models resnet18,mobilenet_v2 --full-grid resnet18,mobilenet_v2
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="fp16", choices=["fp32", "fp16", "bf16"])
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--threads", type=int, default=None, help="cpu only")
+    ap.add_argument("--runtime", default="torch", choices=["torch", "onnxruntime", "openvino"],
+                    help="where keys and variants are timed (the runtimes: --device cpu)")
     ap.add_argument("--step", type=int, default=16)
     ap.add_argument("--input-size", type=int, default=None, help="default: the model's own")
     ap.add_argument("--calibrate", type=int, default=8,
@@ -70,11 +79,14 @@ def main(argv: list[str] | None = None) -> int:
     regime = ["--device", args.device, "--mode", args.mode, "--batch", str(args.batch),
               "--dtype", args.dtype] + (["--channels-last"] if args.channels_last else []) + \
         (["--threads", str(args.threads)] if args.threads else []) + \
-        (["--input-size", str(args.input_size)] if args.input_size else [])
+        (["--input-size", str(args.input_size)] if args.input_size else []) + \
+        (["--runtime", args.runtime] if args.runtime != "torch" else [])
     tag = f"{args.device}-{args.dtype}-b{args.batch}-{args.mode}" + \
-        ("-cl" if args.channels_last else "")
+        ("-cl" if args.channels_last else "") + \
+        (f"-{args.runtime}" if args.runtime != "torch" else "")
     result = {"machine": machine(args.device), "regime": tag, "step": args.step,
               "input_size": args.input_size, "threads": args.threads,
+              "runtime": args.runtime,
               "samples": args.samples, "models": {}}
     full = set(filter(None, args.full_grid.split(",")))
     models = args.models.split(",")
@@ -104,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                 entry["report"] = {k: rep.get(k) for k in (
                     "estimator", "operator_sum", "calibration", "r2_identity", "r2_linear", "mape", "max_abs_err_ms", "spearman",
                     "n_samples", "measured_range_ms", "conv_only", "conv_only_share_of_measured",
-                    "proxies", "machine_drift", "median_round_spread")}
+                    "proxies", "machine_drift", "median_round_spread", "runtime",
+                    "lut_runtime")}
         result["models"][model] = entry
         write_json(args.out, "lut_validation.json", result)
     for model in filter(None, args.extend.split(",")):

@@ -14,8 +14,12 @@ Models:
   demo       the pruned students of a finished ``hwprune demo`` run (--demo DIR:
              DIR/teacher-*.pt and DIR/runs/*/pruned.pt); skipped when DIR has none
 
-Still to come (issue 18): each runtime's own LUT and the 3x3 table of every table's
-error against every runtime's measurement.
+With ``--luts torch=A.parquet,onnxruntime=B.parquet,openvino=C.parquet`` (tables of
+resnet18 at the same input size, e.g. from ``benchmarks/lut_validation.py --runtime``),
+every table's estimate of every resnet18 network is compared with every runtime's
+measurement of it: a 3x3 table of MAPE and R² (identity line), rows the table's runtime,
+columns where the networks were measured. The diagonal is each runtime's own table; off
+the diagonal, what a table timed in one runtime tells a user of another.
 
 Writes OUT/runtime_gap.json (machine, torch, runtime versions and settings, every
 measurement).
@@ -121,6 +125,37 @@ def _row(ms: dict, tag: str) -> dict:
     return row
 
 
+def lut_errors(nets: dict, size: int, luts: dict, result: dict) -> dict:
+    """{lut runtime: {measured runtime: agreement}} over the networks of ``result``."""
+    from luts import Lut, estimate
+    from luts.metrics import agreement
+
+    tags = list(result["networks"])
+    out = {}
+    for lut_rt, path in luts.items():
+        lut = Lut.load(path)
+        est = np.array([estimate(nets[t], lut, size, 3).total_ms for t in tags])
+        out[lut_rt] = {"lut": str(path), "lut_runtime": lut.runtime,
+                       "estimate_ms": dict(zip(tags, est.tolist()))}
+        for rt in RUNTIMES:
+            meas = np.array([result["networks"][t][rt]["median_ms"] for t in tags])
+            a = agreement(est, meas)
+            out[lut_rt][rt] = {k: a[k] for k in ("mape", "r2_identity", "r2_linear",
+                                                 "max_abs_err_ms", "n_samples")}
+    return out
+
+
+def error_table(errors: dict) -> str:
+    lines = ["LUT error against measurement: MAPE (R² identity); rows: the table's runtime, "
+             "columns: where the networks were measured",
+             f"  {'table':14s}" + "".join(f"{rt:>22s}" for rt in RUNTIMES)]
+    for lut_rt, row in errors.items():
+        lines.append(f"  {lut_rt:14s}" + "".join(
+            f"{100 * row[rt]['mape']:>12.1f}% ({row[rt]['r2_identity']:6.3f})"
+            for rt in RUNTIMES))
+    return "\n".join(lines)
+
+
 def table(name: str, result: dict) -> str:
     lines = [f"{name}: latency ratio to the original (median of rounds), speed-up in brackets",
              f"  {'network':24s}" + "".join(f"{rt:>24s}" for rt in RUNTIMES)]
@@ -145,8 +180,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-reps", type=int, default=200)
+    ap.add_argument("--luts", default="", metavar="RT=PATH,...",
+                    help="resnet18 tables per runtime, for the 3x3 LUT-error table")
     ap.add_argument("-q", "--quiet", action="store_true")
     args = ap.parse_args(argv)
+    luts = dict(item.split("=", 1) for item in filter(None, args.luts.split(",")))
+    unknown = set(luts) - set(RUNTIMES)
+    if unknown:
+        ap.error(f"--luts: unknown runtime(s) {sorted(unknown)} (choose {', '.join(RUNTIMES)})")
     t0 = time.perf_counter()
     payload = {"benchmark": "runtime_gap", "machine": machine("cpu"), "models": {}}
     for name in args.models.split(","):
@@ -167,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         res["input_size"] = size
         payload["models"][name] = res
         print(table(name, res), flush=True)
+        if name == "resnet18" and luts:
+            res["lut_errors"] = lut_errors(nets, size, luts, res)
+            print(error_table(res["lut_errors"]), flush=True)
     payload["seconds"] = time.perf_counter() - t0
     path = write_json(args.out, "runtime_gap.json", payload)
     print(f"wrote {path}")

@@ -15,6 +15,7 @@ from profiler.store import parts_dir
 from profiler.table import calibrations_dropped
 from hwprune.options import runtime_options
 from zoo import ModelError, resolve_model
+from zoo.runtimes import RUNTIMES
 
 USER_ERRORS = (ModelError, KeySpaceError, TimingError, LutError, ProfileError)
 
@@ -91,10 +92,15 @@ def cli() -> None:
               help="Once the whole grid is measured, time N random pruned variants end to end "
                    "and store the in-network calibration (operators run slower inside a "
                    "network than alone; see `hwprune lut calibrate`). 0: none.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
+              help="Time each key as this runtime runs it (onnxruntime, openvino: CPU only): "
+                   "Conv+BN(+add)(+activation) chains as one fused key, each in a small ONNX "
+                   "graph timed by the runtime's own per-node profile; the calibration then "
+                   "measures whole variants in that runtime.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 def profile(model, device, step, out, input_size, batch, dtype, channels_last, mode, algos,
             threads, layers, max_keys, shard, max_reps, rel_ci, weights, time_budget,
-            for_validation, seed, calibrate_n, quiet) -> None:
+            for_validation, seed, calibrate_n, runtime, quiet) -> None:
     """Time every operator key of MODEL's pruning grid and store the LUT.
 
     MODEL is a torchvision classifier name (resnet18, resnet50, mobilenet_v2, ...),
@@ -109,10 +115,10 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
         if for_validation is not None:
             if layers:
                 raise ProfileError("--for-validation and --layers cannot be combined")
-            keys = variant_keys(model, step, for_validation, seed, input_size)
+            keys = variant_keys(model, step, for_validation, seed, input_size, runtime)
         cfg = ProfileConfig(model, out, step, input_size, layers, max_keys,
                             parse_shard(shard) if shard else None, timing, not quiet, weights,
-                            keys, time_budget)
+                            keys, time_budget, runtime)
         result = profile_model(cfg)
     except USER_ERRORS as exc:
         _fail(exc)
@@ -460,8 +466,12 @@ def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alp
 @click.option("--timing-threads", type=click.IntRange(min=1), default=1, show_default=True,
               help="CPU threads of the LUT and of every latency measurement (the deployment "
                    "being modelled); one is the predictable choice on a shared machine.")
+@click.option("--runtime", type=click.Choice(RUNTIMES), default="torch", show_default=True,
+              help="Time the LUT and measure every budget in this runtime (onnxruntime, "
+                   "openvino: each model exported and run there); the speed-ups are shown in "
+                   "PyTorch too.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def demo(out, quick, threads, timing_threads, quiet) -> None:
+def demo(out, quick, threads, timing_threads, runtime, quiet) -> None:
     """The main job on embedded data (scikit-learn's digits), end to end.
 
     \b
@@ -474,7 +484,8 @@ def demo(out, quick, threads, timing_threads, quiet) -> None:
     from hwprune.demo import DemoConfig, format_stages, format_table, run_demo
 
     cfg = (DemoConfig.quick_mode if quick else DemoConfig)(
-        out=out, threads=threads, timing_threads=timing_threads, progress=not quiet)
+        out=out, threads=threads, timing_threads=timing_threads, runtime=runtime,
+        progress=not quiet)
     try:
         result = run_demo(cfg)
     except USER_ERRORS as exc:

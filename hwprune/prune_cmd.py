@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hwprune.options import runtime_options
+from hwprune.options import lut_runtime, runtime_options
 from luts import LutError
 from zoo import ModelError
 
@@ -129,7 +129,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                                progress=not quiet, measured_ratio=target_measured_ratio,
                                checkpoint_every=checkpoint_every,
                                cudnn_benchmark=cudnn_benchmark, start_from=start_from,
-                               runtime=runtime, allow_mismatch=allow_mismatch))
+                               runtime=lut_runtime(runtime, luts),
+                               allow_mismatch=allow_mismatch))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
         _fail(exc)

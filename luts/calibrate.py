@@ -35,6 +35,7 @@ from luts.variants import build_variant, measure_interleaved, on_table_speed, pl
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
 from profiler.keyspace import trace_model
+from profiler.runtime_timing import RuntimeNets, time_session
 from profiler.table import LutError, now_iso, read_lut, write_lut
 from profiler.timing import model_input, prepare_model
 from zoo import resolve_model
@@ -88,16 +89,35 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     example = torch.randn(1, resolved.in_channels, size, size)
     nets, sums, n_ops = {}, {s: [] for s in STATS}, None
     by_stat = {s: Lut(raw.rows, raw.meta, s, raw.source) for s in STATS}  # indexed once
-    for plan in plans:
-        net = build_variant(resolved.module, trace, dims, plan.channels, example)
-        vt = trace_model(net, size, resolved.in_channels)
-        for s, table in by_stat.items():
-            sums[s].append(estimate_trace(vt, table).total_ms)
-        n_ops = len(vt.layers)
-        nets[" ".join(map(str, plan.channels))] = prepare_model(net, tc)
+    # A runtime table is calibrated on its variants run in that runtime (exported, checked
+    # against PyTorch and loaded once, like `lut validate --runtime`).
+    runtime = RuntimeNets(raw.runtime, size, resolved.in_channels, tc.threads or 1) \
+        if raw.runtime != "torch" else None
+    try:
+        for plan in plans:
+            net = build_variant(resolved.module, trace, dims, plan.channels, example)
+            vt = trace_model(net, size, resolved.in_channels)
+            for s, table in by_stat.items():
+                est = estimate_trace(vt, table)
+                sums[s].append(est.total_ms)
+            n_ops = len(est.layers)  # the runtime's operators, for a runtime table
+            tag = " ".join(map(str, plan.channels))
+            nets[tag] = runtime.add(tag, net) if runtime else prepare_model(net, tc)
+        # Exporting to a runtime takes seconds per variant: the budget is for measuring.
+        t_budget = time.perf_counter() if runtime else t0
+        return _measure_and_store(cfg, raw, tc, resolved, size, nets, sums, n_ops, budget, t0,
+                                  t_budget, runtime)
+    finally:
+        if runtime:
+            runtime.close()
+
+
+def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, nets: dict,
+                       sums: dict, n_ops: int, budget: float, t0: float, t_budget: float,
+                       runtime: RuntimeNets | None) -> dict:
     # What is left of the budget after building the variants, shared by every measurement,
     # caps each one's adaptive repetitions (which usually stop sooner, at the median's 1% CI).
-    left = budget - (time.perf_counter() - t0)
+    left = budget - (time.perf_counter() - t_budget)
     tc.max_seconds = max(0.2, left / (len(nets) * cfg.rounds) - 0.1)
     tc.validate()
     old_threads = torch.get_num_threads()
@@ -108,15 +128,18 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     reference = DriftReference(ref_key, reference_config(tc)) if ref_key else None
     x_in = model_input(tc, resolved.in_channels, size)
     first_r2 = None
+    timer = (lambda s: time_session(s, x_in.numpy(), tc)) if runtime else None
     try:
-        samples, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference)
+        samples, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference,
+                                         timer)
         fits = _fit_all(sums, samples, nets, level, n_ops)
         if fits[DEFAULT_STAT]["r2"] < NOISY_FIT_R2:
             # The variants scatter about the line: the machine's speed moved under them.
             # As many rounds again (the budget once more, only in this case), medians over
             # all: one slow moment then moves no variant's median.
             first_r2 = fits[DEFAULT_STAT]["r2"]
-            more, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference)
+            more, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference,
+                                          timer)
             for t in nets:
                 for k, v in more[t].items():
                     samples[t][k] += v
@@ -124,6 +147,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     finally:
         torch.set_num_threads(old_threads)
     result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
+              "runtime": raw.runtime,
               "rounds": len(next(iter(samples.values()))[DEFAULT_STAT]),
               "remeasured_after_r2": first_r2,
               "budget_s": budget, "seconds": time.perf_counter() - t0,

@@ -17,6 +17,7 @@ import numpy as np
 
 from luts.lookup import Lut
 from profiler.coupling import Dimension, dimensions, is_depthwise
+from profiler.fusion import runtime_trace
 from profiler.keyspace import OpKey, Trace
 from profiler.table import LutError
 
@@ -62,9 +63,16 @@ class LatencyModel:
                            f"(`profile --for-validation`); pruning needs the model's whole "
                            f"grid: profile it without --for-validation")
         self.lut, self.strict = lut, strict
+        torch_dims = [d.id for d in dimensions(trace.layers, trace.frozen_dims)]
+        # A runtime table's rows are fused chains (profiler.fusion); the chains keep their
+        # conv's channel dimensions, in the same order, so dimension j stays dimension j.
+        trace = runtime_trace(trace, getattr(lut, "runtime", "torch"))
         self.names = [r.name for r in trace.layers]
         self.keys = [r.key for r in trace.layers]
         self.dims: list[Dimension] = dimensions(trace.layers, trace.frozen_dims)
+        if [d.id for d in self.dims] != torch_dims:
+            raise LutError("the runtime's fused operators change the model's channel "
+                           "dimensions: this model cannot be pruned against a runtime table")
         self.channels = np.array([d.channels for d in self.dims])
         self.layer_ms, _ = lut.lookup(self.keys, strict, self.names)
         # Flattened (dimension, layer, side) triples, so one lookup answers every dimension.

@@ -9,7 +9,8 @@ import pandas as pd
 from torch import nn
 
 from luts.lookup import Lut
-from profiler.keyspace import CONV, Trace, trace_model
+from profiler.fusion import runtime_trace
+from profiler.keyspace import Trace, is_conv, trace_model
 
 
 @dataclass
@@ -30,6 +31,9 @@ class Estimate:
 
 
 def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
+    """The estimate of a traced network; a runtime table's rows are fused chains, so the
+    trace is looked up as that runtime runs it (``profiler.fusion``)."""
+    trace = runtime_trace(trace, lut.runtime)
     keys = [r.key for r in trace.layers]
     names = [r.name for r in trace.layers]
     ms, exact = lut.lookup(keys, strict=strict, names=names)
@@ -39,7 +43,7 @@ def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
                        "ms": ms, "exact": exact})
     total = float(ms.sum())
     return Estimate(df, float(lut.in_network_ms(total, len(keys))),
-                    float(ms[(df["op"] == CONV).to_numpy()].sum()), int((~exact).sum()),
+                    float(ms[df["op"].map(is_conv).to_numpy(dtype=bool)].sum()), int((~exact).sum()),
                     total, lut.calibration is not None)
 
 

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from profiler.keyspace import CONV, OpKey
+from profiler.keyspace import OpKey, is_conv
 from profiler.table import IDENTITY_FIELDS, LutError, check_compatible, read_joined
 
 STATS = ("mean_ms", "median_ms", "min_ms")
@@ -35,7 +35,7 @@ class LutMissError(LutError):
 
 def is_channelwise(op: str, c_in: int, groups: int) -> bool:
     """One channel axis: element-wise ops, pools, BatchNorm and depthwise convs."""
-    if op == CONV:
+    if is_conv(op):
         return groups > 1 and groups == c_in
     return op != "linear"
 
@@ -49,8 +49,8 @@ def config_of(key: OpKey) -> tuple:
 
 def describe_config(cfg: tuple) -> str:
     op, kh, kw, sh, _, _, _, _, _, g, bias, inplace, h, w = cfg
-    extra = f" {kh}x{kw}/s{sh}" if op == CONV or "pool" in op else ""
-    grp = " depthwise" if g == -1 and op == CONV else f" groups {g}" if g > 1 else ""
+    extra = f" {kh}x{kw}/s{sh}" if is_conv(op) or "pool" in op else ""
+    grp = " depthwise" if g == -1 and is_conv(op) else f" groups {g}" if g > 1 else ""
     return f"{op}{extra}{grp} at {h}x{w}" + (" in-place" if inplace else "")
 
 
@@ -121,7 +121,7 @@ class Lut:
         for key, ms in zip(keys, values):
             buckets.setdefault(config_of(key), []).append((key.c_in, key.c_out, ms))
         for cfg, items in buckets.items():
-            one_d = cfg[9] == -1 or cfg[0] not in (CONV, "linear")
+            one_d = cfg[9] == -1 or not (is_conv(cfg[0]) or cfg[0] == "linear")
             r = np.unique([i[0] for i in items])
             c = np.array([0]) if one_d else np.unique([i[1] for i in items])
             grid = np.full((len(r), len(c)), np.nan)

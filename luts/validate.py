@@ -28,6 +28,7 @@ from luts.variants import build_variant, measure_interleaved, on_table_speed, pl
 from luts.verdict import spread_warning
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
+from profiler.fusion import runtime_trace
 from profiler.keyspace import OpKey, trace_model
 from profiler.runtime_timing import RuntimeNets, time_session
 from profiler.table import LutError, atomic_write_bytes
@@ -51,7 +52,8 @@ class ValidateConfig:
     allow_mismatch: bool = False
     # Where the variants are measured: torch (the LUT's own mode), or a deployment runtime
     # on the CPU (each variant exported, checked against PyTorch and loaded once).
-    runtime: str = "torch"
+    # None: the runtime the LUT was timed in.
+    runtime: str | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -87,6 +89,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 def validate(cfg: ValidateConfig) -> dict:
     lut = Lut.load(cfg.luts, stat=cfg.stat)
+    cfg.runtime = cfg.runtime or lut.runtime
     lut.check_runtime(check_runtime(cfg.runtime), cfg.allow_mismatch)
     # One measurement serves every statistic: the report compares each with its own column.
     others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
@@ -149,7 +152,7 @@ def validate(cfg: ValidateConfig) -> dict:
 
 
 def variant_keys(model: str, step: int, samples: int, seed: int = 0,
-                 input_size: int | None = None) -> list[OpKey]:
+                 input_size: int | None = None, runtime: str = "torch") -> list[OpKey]:
     """Every operator key that ``validate`` with the same step, samples and seed will look up.
 
     For a model whose full grid takes too long to profile (resnet50 at step 16 has about
@@ -164,7 +167,8 @@ def variant_keys(model: str, step: int, samples: int, seed: int = 0,
     keys: dict[OpKey, None] = {}
     for plan in plan_variants(dims, step, samples, seed):
         net = build_variant(resolved.module, trace, dims, plan.channels, example)
-        keys.update(dict.fromkeys(r.key for r in trace_model(net, size, resolved.in_channels).layers))
+        vt = runtime_trace(trace_model(net, size, resolved.in_channels), runtime)
+        keys.update(dict.fromkeys(r.key for r in vt.layers))
     return list(keys)
 
 

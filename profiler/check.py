@@ -9,11 +9,14 @@ Stated rules and tolerances:
   * schema: ``schema_version`` present and one this hwprune reads; every column of
     the schema present with its type (any integer width for integer columns);
   * metadata: the fields an estimate depends on (device kind, dtype, batch, memory
-    format, timing mode, algos, threads, weights) present and consistent; a stored
+    format, timing mode, algos, threads, weights) present and consistent; a runtime
+    entry names a known runtime with its version, provider and optimisation level and
+    the table's thread count, and a deployment runtime's table is a CPU, eager one; a stored
     calibration has a finite positive slope and a finite per-operator overhead; a
     drift reference is a valid key; tables written since the rules exist carry a
     digest of their metadata, and a changed one is refused (older tables have none);
-  * rows: key fields non-negative / positive as their meaning requires;
+  * rows: key fields non-negative / positive as their meaning requires; fused chains
+    (``conv2d+bn+relu``, ``profiler.fusion``) only in a deployment runtime's table;
     every latency (mean, median, min) finite and in [MIN_MS, MAX_MS], min no larger
     than median and mean; with a drift reference every row's reading too;
   * duplicates: a key present twice is refused when its latencies differ; exact
@@ -49,6 +52,7 @@ MEMORY_FORMATS = ("contiguous", "channels_last")
 TIMING_MODES = ("eager", "graph")
 ALGOS = ("auto", "all")
 WEIGHTS = ("hot", "cold")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 # Key fields that must be at least 1; the rest (padding, and the input size a linear
 # layer's key leaves at 0) at least 0.
 _POSITIVE_KEY_FIELDS = ("c_in", "c_out", "kernel_h", "kernel_w", "stride_h", "stride_w",
@@ -154,6 +158,7 @@ def check_meta(path: object, meta: dict) -> None:
     for field in ("host", "created"):
         if meta.get(field) is not None and not isinstance(meta[field], str):
             raise _bad(path, field, meta[field], "a string")
+    _check_runtime(path, meta)
     cal = meta.get("calibration")
     if cal is not None:
         fits = cal.get("fits") if isinstance(cal, dict) else None
@@ -173,6 +178,25 @@ def check_meta(path: object, meta: dict) -> None:
             OpKey(**key) if key else None
         except TypeError:
             raise _bad(path, "drift.key", key, "an operator key") from None
+
+
+def _check_runtime(path: object, meta: dict) -> None:
+    rt = meta.get("runtime")
+    if rt is None:
+        return
+    if not isinstance(rt, dict) or rt.get("runtime") not in RUNTIMES:
+        raise _bad(path, "runtime", rt, f"an object whose runtime is {' or '.join(RUNTIMES)}")
+    if rt["runtime"] == "torch":
+        return
+    for field in ("version", "provider", "optimization"):
+        if not isinstance(rt.get(field), str) or not rt[field]:
+            raise _bad(path, f"runtime.{field}", rt.get(field), "a non-empty string")
+    if rt.get("threads") != meta.get("threads"):
+        raise _bad(path, "runtime.threads", rt.get("threads"),
+                   f"the table's threads ({meta.get('threads')!r})")
+    if meta["device_kind"] != "cpu" or meta["timing_mode"] != "eager":
+        raise _bad(path, "runtime", rt["runtime"], "torch on a non-cpu or graph-mode table: "
+                   "the deployment runtimes are timed on the CPU")
 
 
 def _finite(v: object) -> bool:
@@ -221,6 +245,10 @@ def check_rows(path: object, df: pd.DataFrame, meta: dict) -> None:
         if bad.any():
             row = df.iloc[int(bad.argmax())]
             raise LutCheckError(path, "keys", f"{f} {row[f]} < {low} ({_describe_row(row)})")
+    fused = df["op"].astype(str).str.contains("+", regex=False).to_numpy()
+    if fused.any() and (meta.get("runtime") or {}).get("runtime", "torch") == "torch":
+        raise LutCheckError(path, "keys", f"fused chain {_describe_row(df.iloc[int(fused.argmax())])}"
+                            f" in a table timed in torch (only a runtime's table holds them)")
     for col in LATENCY_COLUMNS:
         v = df[col].to_numpy(dtype=float)
         bad = ~(np.isfinite(v) & (v >= MIN_MS) & (v <= MAX_MS))

@@ -23,6 +23,13 @@ from profiler.coupling import ChannelTracker
 from zoo.models import set_training
 
 CONV = "conv2d"
+
+
+def is_conv(op: str) -> bool:
+    """A convolution, alone or with the epilogue a runtime fuses into it (``conv2d+bn+relu``,
+    ``profiler.fusion``)."""
+    return op == CONV or op.startswith(CONV + "+")
+
 ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu",
                "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "gelu": "gelu",
                "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "hardtanh": "hardtanh",
@@ -106,6 +113,11 @@ class LayerRecord:
     fixed_out: bool = False  # a classifier's outputs: c_out cannot be pruned
     in_dim: int = -1         # channel dimension ids (profiler.coupling), -1 when untracked
     out_dim: int = -1
+    # Tensor edges, for the runtimes' fusion of Conv+BN+activation (``profiler.fusion``): the
+    # layers whose outputs this call read (-1: the network input or an untracked tensor),
+    # and how many calls of any kind (views, the network's output included) read its output.
+    inputs: tuple[int, ...] = ()
+    uses: int = 0
 
 
 @dataclass
@@ -114,6 +126,7 @@ class Trace:
     # (No "unmodelled" field: a trace refuses a model that runs compute ops the table has
     # no kind for, UnmodelledOpError, so every trace that exists is fully modelled.)
     frozen_dims: frozenset = frozenset()  # channel dimensions that cannot be pruned
+    fused: bool = False  # conv chains joined as a runtime runs them (``profiler.fusion``)
 
     def filtered(self, patterns: Sequence[str]) -> "Trace":
         """Keep layers whose name matches any glob pattern (all when no pattern)."""
@@ -122,7 +135,7 @@ class Trace:
         kept = [r for r in self.layers if any(fnmatch.fnmatchcase(r.name, p) for p in patterns)]
         if not kept:
             raise KeySpaceError(f"no layer matches --layers {' '.join(patterns)}")
-        return Trace(kept, self.frozen_dims)
+        return Trace(kept, self.frozen_dims, self.fused)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -248,6 +261,13 @@ class _Recorder(TorchFunctionMode):
         self.unmodelled: Counter = Counter()
         self.unmodelled_at: dict[str, str] = {}  # the first layer running each of them
         self._count: Counter = Counter()
+        self.producer: dict[int, int] = {}  # id(tensor) -> index of the layer that wrote it
+        self.uses: Counter = Counter()
+        self._alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
+
+    def _sources(self, args) -> tuple[int, ...]:
+        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+        return tuple(self.producer.get(id(a), -1) for a in flat if isinstance(a, torch.Tensor))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -259,6 +279,9 @@ class _Recorder(TorchFunctionMode):
         copies = fname == "contiguous" and key is None and isinstance(args[0], torch.Tensor) \
             and not args[0].is_contiguous()
         out = func(*args, **kwargs)
+        sources = self._sources(args)
+        if isinstance(out, (torch.Tensor, list, tuple)):  # a size() or dim() reads no data
+            self.uses.update(i for i in sources if i >= 0)
         if key is not None:
             owner = self.stack[-1] if self.stack else ""
             # A leaf module's call takes its name; ops inline in a forward() get a suffix.
@@ -268,7 +291,10 @@ class _Recorder(TorchFunctionMode):
             fixed_in = args[0] is self.net_input
             d_in, d_out = self.channels.on_modelled(key.op, key.c_in, key.groups, args, out)
             self.layers.append(LayerRecord(base if n == 0 else f"{base}#{n}", key, fixed_in,
-                                           in_dim=d_in, out_dim=d_out))
+                                           in_dim=d_in, out_dim=d_out, inputs=sources))
+            if isinstance(out, torch.Tensor):
+                self.producer[id(out)] = len(self.layers) - 1
+                self._alive.append(out)
         else:
             self.channels.on_other(args, out)
             if isinstance(out, torch.Tensor) and out.dim() >= 2 and (copies or (
@@ -304,6 +330,8 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
         set_training(model, was_training)
     layers = rec.layers
     tracker = rec.channels
+    if isinstance(out, torch.Tensor) and id(out) in rec.producer:  # the output is read too
+        rec.uses[rec.producer[id(out)]] += 1
     if isinstance(out, torch.Tensor):  # whatever the network outputs cannot shrink
         tracker.frozen.add(tracker.dim(out))
     # A linear layer producing the network's output is the classifier: its outputs are fixed.
@@ -327,7 +355,8 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
     for r in layers:
         d_in, d_out = tracker.find(r.in_dim), tracker.find(r.out_dim)
         resolved.append(replace(r, in_dim=d_in, out_dim=d_out, fixed_in=r.fixed_in or d_in in frozen,
-                                fixed_out=r.fixed_out or d_out in frozen))
+                                fixed_out=r.fixed_out or d_out in frozen,
+                                uses=rec.uses[len(resolved)]))
     return Trace(resolved, frozen)
 
 
@@ -335,7 +364,7 @@ def macs(key: OpKey) -> int:
     """Multiply-accumulates of one conv or linear key (0 for other operators)."""
     if key.op == "linear":
         return key.c_in * key.c_out
-    if key.op != CONV:
+    if not is_conv(key.op):
         return 0
     out_h = (key.in_h + 2 * key.pad_h - key.dil_h * (key.kernel_h - 1) - 1) // key.stride_h + 1
     out_w = (key.in_w + 2 * key.pad_w - key.dil_w * (key.kernel_w - 1) - 1) // key.stride_w + 1
@@ -362,14 +391,14 @@ def grid_for(rec: LayerRecord, step: int) -> list[OpKey]:
     k = rec.key
     ins = [k.c_in] if rec.fixed_in else channel_grid(k.c_in, step)
     outs = [k.c_out] if rec.fixed_out else channel_grid(k.c_out, step)
-    if k.op == CONV and k.groups > 1:
+    if is_conv(k.op) and k.groups > 1:
         if k.groups == k.c_in and k.c_out % k.c_in == 0:  # depthwise: one channel per group
             mult = k.c_out // k.c_in
             return [replace(k, c_in=c, c_out=mult * c, groups=c) for c in ins]
         g = k.groups  # grouped: groups fixed, both sides stay multiples of g
         return [replace(k, c_in=ci, c_out=co) for ci in _multiples(ins, g, k.c_in)
                 for co in _multiples(outs, g, k.c_out)]
-    if k.op in (CONV, "linear"):
+    if is_conv(k.op) or k.op == "linear":
         return [replace(k, c_in=ci, c_out=co) for ci in ins for co in outs]
     return [replace(k, c_in=c, c_out=c) for c in ins]
 

@@ -21,14 +21,17 @@ from tqdm import tqdm
 
 from profiler.device import cache_bytes, describe_device
 from profiler.drift import DriftReference, choose_reference, reference_config
-from profiler.keyspace import CONV, LayerRecord, OpKey, Trace, grid_for, scan_keys, trace_model
+from profiler.fusion import runtime_trace
+from profiler.keyspace import CONV, LayerRecord, is_conv, OpKey, Trace, grid_for, scan_keys, trace_model
 from profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
 from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
+from profiler.runtime_ops import measure_runtime_key, runtime_copies, runtime_meta
 from profiler.timing import (TimingConfig, algorithm_count, cudnn_benchmark, measure_key,
                              model_input, prepare_model, time_callable, time_model)
 from zoo import resolve_model
+from zoo.runtimes import check_runtime
 
 
 class ProfileError(ValueError):
@@ -54,6 +57,9 @@ class ProfileConfig:
     keys: Sequence[OpKey] | None = None
     # Stop measuring after this many seconds (a rented GPU); rerun to continue.
     max_seconds: float | None = None
+    # Where the keys are timed: torch, or a deployment runtime (onnxruntime, openvino) on the
+    # CPU, whose table holds fused Conv+BN(+add)(+activation) chains (``profiler.fusion``).
+    runtime: str = "torch"
 
 
 @dataclass
@@ -143,7 +149,7 @@ def _configs(trace: Trace, step: int) -> list[dict]:
 
 
 def _work_ratio(small: OpKey, big: OpKey) -> float:
-    if small.op in (CONV, "linear"):
+    if is_conv(small.op) or small.op == "linear":
         return (small.c_in * small.c_out) / max(1, big.c_in * big.c_out)
     return small.c_in / max(1, big.c_in)
 
@@ -249,6 +255,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         clock[0] = now
 
     tc = cfg.timing.validate()
+    if check_runtime(cfg.runtime) != "torch" and (tc.device != "cpu" or tc.mode != "eager"):
+        raise ProfileError(f"--runtime {cfg.runtime} times keys on the CPU: use --device cpu "
+                           f"(eager mode)")
     shard = cfg.shard or shard_from_env()
     distributed = cfg.shard is None and shard is not None
     device_index = int(os.environ.get("LOCAL_RANK", "0")) if tc.device == "cuda" else 0
@@ -258,10 +267,13 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     check_writable(out)
     resolved = resolve_model(cfg.model)
     input_size = cfg.input_size or resolved.input_size
-    trace = trace_model(resolved.module, input_size, resolved.in_channels).filtered(cfg.layers)
+    torch_trace = trace_model(resolved.module, input_size, resolved.in_channels)
+    trace = runtime_trace(torch_trace, cfg.runtime).filtered(cfg.layers)
     tc.cold_bytes, llc, model_bytes = cold_bytes_for(resolved.module, tc, cfg.weights,
                                                      device_index)
     meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
+    if cfg.runtime != "torch":
+        meta["runtime"] = runtime_meta(cfg.runtime, tc)
     # cold_bytes and the copy cap let `lut info` tell which rows' weights stayed partly cached.
     meta.update(cache_bytes=llc, model_weight_bytes=model_bytes, cold_bytes=tc.cold_bytes,
                 max_weight_copies=MAX_WEIGHT_COPIES)
@@ -285,22 +297,29 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     torch.set_num_threads(tc.threads)
     try:
         lap("setup")
-        eta = estimate_seconds(trace, todo, tc) if todo else 0.0
+        # The pilot times keys in torch: for a runtime the rate shows on the progress bar.
+        eta = estimate_seconds(trace, todo, tc) if todo and cfg.runtime == "torch" else 0.0
         lap("pilot")
         where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
         _log(f"{resolved.name} @ {input_size}px, step {cfg.step}{where}: {len(trace.layers)} "
              f"layers, {len(keys)} keys in the grid, {len(keys) - len(missing)} already measured, "
              f"{len(todo)} to measure on {meta['device_name']} "
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads, "
-             f"{'cold' if tc.cold_bytes else 'hot'} weights); "
-             f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config"
+             f"{'cold' if tc.cold_bytes else 'hot'} weights"
+             + (f", in {cfg.runtime}); " if cfg.runtime != "torch" else "); ")
+             + (f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config"
+                if cfg.runtime == "torch" else "(rate on the progress bar")
              + ("; every cuDNN plan costed as fast as cudnn.benchmark's pick, plan builds "
                 "left out: a lower bound)" if tc.algos == "all" and tc.device == "cuda" else ")"),
              show)
+        # The whole-model yardstick is a torch timing: a runtime table has none (its
+        # calibration and validation time whole networks in the runtime itself).
         reference = _Reference(resolved.module, resolved.in_channels, input_size, tc,
-                               reference_seconds(eta)) if todo else None
+                               reference_seconds(eta)) if todo and cfg.runtime == "torch" \
+            else None
         lap("reference")
-        drift = _drift_reference(store, trace, tc) if todo else None
+        # The drift gauge is a torch conv in either case: it reads the machine's speed.
+        drift = _drift_reference(store, torch_trace.filtered(cfg.layers), tc) if todo else None
         t0 = time.perf_counter()
         device_seconds = 0.0
         measured = 0
@@ -312,7 +331,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                     break
                 bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
                 ref_ms = drift.current() if drift else float("nan")
-                stats = measure_key(key, tc)
+                stats = measure_key(key, tc) if cfg.runtime == "torch" else \
+                    measure_runtime_key(key, tc, cfg.runtime, runtime_copies(key, tc))
                 store.add(key, {**stats.as_dict(), "ref_ms": ref_ms})
                 device_seconds += stats.seconds
                 measured += 1

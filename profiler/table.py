@@ -26,7 +26,7 @@ from zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner
 SCHEMA_VERSION = 1
 META_KEY = b"hwprune"
 IDENTITY_FIELDS = ("device_kind", "device_name", "dtype", "batch", "memory_format",
-                   "timing_mode", "algos", "threads", "weights")
+                   "timing_mode", "algos", "threads", "weights", "runtime")
 
 _INT = pa.int32()
 SCHEMA = pa.schema(
@@ -118,8 +118,19 @@ def _with_optional(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(**{c: float("nan") for c in missing}) if missing else df
 
 
+def runtime_identity(meta: dict) -> str:
+    """The runtime a table's rows were timed in, with what its timings depend on:
+    ``torch`` for every table without a ``runtime`` entry (all tables before them)."""
+    rt = meta.get("runtime") or {}
+    if not rt or rt.get("runtime", "torch") == "torch":
+        return "torch"
+    return " ".join(str(rt.get(k)) for k in ("runtime", "version", "provider", "optimization"))
+
+
 def identity_of(meta: dict) -> dict:
-    return {k: meta.get(k, "hot" if k == "weights" else None) for k in IDENTITY_FIELDS}
+    ident = {k: meta.get(k, "hot" if k == "weights" else None) for k in IDENTITY_FIELDS}
+    ident["runtime"] = runtime_identity(meta)
+    return ident
 
 
 def check_compatible(expected: dict, found: dict, where: str, found_as: str = "the existing table",

@@ -64,19 +64,20 @@ class RuntimeInfo:
 
 
 class Session:
-    """One loaded model in a runtime: ``run(x)`` returns the first output as a numpy array."""
+    """One loaded model in a runtime: ``run(x, ...)`` (one array per model input, in order)
+    returns the first output as a numpy array."""
 
     info: RuntimeInfo
 
-    def run(self, x: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+    def run(self, *xs: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.run(x)
+    def __call__(self, *xs: np.ndarray) -> np.ndarray:
+        return self.run(*xs)
 
 
 class OrtSession(Session):
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, profile: str | None = None) -> None:
         ort = require("onnxruntime")
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
@@ -84,26 +85,45 @@ class OrtSession(Session):
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+        if profile:  # per-node times, written under this file prefix (``node_times``)
+            so.enable_profiling, so.profile_file_prefix = True, profile
         try:
             self.sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
         except Exception as e:  # ORT raises its own exception classes for unsupported ops
             raise ModelError(f"{path}: ONNX Runtime cannot load it: {_first_line(e)}") from None
-        self.input = self.sess.get_inputs()[0].name
+        self.inputs = [i.name for i in self.sess.get_inputs()]
         self.info = RuntimeInfo("onnxruntime", ort.__version__, "CPUExecutionProvider", threads,
                                 "ORT_ENABLE_ALL")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.sess.run(None, {self.input: x})[0]
+    def run(self, *xs: np.ndarray) -> np.ndarray:
+        return self.sess.run(None, dict(zip(self.inputs, xs)))[0]
+
+    def node_times(self) -> dict[str, list[float]]:
+        """Microseconds of each node's kernel in every run so far, by node name (the runtime's
+        own names after its graph optimisations); ends the session's profiling."""
+        import json
+
+        times: dict[str, list[float]] = {}
+        path = self.sess.end_profiling()
+        try:
+            for e in json.loads(Path(path).read_text()):
+                if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
+                    times.setdefault(e["name"][: -len("_kernel_time")], []).append(e["dur"])
+        finally:
+            Path(path).unlink(missing_ok=True)
+        return times
 
 
 class OpenVinoSession(Session):
-    def __init__(self, path: Path, threads: int) -> None:
+    def __init__(self, path: Path, threads: int, profile: str | None = None) -> None:
         ov = require("openvino")
         core = ov.Core()
         # f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise run an
         # fp32 model in bf16, and its outputs would not be the model's.
         config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
                   "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if profile:
+            config["PERF_COUNT"] = True
         try:
             self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
         except Exception as e:
@@ -111,19 +131,29 @@ class OpenVinoSession(Session):
         self.request = self.compiled.create_infer_request()
         self.info = RuntimeInfo("openvino", ov.get_version(), "CPU", threads, "LATENCY")
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        return self.request.infer({0: x})[0]
+    def run(self, *xs: np.ndarray) -> np.ndarray:
+        return self.request.infer(dict(enumerate(xs)))[0]
+
+    def last_node_times(self) -> dict[str, float]:
+        """Microseconds of each executed node in the last run (PERF_COUNT sessions), by
+        name; layout conversions (Reorder) are named ``Reorder:<name>``."""
+        return {(f"Reorder:{p.node_name}" if p.node_type == "Reorder" else p.node_name):
+                p.real_time.total_seconds() * 1e6
+                for p in self.request.get_profiling_info() if str(p.status).endswith("EXECUTED")}
 
 
-def open_session(path: str | os.PathLike, runtime: str, threads: int = 1) -> Session:
-    """Load an exported model (``.onnx`` for either runtime, ``.xml`` for OpenVINO)."""
+def open_session(path: str | os.PathLike, runtime: str, threads: int = 1,
+                 profile: str | None = None) -> Session:
+    """Load an exported model (``.onnx`` for either runtime, ``.xml`` for OpenVINO).
+    ``profile``: time every node (ONNX Runtime writes its profile under that prefix)."""
     check_runtime(runtime)
     if runtime == "torch":
         raise ModelError("open_session is for the deployment runtimes, not torch")
     path = Path(path)
     if not path.exists():
         raise ModelError(f"{path}: no such file")
-    return OrtSession(path, threads) if runtime == "onnxruntime" else OpenVinoSession(path, threads)
+    cls = OrtSession if runtime == "onnxruntime" else OpenVinoSession
+    return cls(path, threads, profile)
 
 
 __all__ = ["RUNTIMES", "EXTRA", "RuntimeMissing", "RuntimeInfo", "Session", "require",

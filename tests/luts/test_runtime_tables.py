@@ -1,0 +1,86 @@
+"""Tables timed in a deployment runtime: profile, metadata, refusals, calibration and
+validation end to end on the demo net (small, so each runtime takes seconds)."""
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from hwprune.cli import cli
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+
+def _run(*args):
+    return CliRunner().invoke(cli, list(map(str, args)))
+
+
+def _runtime_lut(tmp_path_factory, runtime):
+    from tests.conftest import shared_file
+
+    def make(path):
+        res = _run("profile", "demo", "--step", "32", "--runtime", runtime, "--out", path,
+                   "--max-reps", "20", "--calibrate", "3", "-q")
+        assert res.exit_code == 0, res.output
+        assert "calibrated on 3 pruned variants" in res.output, res.output
+        return path
+
+    return shared_file(tmp_path_factory, f"demo-{runtime}.parquet", make)
+
+
+@pytest.fixture(scope="module", params=["onnxruntime", "openvino"])
+def runtime_lut(request, tmp_path_factory):
+    return request.param, _runtime_lut(tmp_path_factory, request.param)
+
+
+def test_a_runtime_table_holds_fused_chains_and_says_where_it_was_timed(runtime_lut):
+    from luts import Lut
+
+    runtime, path = runtime_lut
+    lut = Lut.load(path)
+    assert lut.runtime == runtime
+    rt = lut.meta["runtime"]
+    assert rt["threads"] == lut.meta["threads"] == 1 and rt["version"] and rt["provider"]
+    ops = set(lut.rows["op"])
+    assert any(op.startswith("conv2d+bn") for op in ops)
+    assert "batch_norm2d" not in ops  # folded into the convs before them
+    assert (lut.rows["algo"] == runtime).all()
+    cal = lut.meta["calibration"]
+    assert cal["runtime"] == runtime and len(cal["variants"]) == 3
+    info = _run("lut", "info", path)
+    assert info.exit_code == 0 and f"runtime  {runtime}" in info.output, info.output
+
+
+def test_validation_measures_in_the_tables_runtime(runtime_lut, tmp_path):
+    runtime, path = runtime_lut
+    out = tmp_path / "val"
+    res = _run("lut", "validate", "demo", "--lut", path, "--samples", "4", "--rounds", "1",
+               "--max-reps", "10", "--out", out, "-q")
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["runtime"]["runtime"] == report["lut_runtime"] == runtime
+    rows = pd.read_csv(out / "variants.csv")
+    assert (rows["measured_in"] == runtime).all() and (rows["measured_ms"] > 0).all()
+    assert (rows["estimate_ms"] > 0).all()
+
+
+def test_a_runtime_table_is_refused_elsewhere(runtime_lut, demo_lut, tmp_path):
+    from luts import Lut, merge_luts
+    from profiler.table import LutError
+
+    runtime, path = runtime_lut
+    other = "openvino" if runtime == "onnxruntime" else "onnxruntime"
+    res = _run("lut", "validate", "demo", "--lut", path, "--samples", "3", "--rounds", "1",
+               "--out", tmp_path / "v", "--runtime", other, "-q")
+    assert res.exit_code == 2 and f"was timed in {runtime}, not {other}" in res.output
+    assert not (tmp_path / "v").exists()
+    with pytest.raises(LutError, match="runtime"):  # rows of two runtimes never mix
+        merge_luts([demo_lut, path], tmp_path / "mixed.parquet")
+    assert not (tmp_path / "mixed.parquet").exists()
+    # growing it with a torch run is refused too, and leaves it as it was
+    before = Lut.load(path).rows
+    grow = _run("profile", "demo", "--step", "16", "--out", path, "-q")
+    assert grow.exit_code == 2 and "runtime" in grow.output
+    assert Lut.load(path).rows.equals(before)
