@@ -19,6 +19,7 @@ from luts.lookup import Lut
 from profiler.coupling import Dimension, dimensions, is_depthwise
 from profiler.fusion import runtime_trace
 from profiler.keyspace import OpKey, Trace
+from profiler.ops import network_weight_bytes
 from profiler.table import LutError
 
 
@@ -49,7 +50,8 @@ class LatencyTable(Protocol):
                       n_ops: int) -> float | np.ndarray: ...
 
     def lookup(self, keys: Iterable[OpKey], strict: bool = False,
-               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]: ...
+               names: Sequence[str] | None = None,
+               weight_bytes: float | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class LatencyModel:
@@ -74,7 +76,8 @@ class LatencyModel:
             raise LutError("the runtime's fused operators change the model's channel "
                            "dimensions: this model cannot be pruned against a runtime table")
         self.channels = np.array([d.channels for d in self.dims])
-        self.layer_ms, _ = lut.lookup(self.keys, strict, self.names)
+        self._dtype = (lut.meta or {}).get("dtype", "fp32")
+        self.layer_ms, _ = lut.lookup(self.keys, strict, self.names, self._weights())
         # Flattened (dimension, layer, side) triples, so one lookup answers every dimension.
         self._dim_of, self._layer, self._side = [], [], []
         for j, d in enumerate(self.dims):
@@ -86,6 +89,10 @@ class LatencyModel:
                     self._side.append(side)
         self._dim_of = np.asarray(self._dim_of)
         self._layer = np.asarray(self._layer)
+
+    def _weights(self) -> int:
+        """The network's weight bytes now: a hot/cold table blends by them (Lut.cold_share)."""
+        return network_weight_bytes(self.keys, self._dtype)
 
     @property
     def total_ms(self) -> float:
@@ -106,7 +113,7 @@ class LatencyModel:
         idx = np.flatnonzero(ok)
         new = [shrink(self.keys[self._layer[t]], k, self._side[t]) for t in idx]
         new_ms, _ = self.lut.lookup(new, self.strict,
-                                    [self.names[self._layer[t]] for t in idx])
+                                    [self.names[self._layer[t]] for t in idx], self._weights())
         change = np.zeros(len(self._dim_of))
         change[idx] = new_ms - self.layer_ms[self._layer[idx]]
         # Pruning never removes an operator, so only the calibration's slope applies.
@@ -123,8 +130,10 @@ class LatencyModel:
             i = self._layer[t]
             self.keys[i] = shrink(self.keys[i], k, self._side[t])
         touched = sorted({int(self._layer[t]) for t in members})
+        if getattr(self.lut, "cold_share", lambda _: 1.0)(self._weights()) < 1.0:
+            touched = list(range(len(self.keys)))  # the blend moved for every layer
         ms, _ = self.lut.lookup([self.keys[i] for i in touched], self.strict,
-                                [self.names[i] for i in touched])
+                                [self.names[i] for i in touched], self._weights())
         self.layer_ms[touched] = ms
         self.channels[dim] -= k
         return self.total_ms

@@ -11,6 +11,7 @@ from torch import nn
 from luts.lookup import Lut
 from profiler.fusion import runtime_trace
 from profiler.keyspace import Trace, is_conv, trace_model
+from profiler.ops import network_weight_bytes
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Estimate:
     interpolated: int      # layers answered by interpolation rather than an exact key
     operator_sum_ms: float = float("nan")  # every operator's row, summed, uncalibrated
     calibrated: bool = False
+    cold_share: float = 1.0  # the cold timings' share in a hot/cold table (Lut.cold_share)
 
     def summary(self) -> str:
         how = (f"in-network calibrated; operator sum {self.operator_sum_ms:.3f} ms"
@@ -36,7 +38,8 @@ def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
     trace = runtime_trace(trace, lut.runtime)
     keys = [r.key for r in trace.layers]
     names = [r.name for r in trace.layers]
-    ms, exact = lut.lookup(keys, strict=strict, names=names)
+    weights = network_weight_bytes(keys, lut.meta.get("dtype", "fp32"))
+    ms, exact = lut.lookup(keys, strict=strict, names=names, weight_bytes=weights)
     df = pd.DataFrame({"name": names, "op": [k.op for k in keys],
                        "c_in": [k.c_in for k in keys], "c_out": [k.c_out for k in keys],
                        "in_h": [k.in_h for k in keys], "in_w": [k.in_w for k in keys],
@@ -44,7 +47,7 @@ def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
     total = float(ms.sum())
     return Estimate(df, float(lut.in_network_ms(total, len(keys))),
                     float(ms[df["op"].map(is_conv).to_numpy(dtype=bool)].sum()), int((~exact).sum()),
-                    total, lut.calibration is not None)
+                    total, lut.calibration is not None, lut.cold_share(weights))
 
 
 def estimate(model: nn.Module, lut: Lut, input_size: int, in_channels: int = 3,

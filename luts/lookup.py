@@ -101,6 +101,26 @@ def drift_level_ms(rows: pd.DataFrame, meta: dict) -> float | None:
     return float(ref.min())
 
 
+def _index(keys: list[OpKey], values: np.ndarray, factors: np.ndarray | None
+           ) -> dict[tuple, _Grid]:
+    """Rows grouped by config onto their channel grids (NaN where not measured)."""
+    if factors is not None:
+        values = values * factors
+    buckets: dict[tuple, list[tuple[int, int, float]]] = {}
+    for key, ms in zip(keys, values):
+        buckets.setdefault(config_of(key), []).append((key.c_in, key.c_out, ms))
+    grids = {}
+    for cfg, items in buckets.items():
+        one_d = cfg[9] == -1 or not (is_conv(cfg[0]) or cfg[0] == "linear")
+        r = np.unique([i[0] for i in items])
+        c = np.array([0]) if one_d else np.unique([i[1] for i in items])
+        grid = np.full((len(r), len(c)), np.nan)
+        for ci, co, ms in items:
+            grid[np.searchsorted(r, ci), 0 if one_d else np.searchsorted(c, co)] = ms
+        grids[cfg] = _Grid(r, c, grid, one_d)
+    return grids
+
+
 class Lut:
     """An in-memory index over LUT rows, answering latency questions in milliseconds."""
 
@@ -110,24 +130,27 @@ class Lut:
             raise LutError(f"unknown statistic '{stat}' (choose {', '.join(STATS)})")
         self.meta, self.stat, self.source = meta, stat, source
         self.rows = rows
-        self._grids: dict[tuple, _Grid] = {}
         keys = [OpKey(**{k: v for k, v in r.items() if k in OpKey.__dataclass_fields__})
                 for r in rows.to_dict("records")]
-        buckets: dict[tuple, list[tuple[int, int, float]]] = {}
-        values = rows[stat].to_numpy(dtype=float)
         factors = drift_factors(rows, meta)
-        if factors is not None:
-            values = values * factors
-        for key, ms in zip(keys, values):
-            buckets.setdefault(config_of(key), []).append((key.c_in, key.c_out, ms))
-        for cfg, items in buckets.items():
-            one_d = cfg[9] == -1 or not (is_conv(cfg[0]) or cfg[0] == "linear")
-            r = np.unique([i[0] for i in items])
-            c = np.array([0]) if one_d else np.unique([i[1] for i in items])
-            grid = np.full((len(r), len(c)), np.nan)
-            for ci, co, ms in items:
-                grid[np.searchsorted(r, ci), 0 if one_d else np.searchsorted(c, co)] = ms
-            self._grids[cfg] = _Grid(r, c, grid, one_d)
+        self._grids = _index(keys, rows[stat].to_numpy(dtype=float), factors)
+        # A runtime table times every key with cold and with hot weights (profiler.run):
+        # ``cache_blend`` says between which network weight sizes one gives way to the other.
+        self._hot_grids: dict[tuple, _Grid] | None = None
+        hot = f"hot_{stat}"
+        if meta.get("cache_blend") and hot in rows and rows[hot].notna().all():
+            self._hot_grids = _index(keys, rows[hot].to_numpy(dtype=float), factors)
+
+    def cold_share(self, weight_bytes: float | None) -> float:
+        """How much of the cold timings a network with ``weight_bytes`` of weights gets: 0
+        when its weights fit in a core's own cache (L2), 1 from half the last-level cache
+        up (weights that other data keeps evicting come from memory), linear between. 1
+        for a table without hot timings."""
+        blend = self.meta.get("cache_blend")
+        if self._hot_grids is None or weight_bytes is None or not blend:
+            return 1.0
+        lo, hi = blend["hot_below_bytes"], blend["cold_above_bytes"]
+        return float(np.clip((weight_bytes - lo) / max(1, hi - lo), 0.0, 1.0))
 
     @classmethod
     def load(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], stat: str = DEFAULT_STAT,
@@ -208,9 +231,22 @@ class Lut:
         return None if g is None or g.one_d else (g.rows, g.cols, g.ms)
 
     def lookup(self, keys: Iterable[OpKey], strict: bool = False,
-               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Latency (ms) of each key and whether it was measured exactly (else interpolated)."""
+               names: Sequence[str] | None = None,
+               weight_bytes: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Latency (ms) of each key and whether it was measured exactly (else interpolated).
+
+        ``weight_bytes``: the weights of the network the keys belong to, for a table with
+        hot and cold timings (``cold_share``); without it, the cold timings."""
         keys = list(keys)
+        w = self.cold_share(weight_bytes)
+        if w < 1.0:
+            hot_ms, exact = self._lookup_all(keys, strict, names, self._hot_grids)
+            cold_ms, _ = self._lookup_all(keys, strict, names, self._grids)
+            return (1 - w) * hot_ms + w * cold_ms, exact
+        return self._lookup_all(keys, strict, names, self._grids)
+
+    def _lookup_all(self, keys: list[OpKey], strict: bool, names, grids: dict
+                    ) -> tuple[np.ndarray, np.ndarray]:
         ms = np.empty(len(keys))
         exact = np.zeros(len(keys), dtype=bool)
         by_cfg: dict[tuple, list[int]] = {}
@@ -221,11 +257,11 @@ class Lut:
             c_in = np.array([keys[i].c_in for i in idx])
             c_out = np.array([keys[i].c_out for i in idx])
             ms[idx_arr], exact[idx_arr] = self._lookup_cfg(cfg, c_in, c_out, strict, keys, idx,
-                                                           names)
+                                                           names, grids)
         return ms, exact
 
-    def _lookup_cfg(self, cfg, c_in, c_out, strict, keys, idx, names):
-        grid = self._grids.get(cfg)
+    def _lookup_cfg(self, cfg, c_in, c_out, strict, keys, idx, names, grids):
+        grid = grids.get(cfg)
 
         def miss(j: int, why: str) -> LutMissError:
             who = f" (layer {names[idx[j]]})" if names else ""

@@ -159,6 +159,13 @@ def check_meta(path: object, meta: dict) -> None:
         if meta.get(field) is not None and not isinstance(meta[field], str):
             raise _bad(path, field, meta[field], "a string")
     _check_runtime(path, meta)
+    blend = meta.get("cache_blend")
+    if blend is not None:
+        lo, hi = (blend.get(k) if isinstance(blend, dict) else None
+                  for k in ("hot_below_bytes", "cold_above_bytes"))
+        if not (_is_int(lo, 0) and _is_int(hi, 1) and lo < hi):
+            raise _bad(path, "cache_blend", blend, "hot_below_bytes < cold_above_bytes, "
+                       "both integers")
     cal = meta.get("calibration")
     if cal is not None:
         fits = cal.get("fits") if isinstance(cal, dict) else None
@@ -263,6 +270,16 @@ def check_rows(path: object, df: pd.DataFrame, meta: dict) -> None:
             i = int(bad.argmax())
             raise LutCheckError(path, "latency", f"min_ms above {col} at "
                                 f"{_describe_row(df.iloc[i])}")
+    if meta.get("cache_blend"):
+        # Every row's hot timing is summed into the estimate of a network of small weights.
+        for col in ("hot_mean_ms", "hot_median_ms", "hot_min_ms"):
+            v = df[col].to_numpy(dtype=float) if col in df.columns else np.full(len(df), np.nan)
+            bad = ~(np.isfinite(v) & (v >= MIN_MS) & (v <= MAX_MS))
+            if bad.any():
+                i = int(bad.argmax())
+                raise LutCheckError(path, "latency", f"{col} {float(v[i])!r} is not a latency "
+                                    f"(the table blends hot and cold timings) at "
+                                    f"{_describe_row(df.iloc[i])}")
     if (meta.get("drift") or {}).get("key") and "ref_ms" in df.columns:
         # Rows are scaled by their drift reading (luts.lookup.drift_factors): one bad
         # reading would rescale every row, so each must be a latency too.

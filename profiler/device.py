@@ -50,6 +50,27 @@ def describe_device(device: str, index: int = 0) -> dict:
     return info
 
 
+def core_cache_bytes() -> int:
+    """Size of the CPU's level-2 cache (each core's own on most CPUs), 0 when unknown."""
+    import os
+
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            with open(f"{base}/{entry}/level") as f, open(f"{base}/{entry}/type") as t:
+                if int(f.read()) != 2 or t.read().strip() == "Instruction":
+                    continue
+            with open(f"{base}/{entry}/size") as f:
+                text = f.read().strip()
+            units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+            return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def cache_bytes(device: str, index: int = 0) -> int:
     """Size of the last-level cache that weights compete for (CPU L3, or the GPU's L2)."""
     if device == "cuda":

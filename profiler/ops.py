@@ -114,6 +114,17 @@ def weight_bytes(key: OpKey, dtype: str) -> int:
     return (params + (key.c_out if key.bias else 0)) * torch.finfo(DTYPES[dtype]).bits // 8
 
 
+def network_weight_bytes(keys, dtype: str = "fp32") -> int:
+    """Bytes of weights a network of these keys reads in one forward pass. A fused chain
+    (``conv2d+bn+...``) holds its conv's weights and a bias: the runtime folded the BN."""
+    total = 0
+    for key in keys:
+        if key.op.startswith("conv2d+"):
+            key = OpKey(**{**key.as_dict(), "op": "conv2d", "bias": True})
+        total += weight_bytes(key, dtype)
+    return total
+
+
 def weight_copies(key: OpKey, dtype: str, cold_bytes: int) -> int:
     """How many copies of the key's weights to rotate so they no longer fit in ``cold_bytes``."""
     if cold_bytes <= 0 or key.op not in _WEIGHTED:

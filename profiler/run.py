@@ -19,7 +19,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from profiler.device import cache_bytes, describe_device
+from profiler.device import cache_bytes, core_cache_bytes, describe_device
 from profiler.drift import DriftReference, choose_reference, reference_config
 from profiler.fusion import runtime_trace
 from profiler.keyspace import CONV, LayerRecord, is_conv, OpKey, Trace, grid_for, scan_keys, trace_model
@@ -271,9 +271,18 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     trace = runtime_trace(torch_trace, cfg.runtime).filtered(cfg.layers)
     tc.cold_bytes, llc, model_bytes = cold_bytes_for(resolved.module, tc, cfg.weights,
                                                      device_index)
+    blend = None
+    if cfg.runtime != "torch" and cfg.weights == "auto":
+        # Pruning takes a network from weights that stream from memory to weights that stay
+        # in the caches: a runtime table times every key both ways (luts.lookup blends them
+        # by the size of the network being estimated).
+        tc.cold_bytes = 2 * llc
+        blend = {"hot_below_bytes": core_cache_bytes(), "cold_above_bytes": llc // 2}
     meta = _run_meta(cfg, resolved.name, input_size, trace, device_index)
     if cfg.runtime != "torch":
         meta["runtime"] = runtime_meta(cfg.runtime, tc)
+    if blend:
+        meta["cache_blend"] = blend
     # cold_bytes and the copy cap let `lut info` tell which rows' weights stayed partly cached.
     meta.update(cache_bytes=llc, model_weight_bytes=model_bytes, cold_bytes=tc.cold_bytes,
                 max_weight_copies=MAX_WEIGHT_COPIES)
@@ -331,9 +340,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                     break
                 bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
                 ref_ms = drift.current() if drift else float("nan")
-                stats = measure_key(key, tc) if cfg.runtime == "torch" else \
-                    measure_runtime_key(key, tc, cfg.runtime, runtime_copies(key, tc))
-                store.add(key, {**stats.as_dict(), "ref_ms": ref_ms})
+                row = _measure_row(key, tc, cfg.runtime, blend is not None)
+                stats = row.pop("stats")
+                store.add(key, {**row, "ref_ms": ref_ms})
                 device_seconds += stats.seconds
                 measured += 1
                 bar.update()
@@ -354,6 +363,23 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     lap("finalize")
     return ProfileResult(target, len(keys), len(keys) - len(missing), measured,
                          len(missing) - measured, wall, device_seconds, merged, stages)
+
+
+def _measure_row(key: OpKey, tc: TimingConfig, runtime: str, both: bool) -> dict:
+    """One key's row: timed in torch, or in a runtime (with ``both``: with cold weights and
+    again with hot ones, into the ``hot_*`` columns)."""
+    if runtime == "torch":
+        stats = measure_key(key, tc)
+        return {**stats.as_dict(), "stats": stats}
+    copies = runtime_copies(key, tc)
+    stats = measure_runtime_key(key, tc, runtime, copies)
+    row = {**stats.as_dict(), "stats": stats}
+    if both:
+        hot = measure_runtime_key(key, tc, runtime, 1) if copies > 1 else stats
+        row.update(hot_mean_ms=hot.mean_ms, hot_median_ms=hot.median_ms, hot_min_ms=hot.min_ms,
+                   seconds=stats.seconds + (hot.seconds if hot is not stats else 0.0))
+        stats.seconds = row["seconds"]
+    return row
 
 
 def _drift_reference(store: PartStore, trace: Trace, tc: TimingConfig) -> DriftReference | None:

@@ -37,12 +37,16 @@ SCHEMA = pa.schema(
        ("std_ms", pa.float64()), ("reps", pa.int32()), ("ci95_rel", pa.float64()),
        ("converged", pa.bool_()), ("algo", pa.string()), ("seconds", pa.float64()),
        # the drift reference's reading when the row was measured (profiler.drift)
-       ("ref_ms", pa.float64())]
+       ("ref_ms", pa.float64()),
+       # a runtime table's keys timed with hot weights too (luts.lookup: the cache blend)
+       ("hot_mean_ms", pa.float64()), ("hot_median_ms", pa.float64()),
+       ("hot_min_ms", pa.float64())]
 )
 COLUMNS: tuple[str, ...] = tuple(SCHEMA.names)
 # Columns a table may lack (written before they existed, or by a run without them): read
 # as NaN. Still schema version 1: an older hwprune reading a newer table ignores them.
-OPTIONAL_COLUMNS: tuple[str, ...] = ("ref_ms",)
+HOT_COLUMNS: tuple[str, ...] = ("hot_mean_ms", "hot_median_ms", "hot_min_ms")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("ref_ms", *HOT_COLUMNS)
 
 
 def now_iso() -> str:

@@ -33,7 +33,8 @@ class MacsTable:
         return operator_sum_ms
 
     def lookup(self, keys: Iterable[OpKey], strict: bool = False,
-               names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               names: Sequence[str] | None = None,
+               weight_bytes: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         values = np.array([float(macs(k)) for k in keys])
         return values, np.ones(len(values), dtype=bool)
 

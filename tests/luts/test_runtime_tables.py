@@ -84,3 +84,42 @@ def test_a_runtime_table_is_refused_elsewhere(runtime_lut, demo_lut, tmp_path):
     grow = _run("profile", "demo", "--step", "16", "--out", path, "-q")
     assert grow.exit_code == 2 and "runtime" in grow.output
     assert Lut.load(path).rows.equals(before)
+
+
+def test_small_networks_are_estimated_on_hot_timings_big_ones_on_cold(runtime_lut):
+    """Pruning takes a network from weights that stream from memory to weights that stay in
+    a core's cache: the table holds both timings and blends them by the network's size."""
+    import numpy as np
+
+    from luts import Lut
+    from luts.estimate import estimate
+    from zoo import resolve_model
+
+    _, path = runtime_lut
+    lut = Lut.load(path)
+    blend = lut.meta["cache_blend"]
+    lo, hi = blend["hot_below_bytes"], blend["cold_above_bytes"]
+    assert 0 <= lo < hi
+    rows = lut.rows
+    assert rows["hot_median_ms"].notna().all()
+    from profiler.table import key_of_row
+
+    key = [key_of_row(r) for r in rows.head(3).to_dict("records")]
+    hot, _ = lut.lookup(key, weight_bytes=0)
+    cold, _ = lut.lookup(key, weight_bytes=10 * hi)
+    assert lut.cold_share(0) == 0.0 and lut.cold_share(10 * hi) == 1.0
+    assert np.allclose(hot, rows.head(3)["hot_median_ms"] * _factors(lut)[:3])
+    assert np.allclose(cold, rows.head(3)["median_ms"] * _factors(lut)[:3])
+    mid, _ = lut.lookup(key, weight_bytes=(lo + hi) / 2)
+    assert np.allclose(mid, (hot + cold) / 2)
+    e = estimate(resolve_model("demo").module, lut, 32, 1)
+    assert 0.0 <= e.cold_share <= 1.0
+
+
+def _factors(lut):
+    import numpy as np
+
+    from luts.lookup import drift_factors
+
+    f = drift_factors(lut.rows, lut.meta)
+    return np.ones(len(lut.rows)) if f is None else f
