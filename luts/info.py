@@ -120,6 +120,10 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
              f"  runtime  " + _runtime_line(m),
              f"  protocol {m.get('protocol')}",
              f"  weights  {m.get('weights', 'hot')}"
+             + (f" and hot, blended by the estimated network's weights: hot up to "
+                f"{m['cache_blend']['hot_below_bytes'] / 2**20:.1f} MiB, cold from "
+                f"{m['cache_blend']['cold_above_bytes'] / 2**20:.1f} MiB"
+                if m.get("cache_blend") else "")
              + (f" (model {m['model_weight_bytes'] / 2**20:.1f} MiB, cache "
                 f"{m['cache_bytes'] / 2**20:.1f} MiB)" if m.get("cache_bytes") else ""),
              *_cold_notes(s),

@@ -327,8 +327,13 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                                reference_seconds(eta)) if todo and cfg.runtime == "torch" \
             else None
         lap("reference")
-        # The drift gauge is a torch conv in either case: it reads the machine's speed.
-        drift = _drift_reference(store, torch_trace.filtered(cfg.layers), tc) if todo else None
+        # A runtime table has no drift gauge: the gauge is a torch conv read between keys, and
+        # after a runtime's key (tens of MB of weight copies) it reads the caches' state, not
+        # the machine's speed: in a mobilenet_v2 scan in ONNX Runtime its 1.6 MB conv read
+        # 0.36 ms, and 0.19 ms beside whole networks (2026-11-29), which put every later
+        # measurement on a "table speed" 1.85x too slow (calibration slope 2.08).
+        drift = _drift_reference(store, trace, tc) if todo and cfg.runtime == "torch" \
+            else None
         t0 = time.perf_counter()
         device_seconds = 0.0
         measured = 0

@@ -87,3 +87,39 @@ def test_quick_demo_runs_end_to_end(tmp_path):
 def test_demo_help_explains_itself():
     r = CliRunner().invoke(cli, ["demo", "--help"])
     assert r.exit_code == 0 and "--quick" in r.output and "DeepInversion" in r.output
+
+
+@pytest.mark.timeout(900)
+def test_the_demo_prunes_for_onnx_runtime(tmp_path):
+    """The whole job with the LUT timed and every budget measured in ONNX Runtime, and each
+    student's speed-up measured in PyTorch beside it (one budget: the rest is the same path)."""
+    pytest.importorskip("onnxruntime")
+    from luts import Lut
+
+    cfg = _small_quick(out=tmp_path / "demo", budgets=(0.5,), runtime="onnxruntime",
+                       progress=False, log=lambda *_: None)
+    result = run_demo(cfg)
+    assert result["runtime"] == "onnxruntime"
+    lut = Lut.load(tmp_path / "demo" / "lut.parquet")
+    assert lut.runtime == "onnxruntime" and lut.calibration is not None
+    done = [r for r in result["rows"] if "error" not in r]
+    assert done, result["rows"]
+    for r in done:
+        assert r["speedup"] > 0 and r["torch_speedup"] > 0
+        assert r["torch_pruned_ms"] > 0 and r["torch_teacher_ms"] > 0
+        assert (tmp_path / "demo" / "runs" / r["run"] / "pruned.onnx").is_file()
+        report = json.loads((tmp_path / "demo" / "runs" / r["run"] / "report.json").read_text())
+        assert report["measured"]["runtime"]["runtime"] == "onnxruntime"
+    table = format_table(result)
+    assert "measured in onnxruntime | in PyTorch" in table
+    assert "teacher: " in table and "in onnxruntime" in table.splitlines()[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_quick_demo_in_onnx_runtime_from_the_command_line(tmp_path):
+    pytest.importorskip("onnxruntime")
+    r = CliRunner().invoke(cli, ["demo", "--quick", "--runtime", "onnxruntime", "--out",
+                                 str(tmp_path / "d"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert "measured in onnxruntime | in PyTorch" in r.output

@@ -91,6 +91,13 @@ def test_a_newer_schema_names_the_hwprune_that_reads_it(demo_lut, tmp_path):
     ("calibration", {"fits": {"median_ms": {"slope": float("nan"), "per_op_ms": 0.0}}},
      "calibration.fits.median_ms.slope nan"),
     ("drift", {"key": {"op": "conv2d", "channels": 3}}, "drift.key"),
+    ("runtime", {"runtime": "tensorflow"}, "runtime {'runtime': 'tensorflow'}"),
+    ("runtime", {"runtime": "onnxruntime", "version": "1.32.0", "provider": "CPU",
+                 "optimization": "ORT_ENABLE_ALL", "threads": 4}, "runtime.threads 4"),
+    ("runtime", {"runtime": "openvino", "version": "", "provider": "CPU",
+                 "optimization": "LATENCY", "threads": 1}, "runtime.version ''"),
+    ("cache_blend", {"hot_below_bytes": 2 ** 25, "cold_above_bytes": 2 ** 20},
+     "cache_blend"),
 ])
 def test_metadata_an_estimate_depends_on_is_checked(demo_lut, tmp_path, field, value, fragment):
     df, meta = read_lut(demo_lut)
@@ -98,6 +105,22 @@ def test_metadata_an_estimate_depends_on_is_checked(demo_lut, tmp_path, field, v
     with pytest.raises(LutCheckError, match="metadata") as err:
         Lut.load(path)
     assert str(path) in str(err.value) and fragment in str(err.value)
+
+
+def test_fused_chains_and_hot_timings_belong_to_runtime_tables(demo_lut, tmp_path):
+    df, meta = read_lut(demo_lut)
+    fused = df.assign(op=df["op"].where(df["op"] != "conv2d", "conv2d+bn+relu"))
+    path = write_lut(fused, meta, tmp_path / "f.parquet")
+    with pytest.raises(LutCheckError, match="fused chain conv2d\\+bn\\+relu .* timed in torch"):
+        Lut.load(path)
+    rt = {"runtime": "onnxruntime", "version": "1.32.0", "provider": "CPUExecutionProvider",
+          "optimization": "ORT_ENABLE_ALL", "threads": meta["threads"]}
+    Lut.load(write_lut(fused, {**meta, "runtime": rt}, tmp_path / "ok.parquet"))
+    blend = {"hot_below_bytes": 2 ** 20, "cold_above_bytes": 2 ** 24}
+    no_hot = write_lut(fused, {**meta, "runtime": rt, "cache_blend": blend},
+                       tmp_path / "h.parquet")
+    with pytest.raises(LutCheckError, match="hot_mean_ms nan is not a latency"):
+        Lut.load(no_hot)
 
 
 def test_metadata_changed_after_writing_fails_its_digest(demo_lut, tmp_path):
