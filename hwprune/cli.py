@@ -78,7 +78,9 @@ def cli() -> None:
 @click.option("--weights", type=click.Choice(["auto", "hot", "cold"]), default="auto",
               show_default=True,
               help="cold: rotate copies of each op's weights so they come from memory, as in a "
-                   "network whose weights exceed the last-level cache; auto: cold exactly then.")
+                   "network whose weights exceed the last-level cache; auto: cold exactly then "
+                   "(with --runtime: every key both ways, blended by the size of the network "
+                   "being estimated).")
 @click.option("--time-budget", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Stop measuring after this long (a rented GPU); rerun to continue.")
 @click.option("--for-validation", type=click.IntRange(min=3), default=None, metavar="N",
