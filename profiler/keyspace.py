@@ -360,14 +360,19 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
     return Trace(resolved, frozen)
 
 
+def conv_out_hw(key: OpKey) -> tuple[int, int]:
+    """Output height and width of a conv (or pool) key."""
+    return ((key.in_h + 2 * key.pad_h - key.dil_h * (key.kernel_h - 1) - 1) // key.stride_h + 1,
+            (key.in_w + 2 * key.pad_w - key.dil_w * (key.kernel_w - 1) - 1) // key.stride_w + 1)
+
+
 def macs(key: OpKey) -> int:
     """Multiply-accumulates of one conv or linear key (0 for other operators)."""
     if key.op == "linear":
         return key.c_in * key.c_out
     if not is_conv(key.op):
         return 0
-    out_h = (key.in_h + 2 * key.pad_h - key.dil_h * (key.kernel_h - 1) - 1) // key.stride_h + 1
-    out_w = (key.in_w + 2 * key.pad_w - key.dil_w * (key.kernel_w - 1) - 1) // key.stride_w + 1
+    out_h, out_w = conv_out_hw(key)
     return key.c_out * (key.c_in // key.groups) * key.kernel_h * key.kernel_w * out_h * out_w
 
 

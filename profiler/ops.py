@@ -73,9 +73,7 @@ def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tenso
     if key.op == "cat":
         # The cost is copying every input once; how the channels are split among the
         # key.kernel_h inputs hardly matters, so they are split evenly.
-        n, c = key.kernel_h, key.c_in
-        sizes = [c // n + (1 if i < c % n else 0) for i in range(n)]
-        parts = [p.contiguous(memory_format=fmt) for p in torch.split(x, sizes, dim=1)]
+        parts = [p.contiguous(memory_format=fmt) for p in torch.split(x, cat_sizes(key), dim=1)]
         return lambda: torch.cat(parts, 1)
     if key.op == "mean":
         return lambda: x.mean((2, 3))
@@ -84,6 +82,13 @@ def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tenso
         g = key.kernel_h  # torchvision's channel_shuffle, views included
         return lambda: x.view(b, g, c // g, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
     raise ValueError(f"unknown operator '{key.op}' (known: {', '.join(sorted(KNOWN_OPS))})")
+
+
+def cat_sizes(key: OpKey) -> list[int]:
+    """The channels of each tensor a ``cat`` key joins: split evenly (the cost is copying
+    every input once; how the channels are split among them hardly matters)."""
+    n, c = key.kernel_h, key.c_in
+    return [c // n + (1 if i < c % n else 0) for i in range(n)]
 
 
 def input_shape(key: OpKey, batch: int) -> tuple[int, ...]:

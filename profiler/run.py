@@ -22,7 +22,7 @@ from tqdm import tqdm
 from profiler.device import cache_bytes, core_cache_bytes, describe_device
 from profiler.drift import DriftReference, choose_reference, reference_config
 from profiler.fusion import runtime_trace
-from profiler.keyspace import CONV, LayerRecord, is_conv, OpKey, Trace, grid_for, scan_keys, trace_model
+from profiler.keyspace import LayerRecord, OpKey, is_conv, Trace, grid_for, scan_keys, trace_model
 from profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
 from profiler.store import PartStore
 from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,

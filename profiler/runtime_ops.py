@@ -11,6 +11,7 @@ activation and residual add fused where that runtime fuses them.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import replace
@@ -20,8 +21,8 @@ import numpy as np
 
 from profiler.clock import Stats, TimingConfig, TimingError, adaptive, summarize
 from profiler.fusion import chain_ops
-from profiler.keyspace import CONV, OpKey, is_conv
-from profiler.ops import input_shape, weight_copies
+from profiler.keyspace import CONV, OpKey, conv_out_hw, is_conv
+from profiler.ops import cat_sizes, input_shape, weight_copies
 from zoo.runtimes import open_session, require
 
 OPSET = 17
@@ -99,12 +100,6 @@ def _batch_norm(g: _Graph, x: str, c: int) -> str:
                   epsilon=1e-5)
 
 
-def _out_hw(key: OpKey) -> tuple[int, int]:
-    h = (key.in_h + 2 * key.pad_h - key.dil_h * (key.kernel_h - 1) - 1) // key.stride_h + 1
-    w = (key.in_w + 2 * key.pad_w - key.dil_w * (key.kernel_w - 1) - 1) // key.stride_w + 1
-    return h, w
-
-
 def _written(g: _Graph, x: str, x_shape: tuple[int, ...], shape: tuple[int, ...]) -> str:
     """A tensor of ``shape`` written by a 1x1 conv of ``x`` (so that it is in the runtime's own
     layout, as a tensor inside a network is), or a graph input where no such conv fits."""
@@ -133,7 +128,7 @@ def _conv_chain(g: _Graph, key: OpKey, x: str, batch: int, other: list) -> str:
         elif op == "add":  # the residual: a second input, written by another branch
             if not other:
                 other.append(_written(g, "x0", input_shape(key, batch),
-                                      (batch, key.c_out, *_out_hw(key))))
+                                      (batch, key.c_out, *conv_out_hw(key))))
             y = g.node("Add", [y, other[0]])
         else:
             y = _activation(g, op, y)
@@ -146,12 +141,6 @@ def _pool(g: _Graph, key: OpKey, x: str) -> str:
     if key.op == "max_pool2d":
         return g.node("MaxPool", [x], dilations=[key.dil_h, key.dil_w], **attrs)
     return g.node("AveragePool", [x], count_include_pad=1, **attrs)
-
-
-def _cat_sizes(key: OpKey) -> list[int]:
-    """The channels of each joined tensor: split evenly, as ``profiler.ops`` times them."""
-    n, c = key.kernel_h, key.c_in
-    return [c // n + (1 if i < c % n else 0) for i in range(n)]
 
 
 def _channelwise(g: _Graph, key: OpKey, x: str, shape: tuple[int, ...], other: list) -> str:
@@ -182,7 +171,7 @@ def _channelwise(g: _Graph, key: OpKey, x: str, shape: tuple[int, ...], other: l
     if op == "cat":
         if not other:
             other.extend(_written(g, "x0", shape, (shape[0], c, *shape[2:]))
-                         for c in _cat_sizes(key)[1:])
+                         for c in cat_sizes(key)[1:])
         parts = other
         return g.node("Concat", [x, *parts], axis=1)
     if op == "channel_shuffle":  # as torch exports x.view(...).transpose(1, 2).contiguous()
@@ -209,7 +198,7 @@ def key_graph(key: OpKey, batch: int = 1, copies: int = 1, seed: int = 0):
     g = _Graph(np.random.default_rng(seed))
     shape = input_shape(key, batch)
     if key.op == "cat":  # the input is the first of the joined tensors
-        shape = (batch, _cat_sizes(key)[0], *shape[2:])
+        shape = (batch, cat_sizes(key)[0], *shape[2:])
     x = g.input(shape)
     if len(shape) == 4:  # written by a conv, like any tensor in a network
         x = g.node("Conv", [x, g.weight(shape[1], shape[1], 1, 1)], kernel_shape=[1, 1])
@@ -291,18 +280,27 @@ def runtime_copies(key: OpKey, cfg: TimingConfig) -> int:
     n = weight_copies(base, cfg.dtype, cfg.cold_bytes)
     if n <= 1:
         return 1
-    h, w = _out_hw(base) if is_conv(key.op) else (1, 1)
+    h, w = conv_out_hw(base) if is_conv(key.op) else (1, 1)
     out_bytes = cfg.batch * key.c_out * h * w * 4
     return int(max(1, min(n, RUNTIME_MAX_COPIES, MAX_OUTPUT_BYTES // max(1, out_bytes))))
+
+
+@contextlib.contextmanager
+def _loaded(model, runtime: str, threads: int, profile: bool = False):
+    """``model`` saved to a temporary directory and loaded in ``runtime`` (profiling every
+    node when asked); the directory goes with the session."""
+    with tempfile.TemporaryDirectory(prefix="hwprune-key-") as tmp:
+        path = Path(tmp) / "key.onnx"
+        require("onnx").save(model, str(path))
+        yield open_session(path, runtime, threads,
+                           profile=str(Path(tmp) / "prof") if profile else None)
 
 
 def runtime_meta(runtime: str, cfg: TimingConfig) -> dict:
     """The ``runtime`` entry of a table timed in a deployment runtime (``RuntimeInfo``)."""
     key = OpKey("relu", 1, 1, in_h=1, in_w=1)
-    with tempfile.TemporaryDirectory(prefix="hwprune-key-") as tmp:
-        path = Path(tmp) / "probe.onnx"
-        require("onnx").save(key_graph(key), str(path))
-        info = open_session(path, runtime, cfg.threads or 1).info
+    with _loaded(key_graph(key), runtime, cfg.threads or 1) as session:
+        info = session.info
     return {**info.as_dict(), "opset": OPSET,
             "keys": "each key's nodes in a minimal network context, timed by the runtime's "
                     "per-node profile (profiler.runtime_ops)"}
@@ -311,14 +309,10 @@ def runtime_meta(runtime: str, cfg: TimingConfig) -> dict:
 def key_nodes(key: OpKey, runtime: str, threads: int = 1) -> list[str]:
     """The nodes ``runtime`` runs for one copy of ``key`` in its context, after its graph
     optimisations: what it fused (one node for a Conv+BN+add+ReLU it folds entirely)."""
-    with tempfile.TemporaryDirectory(prefix="hwprune-key-") as tmp:
-        path = Path(tmp) / "key.onnx"
-        model = key_graph(key)
-        require("onnx").save(model, str(path))
-        session = open_session(path, runtime, threads, profile=str(Path(tmp) / "prof"))
+    model = key_graph(key)
+    with _loaded(model, runtime, threads, profile=True) as session:
         session.run(*_inputs(model, np.random.default_rng(1)))
         names = session.node_times() if runtime == "onnxruntime" else session.last_node_times()
-        del session
     return sorted(n for n in names if _is_key_node(n))
 
 
@@ -334,14 +328,9 @@ def measure_runtime_key(key: OpKey, cfg: TimingConfig, runtime: str, copies: int
                   min_reps=max(5, cfg.min_reps // copies))
     model = key_graph(key, cfg.batch, copies)
     xs = _inputs(model, np.random.default_rng(1))
-    onnx = require("onnx")
-    with tempfile.TemporaryDirectory(prefix="hwprune-key-") as tmp:
-        path = Path(tmp) / "key.onnx"
-        onnx.save(model, str(path))
-        session = open_session(path, runtime, cfg.threads or 1, profile=str(Path(tmp) / "prof"))
+    with _loaded(model, runtime, cfg.threads or 1, profile=True) as session:
         timer = _time_ort if runtime == "onnxruntime" else _time_openvino
         times = timer(session, xs, cfg, copies)
-        del session
     return summarize(times, runtime, time.perf_counter() - t0, cfg.rel_ci, cfg.ci_of)
 
 
