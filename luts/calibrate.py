@@ -125,7 +125,8 @@ def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, 
     # The variants are put on the speed the table's rows were put on (profiler.drift), so
     # the fit is not bent by how fast the machine ran while they were measured.
     level, ref_key = raw.drift_level_ms, raw.drift_key
-    reference = DriftReference(ref_key, reference_config(tc)) if ref_key else None
+    reference = DriftReference(ref_key, reference_config(tc), runtime=raw.drift_runtime) \
+        if ref_key else None
     x_in = model_input(tc, resolved.in_channels, size)
     first_r2 = None
     timer = (lambda s: time_session(s, x_in.numpy(), tc)) if runtime else None
@@ -146,6 +147,8 @@ def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, 
             fits = _fit_all(sums, samples, nets, level, n_ops)
     finally:
         torch.set_num_threads(old_threads)
+        if reference:
+            reference.close()
     result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
               "runtime": raw.runtime,
               "rounds": len(next(iter(samples.values()))[DEFAULT_STAT]),

@@ -180,6 +180,11 @@ class Lut:
         return OpKey(**d) if d and self.drift_level_ms is not None else None
 
     @property
+    def drift_runtime(self) -> str:
+        """Where the drift key is read: the table's runtime (``profiler.drift``)."""
+        return (self.meta.get("drift") or {}).get("runtime", "torch")
+
+    @property
     def calibration(self) -> dict | None:
         """The in-network calibration of this table for its statistic (``luts.calibrate``):
         ``{"slope", "per_op_ms", ...}``, or None when the table has none or its fit

@@ -182,8 +182,16 @@ def _load_rows(csv: Path) -> dict:
 def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
              csv: Path, lut: Lut, timer=None) -> None:
     ref_key, level = lut.drift_key, lut.drift_level_ms
-    reference = DriftReference(ref_key, reference_config(tc)) if ref_key and nets else None
-    samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress, reference, timer)
+    # The gauge is read as the table's rows read it (in the table's runtime), wherever the
+    # variants are measured.
+    reference = DriftReference(ref_key, reference_config(tc), runtime=lut.drift_runtime) \
+        if ref_key and nets else None
+    try:
+        samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress, reference,
+                                            timer)
+    finally:
+        if reference:
+            reference.close()
     for tag in nets:
         mine = samples[tag][cfg.stat]
         rows[tag].update(measured_ms=float(np.median(mine)),

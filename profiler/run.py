@@ -327,13 +327,11 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                                reference_seconds(eta)) if todo and cfg.runtime == "torch" \
             else None
         lap("reference")
-        # A runtime table has no drift gauge: the gauge is a torch conv read between keys, and
-        # after a runtime's key (tens of MB of weight copies) it reads the caches' state, not
-        # the machine's speed: in a mobilenet_v2 scan in ONNX Runtime its 1.6 MB conv read
-        # 0.36 ms, and 0.19 ms beside whole networks (2026-11-29), which put every later
-        # measurement on a "table speed" 1.85x too slow (calibration slope 2.08).
-        drift = _drift_reference(store, trace, tc) if todo and cfg.runtime == "torch" \
-            else None
+        # A runtime table's gauge is read in the runtime (profiler.drift): a torch conv read
+        # between a runtime's keys read 0.36 ms in a mobilenet_v2 scan in ONNX Runtime and
+        # 0.19 ms beside whole networks (2026-11-29), and put the calibration on a speed 1.85x
+        # too slow (slope 2.08).
+        drift = _drift_reference(store, trace, tc, cfg.runtime) if todo else None
         t0 = time.perf_counter()
         device_seconds = 0.0
         measured = 0
@@ -354,6 +352,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         if drift and measured:
             drift.read()  # the speed at the end, as the whole-model reference has it
             store.meta["drift"] = drift.summary()
+        if drift:
+            drift.close()
         wall = time.perf_counter() - t0
         lap("scan")
         if reference:
@@ -387,13 +387,18 @@ def _measure_row(key: OpKey, tc: TimingConfig, runtime: str, both: bool) -> dict
     return row
 
 
-def _drift_reference(store: PartStore, trace: Trace, tc: TimingConfig) -> DriftReference | None:
-    """The key whose readings track the machine's speed through the scan: the one an
-    existing table already used (its rows' readings must stay comparable), else the
-    model's own choice (``profiler.drift.choose_reference``)."""
-    prior = (store.existing_meta or {}).get("drift") or {}
+def _drift_reference(store: PartStore, trace: Trace, tc: TimingConfig,
+                     runtime: str = "torch") -> DriftReference | None:
+    """The key whose readings track the machine's speed through the scan, read in
+    ``runtime``: the one an existing table already used (its rows' readings must stay
+    comparable; none when its rows have none), else the model's own choice
+    (``profiler.drift.choose_reference``)."""
+    existing = store.existing_meta
+    if existing is not None and "drift" not in existing:
+        return None
+    prior = (existing or {}).get("drift") or {}
     key = OpKey(**prior["key"]) if prior.get("key") else choose_reference(trace)
-    return DriftReference(key, reference_config(tc)) if key else None
+    return DriftReference(key, reference_config(tc), runtime=runtime) if key else None
 
 
 def reference_seconds(eta_s: float) -> float:

@@ -316,6 +316,15 @@ def key_nodes(key: OpKey, runtime: str, threads: int = 1) -> list[str]:
     return sorted(n for n in names if _is_key_node(n))
 
 
+@contextlib.contextmanager
+def key_session(key: OpKey, runtime: str, threads: int = 1, batch: int = 1):
+    """(session, inputs): one copy of ``key`` in its context (``key_graph``), loaded in
+    ``runtime`` without profiling, for readings of its wall time (``profiler.drift``)."""
+    model = key_graph(key, batch)
+    with _loaded(model, runtime, threads) as session:
+        yield session, _inputs(model, np.random.default_rng(1))
+
+
 def measure_runtime_key(key: OpKey, cfg: TimingConfig, runtime: str, copies: int = 1) -> Stats:
     """Time ``key`` in ``runtime`` on the CPU at ``cfg.threads`` threads (``key_graph``): the
     median (and spread) over runs of the operator's own nodes, as the runtime's profiler
@@ -334,5 +343,5 @@ def measure_runtime_key(key: OpKey, cfg: TimingConfig, runtime: str, copies: int
     return summarize(times, runtime, time.perf_counter() - t0, cfg.rel_ci, cfg.ci_of)
 
 
-__all__ = ["OPSET", "key_graph", "key_nodes", "measure_runtime_key", "runtime_copies",
+__all__ = ["OPSET", "key_graph", "key_nodes", "key_session", "measure_runtime_key", "runtime_copies",
            "runtime_meta"]

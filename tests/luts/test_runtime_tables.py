@@ -52,6 +52,10 @@ def test_a_runtime_table_holds_fused_chains_and_says_where_it_was_timed(runtime_
     assert (lut.rows["algo"] == runtime).all()
     cal = lut.meta["calibration"]
     assert cal["runtime"] == runtime and len(cal["variants"]) == 3
+    # the machine-speed gauge is read in the runtime, beside every row and every variant
+    assert lut.meta["drift"]["runtime"] == lut.drift_runtime == runtime
+    assert lut.drift_key.op.startswith("conv2d+") and lut.rows["ref_ms"].gt(0).all()
+    assert cal["drift_corrected"] and lut.drift_level_ms == lut.rows["ref_ms"].min()
     info = _run("lut", "info", path)
     assert info.exit_code == 0 and f"runtime  {runtime}" in info.output, info.output
 
@@ -66,6 +70,7 @@ def test_validation_measures_in_the_tables_runtime(runtime_lut, tmp_path):
     assert report["runtime"]["runtime"] == report["lut_runtime"] == runtime
     rows = pd.read_csv(out / "variants.csv")
     assert (rows["measured_in"] == runtime).all() and (rows["measured_ms"] > 0).all()
+    assert (rows["ref_ms"] > 0).all() and report["machine_drift"]["source"] == "drift reference"
     assert (rows["estimate_ms"] > 0).all()
 
 
