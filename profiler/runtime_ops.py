@@ -71,10 +71,10 @@ class _Graph:
         helper, onnx = self.onnx.helper, self.onnx
         outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None) for o in outputs]
         graph = helper.make_graph(self.nodes, "hwprune_key", self.inputs, outs, self.inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                                  producer_name="hwprune")
-        # The outputs' shapes, as ONNX's own shape inference finds them (a valid model names them)
-        return onnx.shape_inference.infer_shapes(model)
+        # No shape inference: the runtimes infer shapes themselves, and ONNX's serialised the
+        # weights of every copy again (a fifth of a resnet18 key's cost, 2026-11-29).
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                 producer_name="hwprune")
 
 
 def _activation(g: _Graph, op: str, x: str) -> str:
@@ -224,6 +224,10 @@ def _inputs(model, rng: np.random.Generator) -> list[np.ndarray]:
 # of runs is chosen up front: as many as fit in this many seconds, within the protocol's
 # min_reps..max_reps. (OpenVINO's are read after every run, with the adaptive protocol.)
 ORT_KEY_SECONDS = 0.15
+# ... and at most this many: the profile is a JSON event per node and run, and reading the
+# events of 1000 runs of a small key cost more than the runs (2026-11-29). A median of
+# 300 runs of one node is as steady as one of 1000.
+ORT_MAX_RUNS = 300
 
 
 def _is_key_node(name: str) -> bool:
@@ -247,7 +251,8 @@ def _time_ort(session, xs: list[np.ndarray], cfg: TimingConfig, copies: int) -> 
     for _ in range(max(1, cfg.warmup)):
         session.run(*xs)
     per_run = (time.perf_counter() - t0) / max(1, cfg.warmup)
-    n = int(min(cfg.max_reps, max(cfg.min_reps, ORT_KEY_SECONDS / max(per_run, 1e-6))))
+    n = int(min(cfg.max_reps, ORT_MAX_RUNS,
+                max(cfg.min_reps, ORT_KEY_SECONDS / max(per_run, 1e-6))))
     for _ in range(n):
         session.run(*xs)
     return _key_runs(session.node_times(), copies, max(1, cfg.warmup))
