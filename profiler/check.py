@@ -185,12 +185,12 @@ def check_meta(path: object, meta: dict) -> None:
             OpKey(**key) if key else None
         except TypeError:
             raise _bad(path, "drift.key", key, "an operator key") from None
-        # The gauge is read where the rows were timed (profiler.drift); older tables name no
-        # runtime and were all read in torch.
+        # The gauge is read where the rows were timed (profiler.drift), or in torch: tables
+        # that name no gauge runtime read it in torch (runtime tables too, before 2026-11-29).
         table_rt = (meta.get("runtime") or {}).get("runtime", "torch")
-        if isinstance(drift, dict) and drift.get("runtime", "torch") != table_rt:
+        if isinstance(drift, dict) and drift.get("runtime", "torch") not in ("torch", table_rt):
             raise _bad(path, "drift.runtime", drift.get("runtime"),
-                       f"the table's runtime ({table_rt!r})")
+                       f"torch or the table's runtime ({table_rt!r})")
 
 
 def _check_runtime(path: object, meta: dict) -> None:

@@ -115,9 +115,11 @@ def test_fused_chains_and_hot_timings_belong_to_runtime_tables(demo_lut, tmp_pat
         Lut.load(path)
     rt = {"runtime": "onnxruntime", "version": "1.32.0", "provider": "CPUExecutionProvider",
           "optimization": "ORT_ENABLE_ALL", "threads": meta["threads"]}
-    # the demo table's gauge was read in torch: a runtime table's is read in its runtime
-    with pytest.raises(LutCheckError, match="drift.runtime 'torch' .*'onnxruntime'"):
-        Lut.load(write_lut(fused, {**meta, "runtime": rt}, tmp_path / "g.parquet"))
+    # a runtime table's gauge is read in its runtime (or, before 2026-11-29, in torch)
+    other = {**meta["drift"], "runtime": "openvino"}
+    with pytest.raises(LutCheckError, match="drift.runtime 'openvino' .*'onnxruntime'"):
+        Lut.load(write_lut(fused, {**meta, "runtime": rt, "drift": other}, tmp_path / "g.parquet"))
+    Lut.load(write_lut(fused, {**meta, "runtime": rt}, tmp_path / "torch-gauge.parquet"))
     meta["drift"] = {**meta["drift"], "runtime": "onnxruntime"}
     Lut.load(write_lut(fused, {**meta, "runtime": rt}, tmp_path / "ok.parquet"))
     blend = {"hot_below_bytes": 2 ** 20, "cold_above_bytes": 2 ** 24}
