@@ -93,3 +93,13 @@ def test_runtime_metadata_names_what_the_timings_depend_on(runtime):
     meta = runtime_meta(runtime, TimingConfig(threads=1).validate())
     assert meta["runtime"] == runtime and meta["threads"] == 1 and meta["version"]
     assert meta["provider"] and meta["optimization"] and meta["opset"] >= 13
+
+
+def test_an_operator_openvino_mostly_skips_is_timed_not_refused():
+    # OpenVINO's profile marks this pool NOT_RUN in most runs (zoo.runtimes): those runs
+    # count as 0 us instead of leaving the key with no runs (which stopped a scan).
+    pytest.importorskip("openvino")
+    key = OpKey("adaptive_avg_pool2d", 32, 32, 1, 1, in_h=4, in_w=4)
+    tc = TimingConfig(threads=1, warmup=2, min_reps=50, max_reps=400).validate()
+    stats = measure_runtime_key(key, tc, "openvino")
+    assert 0 <= stats.median_ms < 0.005 and stats.reps >= 50
