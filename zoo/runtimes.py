@@ -114,6 +114,10 @@ class OrtSession(Session):
         return times
 
 
+# The resolution of OpenVINO's per-node profile (PERF_COUNT): whole microseconds.
+OV_RESOLUTION_US = 1.0
+
+
 class OpenVinoSession(Session):
     def __init__(self, path: Path, threads: int, profile: str | None = None) -> None:
         ov = require("openvino")
@@ -138,14 +142,15 @@ class OpenVinoSession(Session):
         """Microseconds of each node in the last run (PERF_COUNT sessions), by name; layout
         conversions (Reorder) are named ``Reorder:<name>``.
 
-        A node with a kernel that the profile marks NOT_RUN counts with its reported time, 0:
-        OpenVINO marks a node that took under its 1-us resolution so (a 32-channel 4x4
-        ReduceMean: NOT_RUN in 2736 of 3000 runs, EXECUTED at 1-8 us in the others,
-        2026-11-29). Keeping only executed nodes made such an operator's time the median of
-        its slowest runs, and a run with all of them NOT_RUN stopped a scan. Nodes fused into
-        another (kernel ``undef``), inputs and outputs are left out."""
+        A node with a kernel that the profile marks NOT_RUN, or times at 0, took under the
+        profile's 1-us resolution: it counts as half of it (a 32-channel 4x4 ReduceMean was
+        NOT_RUN in 2736 of 3000 runs and EXECUTED at 1-8 us in the others, 2026-11-29).
+        Keeping only executed nodes made such an operator's time the median of its slowest
+        runs, and a run with all of them NOT_RUN stopped a scan; counting them as 0 gave a
+        median of 0, which no table may hold. Nodes fused into another (kernel ``undef``),
+        inputs and outputs are left out."""
         return {(f"Reorder:{p.node_name}" if p.node_type == "Reorder" else p.node_name):
-                p.real_time.total_seconds() * 1e6
+                p.real_time.total_seconds() * 1e6 or OV_RESOLUTION_US / 2
                 for p in self.request.get_profiling_info()
                 if str(p.status).endswith("EXECUTED") or (
                     p.exec_type != "undef" and p.node_type not in ("Parameter", "Result"))}

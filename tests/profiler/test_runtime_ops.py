@@ -97,9 +97,10 @@ def test_runtime_metadata_names_what_the_timings_depend_on(runtime):
 
 def test_an_operator_openvino_mostly_skips_is_timed_not_refused():
     # OpenVINO's profile marks this pool NOT_RUN in most runs (zoo.runtimes): those runs
-    # count as 0 us instead of leaving the key with no runs (which stopped a scan).
+    # count as half its 1-us resolution instead of leaving the key with no runs (which
+    # stopped a scan) or a median of 0 (which no table may hold).
     pytest.importorskip("openvino")
     key = OpKey("adaptive_avg_pool2d", 32, 32, 1, 1, in_h=4, in_w=4)
     tc = TimingConfig(threads=1, warmup=2, min_reps=50, max_reps=400).validate()
     stats = measure_runtime_key(key, tc, "openvino")
-    assert 0 <= stats.median_ms < 0.005 and stats.reps >= 50
+    assert 0.0005 <= stats.median_ms < 0.005 and stats.reps >= 50
