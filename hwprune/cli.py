@@ -511,10 +511,12 @@ def demo(out, quick, threads, timing_threads, runtime, quiet) -> None:
 
 
 from hwprune.export_cmd import export_cmd  # noqa: E402
+from hwprune.plan_cmd import plan_cmd  # noqa: E402
 from hwprune.prune_cmd import evaluate, import_weights_cmd, prune  # noqa: E402
 
 cli.add_command(import_weights_cmd)
 cli.add_command(export_cmd)
+cli.add_command(plan_cmd)
 cli.add_command(prune)
 cli.add_command(evaluate)
 

@@ -54,12 +54,20 @@ class LatencyTable(Protocol):
                weight_bytes: float | None = None) -> tuple[np.ndarray, np.ndarray]: ...
 
 
+def is_sparse(lut: Lut | LatencyTable) -> bool:
+    """A table of listed keys only (``profile --for-validation``), not a model's grid."""
+    sources = (lut.meta or {}).get("sources") or []
+    return bool(sources) and all(s.get("keys") for s in sources)
+
+
 class LatencyModel:
     """Current channel counts of a network and their LUT latency, with a batched delta query."""
 
-    def __init__(self, trace: Trace, lut: Lut | LatencyTable, strict: bool = False) -> None:
-        sources = lut.meta.get("sources") or []
-        if sources and all(s.get("keys") for s in sources):
+    def __init__(self, trace: Trace, lut: Lut | LatencyTable, strict: bool = False,
+                 allow_sparse: bool = False) -> None:
+        if is_sparse(lut) and allow_sparse:
+            strict = True  # exact keys only: the validation variants' own
+        elif is_sparse(lut):
             # Between such sparse keys interpolation would silently span whole grids.
             raise LutError(f"LUT {lut.source} holds only the keys of validation variants "
                            f"(`profile --for-validation`); pruning needs the model's whole "
@@ -120,6 +128,21 @@ class LatencyModel:
         out = self._slope * np.bincount(self._dim_of, weights=change, minlength=len(self.dims))
         out[self.channels <= k] = np.nan
         return out
+
+    def remove_many(self, cuts: dict[int, int]) -> float:
+        """Remove ``cuts[dim]`` channels from each dimension at once, then look every layer
+        up once (a table of listed keys holds the end state, not the states between)."""
+        for dim, k in cuts.items():
+            if self.channels[dim] <= k:
+                raise ValueError(f"dimension {dim} has {self.channels[dim]} channels: "
+                                 f"cannot remove {k}")
+        for dim, k in cuts.items():
+            for t in np.flatnonzero(self._dim_of == dim):
+                i = self._layer[t]
+                self.keys[i] = shrink(self.keys[i], k, self._side[t])
+            self.channels[dim] -= k
+        self.layer_ms, _ = self.lut.lookup(self.keys, self.strict, self.names, self._weights())
+        return self.total_ms
 
     def remove(self, dim: int, k: int = 16) -> float:
         """Apply the removal of ``k`` channels of dimension ``dim``; returns the new total."""

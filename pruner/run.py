@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -42,6 +43,8 @@ from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from pruner.groups import out_channels
 from pruner.measure import measure_pair, summarize_pair
 from pruner.measured_target import close_loop
+from pruner.plan import Reach
+from pruner.plan_report import reach_lines
 from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 from zoo.check import num_classes
@@ -132,6 +135,18 @@ def _load_lut(job: PruneJob) -> Lut | None:
         raise LutError(f"LUT {lut.source} was measured on {lut.meta.get('device_kind')}, "
                        f"which this machine lacks: cannot confirm latency (use --no-measure)")
     return lut
+
+
+def _reach(pruner: Pruner, lut: Lut | None, teacher_ms: float | None,
+           measured_ratio: float | None) -> Reach | None:
+    """What the LUT says pruning can reach from the teacher (``pruner.plan``): the floor is
+    the same from any point of the run (every dimension cut to its last group)."""
+    if lut is None or pruner.latency is None or teacher_ms is None:
+        return None
+    target = pruner.cfg.target_latency_ms
+    source = None if target is None else "latency" if measured_ratio is None else \
+        f"the LUT's first guess for a measured ratio of {measured_ratio:g}"
+    return Reach(teacher_ms, pruner.floor_ms(), lut.calibration is not None, target, source)
 
 
 def _check_out(out: Path) -> None:
@@ -289,6 +304,9 @@ def _run_job(job: PruneJob) -> dict:
         _restore(pruner, state)
     before = {"estimated_ms": _est(teacher, lut, size, in_ch),
               "channels": out_channels(teacher, pruner.dims)}
+    reach = _reach(pruner, lut, before["estimated_ms"], job.measured_ratio)
+    if reach is not None and job.progress and rank == 0:
+        print("\n".join(reach_lines(reach, job.prune.group_size)), file=sys.stderr, flush=True)
     bar = tqdm(desc="pruning", unit="step", disable=not job.progress or rank != 0,
                initial=pruner.step)
 
@@ -335,7 +353,7 @@ def _run_job(job: PruneJob) -> dict:
     report = {
         "teacher": job.teacher, "data": data.source, "n_images": len(data), "luts": job.luts,
         "input_size": size, "prune": asdict(job.prune), "finetune": asdict(job.finetune),
-        "before": before,
+        "before": before, "reach": reach.as_dict() if reach is not None else None,
         "after": {"estimated_ms": _est(student, lut, size, in_ch),
                   "channels": pruner.channels()},
         "filters_kept": pruner.filters() / pruner.original_filters,

@@ -23,6 +23,7 @@ from pruner.groups import (GroupError, PrunableDim, build_graph, check_matches, 
 from pruner.importance import GateTaylor, combine, group_error, lowest, magnitude_scores
 from pruner.knapsack import min_cost_cover
 from pruner.optim import carry_momentum, make_sgd
+from pruner.plan import floor_model
 from profiler.keyspace import trace_model
 from profiler.timing import cudnn_benchmark
 
@@ -149,13 +150,7 @@ class Pruner:
 
     def floor_ms(self) -> float:
         """The LUT estimate with every dimension cut to its smallest size (what is reachable)."""
-        model = copy.deepcopy(self.latency)
-        g = self.cfg.group_size
-        for d in self.dims:
-            k = int(math.ceil(d.channels / g) - 1) * g
-            if k > 0:
-                model.remove(d.lut_dim, k)
-        return model.total_ms
+        return floor_model(self.latency, self.dims, self.cfg.group_size).total_ms
 
     def check_target(self) -> None:
         """Refuse a target the run cannot reach, or one already met, before any work."""
