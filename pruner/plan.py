@@ -116,6 +116,7 @@ class Stairs:
     savings_ms: list[float] = field(default_factory=list)  # counts[i] -> counts[i + 1]
     edges: list[int] = field(default_factory=list)  # counts whose removal crosses a step
     free: int = 0              # removals that save under the threshold
+    slower: int = 0            # ... of which make the network slower by more than it
 
     @property
     def step_width(self) -> int | None:
@@ -208,6 +209,7 @@ def staircases(latency: LatencyModel, dims: list[PrunableDim], group: int,
         if s.savings_ms:
             typical = float(np.median(s.savings_ms))
             s.free = int(sum(v < s.threshold_ms for v in s.savings_ms))
+            s.slower = int(sum(v < -s.threshold_ms for v in s.savings_ms))
             s.edges = [c for c, v in zip(s.counts, s.savings_ms)
                        if v >= s.threshold_ms and v >= EDGE_FACTOR * typical]
         out.append(s)

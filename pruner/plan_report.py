@@ -68,8 +68,9 @@ def format_plan(plan: Plan, top: int = TOP_LAYERS) -> str:
         n = len(s.savings_ms)
         width = "-" if s.step_width is None else str(s.step_width)
         edges = ", ".join(map(str, s.edges[:8])) + (" ..." if len(s.edges) > 8 else "")
+        slower = f"; {s.slower} of the free make it slower" if s.slower else ""
         lines.append(f"  {s.root[:28]:28s} {s.channels:8d} {s.saving_ms:11.3f} "
-                     f"{s.free:3d}/{n:<3d} {width:>6s}  {edges or '-'}")
+                     f"{s.free:3d}/{n:<3d} {width:>6s}  {edges or '-'}{slower}")
     return "\n".join(lines)
 
 

@@ -63,6 +63,7 @@ def test_step_edges_are_found_where_a_tile_empties():
         crossing = [c for c in s.counts[:-1] if math.ceil(c / STEP) > math.ceil((c - 16) / STEP)]
         assert s.edges == crossing, (s.root, s.counts, s.savings_ms)
         assert s.free == len(s.savings_ms) - len(crossing)  # the other removals save nothing
+        assert s.slower == 0
         if len(crossing) > 1:
             assert s.step_width == STEP
     wide = [s for s in plan.stairs if s.channels == 128]
