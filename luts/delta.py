@@ -108,9 +108,14 @@ class LatencyModel:
         return float(self.lut.in_network_ms(float(self.layer_ms.sum()), len(self.keys)))
 
     @property
-    def _slope(self) -> float:
+    def slope(self) -> float:
+        """The calibration's slope (1 without one): what an operator-sum change is worth."""
         cal = self.lut.calibration
         return float(cal["slope"]) if cal else 1.0
+
+    def layers_of(self, dim: int) -> list[int]:
+        """The layers (indices into ``keys``) that dimension ``dim`` changes."""
+        return sorted({int(i) for i in self._layer[self._dim_of == dim]})
 
     def delta_ms(self, k: int = 16) -> np.ndarray:
         """Latency change (ms, negative = saved) of removing ``k`` channels from each dimension.
@@ -125,7 +130,7 @@ class LatencyModel:
         change = np.zeros(len(self._dim_of))
         change[idx] = new_ms - self.layer_ms[self._layer[idx]]
         # Pruning never removes an operator, so only the calibration's slope applies.
-        out = self._slope * np.bincount(self._dim_of, weights=change, minlength=len(self.dims))
+        out = self.slope * np.bincount(self._dim_of, weights=change, minlength=len(self.dims))
         out[self.channels <= k] = np.nan
         return out
 
@@ -148,11 +153,10 @@ class LatencyModel:
         """Apply the removal of ``k`` channels of dimension ``dim``; returns the new total."""
         if self.channels[dim] <= k:
             raise ValueError(f"dimension {dim} has {self.channels[dim]} channels: cannot remove {k}")
-        members = np.flatnonzero(self._dim_of == dim)
-        for t in members:
+        for t in np.flatnonzero(self._dim_of == dim):
             i = self._layer[t]
             self.keys[i] = shrink(self.keys[i], k, self._side[t])
-        touched = sorted({int(self._layer[t]) for t in members})
+        touched = self.layers_of(dim)
         if getattr(self.lut, "cold_share", lambda _: 1.0)(self._weights()) < 1.0:
             touched = list(range(len(self.keys)))  # the blend moved for every layer
         ms, _ = self.lut.lookup([self.keys[i] for i in touched], self.strict,

@@ -151,7 +151,8 @@ class DriftReference:
     def summary(self) -> dict:
         raw = np.array([r[1] for r in self.readings]) if self.readings else np.array([np.nan])
         ms = np.array(self.in_force) if self.in_force else np.array([np.nan])
-        return {"key": self.key.as_dict(), "runtime": self.runtime, "every_s": self.every_s, "readings": len(self.readings),
+        return {"key": self.key.as_dict(), "runtime": self.runtime, "every_s": self.every_s,
+                "readings": len(self.readings),
                 "warmup": self.cfg.warmup, "reps": self.cfg.max_reps, "stat": "median_ms",
                 "smooth": self.smooth,
                 "median_ms": float(np.median(ms)), "min_ms": float(ms.min()),

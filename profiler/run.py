@@ -304,6 +304,7 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     show = cfg.progress
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
+    drift = None
     try:
         lap("setup")
         # The pilot times keys in torch: for a runtime the rate shows on the progress bar.
@@ -352,8 +353,6 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         if drift and measured:
             drift.read()  # the speed at the end, as the whole-model reference has it
             store.meta["drift"] = drift.summary()
-        if drift:
-            drift.close()
         wall = time.perf_counter() - t0
         lap("scan")
         if reference:
@@ -361,6 +360,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         lap("reference")
     finally:
         torch.set_num_threads(old_threads)
+        if drift:  # a runtime gauge holds a loaded session
+            drift.close()
     store.compact()
     if measured == len(missing):  # complete: fold the parts into the output file
         store.finalize()

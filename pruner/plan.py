@@ -186,11 +186,6 @@ def prunable_dims(model: nn.Module, input_size: int, in_channels: int,
     return dims, latency
 
 
-def _touched(latency: LatencyModel, j: int) -> list[int]:
-    d = latency.dims[j]
-    return sorted(set(d.producers) | set(d.consumers) | set(d.passthrough))
-
-
 def staircases(latency: LatencyModel, dims: list[PrunableDim], group: int,
                noise: float) -> list[Stairs]:
     """Every dimension's curve, one group at a time (``delta_ms`` answers all dimensions
@@ -202,9 +197,9 @@ def staircases(latency: LatencyModel, dims: list[PrunableDim], group: int,
     for d in dims:
         ks = [0] + [k for k in range(group, d.channels, group)]
         total = [now] + [float(now + deltas[k][d.lut_dim]) for k in ks[1:]]
-        touched = float(latency.layer_ms[_touched(latency, d.lut_dim)].sum())
+        touched = float(latency.layer_ms[latency.layers_of(d.lut_dim)].sum())
         s = Stairs(d.root, d.producers, d.channels, [d.channels - k for k in ks], total,
-                   touched, noise * touched * _slope(latency))
+                   touched, noise * touched * latency.slope)
         s.savings_ms = [a - b for a, b in zip(total, total[1:])]
         if s.savings_ms:
             typical = float(np.median(s.savings_ms))
@@ -214,11 +209,6 @@ def staircases(latency: LatencyModel, dims: list[PrunableDim], group: int,
                        if v >= s.threshold_ms and v >= EDGE_FACTOR * typical]
         out.append(s)
     return out
-
-
-def _slope(latency: LatencyModel) -> float:
-    cal = latency.lut.calibration
-    return float(cal["slope"]) if cal else 1.0
 
 
 def make_plan(model: nn.Module, lut: Lut | LatencyTable, input_size: int, in_channels: int,
@@ -239,7 +229,7 @@ def make_plan(model: nn.Module, lut: Lut | LatencyTable, input_size: int, in_cha
     else:
         target, source = cfg.target_latency_ms, "latency" if cfg.target_latency_ms else None
     reach = Reach(now, floor.total_ms, latency.lut.calibration is not None, target, source)
-    touched = {i for j in {d.lut_dim for d in dims} for i in _touched(latency, j)}
+    touched = {i for d in dims for i in latency.layers_of(d.lut_dim)}
     layers = [LayerTime(n, k.op, float(ms), float(fm), int(macs(k)), i in touched)
               for i, (n, k, ms, fm) in enumerate(zip(latency.names, latency.keys,
                                                      latency.layer_ms, floor.layer_ms))]

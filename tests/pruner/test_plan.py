@@ -140,8 +140,8 @@ def _plan(demo_lut, tmp_path):
     return tmp_path / "base" / "plan.json"
 
 
-def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property):
-    """The plan times a few iterations of each part; the job below runs them all."""
+def _plan_and_job(teacher, lut):
+    """(the time plan, the timed job's seconds per part, steps run)."""
     import copy
     import time
 
@@ -153,7 +153,6 @@ def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property):
     from synth import preset, synthesize_batch
 
     torch.manual_seed(0)
-    teacher, lut = _demo(), Lut.load(demo_lut)
     plan = make_plan(teacher, lut, 32, 1, PlanConfig(G, target_measured_ratio=0.6))
     di = preset("demo").with_(iterations=12)
     prune = PruneConfig(target_latency_ms=plan.reach.target_ms, interval=6, batch_size=32,
@@ -161,7 +160,6 @@ def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property):
     ft = FineTuneConfig(epochs=3, batch_size=32)
     cost = job_cost(teacher, plan.latency, plan.dims, 32, 1, 10, 32, 16, di, prune, ft,
                     plan.reach.target_ms)
-
     t0 = time.perf_counter()
     for b in range(2):
         synthesize_batch(teacher, torch.arange(16) % 10, di, 32, 1,
@@ -174,10 +172,20 @@ def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property):
     t2 = time.perf_counter()
     finetune(student, teacher, data, ft)
     t3 = time.perf_counter()
-    timed = {"synth": t1 - t0, "prune": t2 - t1, "finetune": t3 - t2}
+    return cost, {"synth": t1 - t0, "prune": t2 - t1, "finetune": t3 - t2}, pruner.step
+
+
+def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property):
+    """The plan times a few iterations of each part; the job runs them all. Plan and job
+    run a few seconds apart, and on a shared machine (or beside another test worker) the
+    load can change between them: a ratio outside the bound is measured once more."""
+    for attempt in range(2):
+        cost, timed, steps = _plan_and_job(_demo(), Lut.load(demo_lut))
+        ratio = cost.total_s / sum(timed.values())
+        if 0.5 < ratio < 2.0:
+            break
     planned = {"synth": cost.synth_s, "prune": cost.prune_s, "finetune": cost.finetune_s}
     record_property("summary", "time plan vs timed job (s): " + ", ".join(
         f"{k} {planned[k]:.2f}/{timed[k]:.2f}" for k in timed)
-        + f"; steps {cost.prune_steps} planned, {pruner.step} run")
-    total = sum(timed.values())
-    assert 0.5 < cost.total_s / total < 2.0, (planned, timed)
+        + f"; steps {cost.prune_steps} planned, {steps} run; attempt {attempt + 1}")
+    assert 0.5 < ratio < 2.0, (planned, timed)
