@@ -282,5 +282,10 @@ def time_callable(fn: Callable[[], object], cfg: TimingConfig, algo: str = "auto
     return summarize(times, algo, time.perf_counter() - t0, cfg.rel_ci, cfg.ci_of)
 
 
-__all__ = ["DEVICES", "MODES", "ALGOS", "TimingError", "TimingConfig", "Stats", "summarize", "ci95_rel",
+def fmt_seconds(s: float) -> str:
+    """A duration for people: seconds under 2 minutes, minutes under 2 hours, then hours."""
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
+__all__ = ["fmt_seconds", "DEVICES", "MODES", "ALGOS", "TimingError", "TimingConfig", "Stats", "summarize", "ci95_rel",
            "adaptive", "graph_calls", "time_callable", "cudnn_frontend"]

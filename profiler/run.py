@@ -19,6 +19,7 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
+from profiler.clock import fmt_seconds
 from profiler.device import cache_bytes, core_cache_bytes, describe_device
 from profiler.drift import DriftReference, choose_reference, reference_config
 from profiler.fusion import runtime_trace
@@ -216,10 +217,6 @@ def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> 
     return eta_seconds(pilot_configs(trace, keys, cfg), keys, cfg)
 
 
-def _fmt_seconds(s: float) -> str:
-    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
-
-
 def _log(msg: str, enabled: bool) -> None:
     if enabled:
         print(msg, file=sys.stderr, flush=True)
@@ -317,7 +314,7 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads, "
              f"{'cold' if tc.cold_bytes else 'hot'} weights"
              + (f", in {cfg.runtime}); " if cfg.runtime != "torch" else "); ")
-             + (f"ETA ~{_fmt_seconds(eta)} (from a pilot run of each layer config"
+             + (f"ETA ~{fmt_seconds(eta)} (from a pilot run of each layer config"
                 if cfg.runtime == "torch" else "(rate on the progress bar")
              + ("; every cuDNN plan costed as fast as cudnn.benchmark's pick, plan builds "
                 "left out: a lower bound)" if tc.algos == "all" and tc.device == "cuda" else ")"),

@@ -311,23 +311,24 @@ def runtime_meta(runtime: str, cfg: TimingConfig) -> dict:
                     "per-node profile (profiler.runtime_ops)"}
 
 
+@contextlib.contextmanager
+def key_session(key: OpKey, runtime: str, threads: int = 1, batch: int = 1, copies: int = 1,
+                profile: bool = False):
+    """(session, inputs): ``copies`` of ``key`` in their context (``key_graph``), loaded in
+    ``runtime`` (profiling every node when asked; without, for readings of its wall time,
+    ``profiler.drift``)."""
+    model = key_graph(key, batch, copies)
+    with _loaded(model, runtime, threads, profile) as session:
+        yield session, _inputs(model, np.random.default_rng(1))
+
+
 def key_nodes(key: OpKey, runtime: str, threads: int = 1) -> list[str]:
     """The nodes ``runtime`` runs for one copy of ``key`` in its context, after its graph
     optimisations: what it fused (one node for a Conv+BN+add+ReLU it folds entirely)."""
-    model = key_graph(key)
-    with _loaded(model, runtime, threads, profile=True) as session:
-        session.run(*_inputs(model, np.random.default_rng(1)))
+    with key_session(key, runtime, threads, profile=True) as (session, xs):
+        session.run(*xs)
         names = session.node_times() if runtime == "onnxruntime" else session.last_node_times()
     return sorted(n for n in names if _is_key_node(n))
-
-
-@contextlib.contextmanager
-def key_session(key: OpKey, runtime: str, threads: int = 1, batch: int = 1):
-    """(session, inputs): one copy of ``key`` in its context (``key_graph``), loaded in
-    ``runtime`` without profiling, for readings of its wall time (``profiler.drift``)."""
-    model = key_graph(key, batch)
-    with _loaded(model, runtime, threads) as session:
-        yield session, _inputs(model, np.random.default_rng(1))
 
 
 def measure_runtime_key(key: OpKey, cfg: TimingConfig, runtime: str, copies: int = 1) -> Stats:
@@ -340,9 +341,8 @@ def measure_runtime_key(key: OpKey, cfg: TimingConfig, runtime: str, copies: int
     # One run times every copy: warm-up and repetitions are counted in operator calls.
     cfg = replace(cfg, warmup=max(1, -(-cfg.warmup // copies)),
                   min_reps=max(5, cfg.min_reps // copies))
-    model = key_graph(key, cfg.batch, copies)
-    xs = _inputs(model, np.random.default_rng(1))
-    with _loaded(model, runtime, cfg.threads or 1, profile=True) as session:
+    with key_session(key, runtime, cfg.threads or 1, cfg.batch, copies,
+                     profile=True) as (session, xs):
         timer = _time_ort if runtime == "onnxruntime" else _time_openvino
         times = timer(session, xs, cfg, copies)
     return summarize(times, runtime, time.perf_counter() - t0, cfg.rel_ci, cfg.ci_of)

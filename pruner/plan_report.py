@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from profiler.clock import fmt_seconds
 from pruner.plan import EDGE_FACTOR, Plan, Reach
 from zoo.atomic import atomic_write_bytes
 
@@ -74,27 +75,21 @@ def format_plan(plan: Plan, top: int = TOP_LAYERS) -> str:
     return "\n".join(lines)
 
 
-def _dur(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    return f"{s / 60:.0f} min" if s < 7200 else f"{s / 3600:.1f} h"
-
-
 def cost_lines(cost: dict, device: str) -> list[str]:
     """The time plan (``pruner.job_cost.JobCost.as_dict``), measured on ``device``."""
     its = ", ".join(f"{1e3 * t:.0f} ms at {r}px" for r, t in cost["synth_iteration_s"].items())
     lines = [f"time plan on {device} (each part timed for a few iterations here):",
-             f"  synth   {_dur(cost['synth_s']):>8s}  {cost['synth_batches']} batches; one "
+             f"  synth   {fmt_seconds(cost['synth_s']):>8s}  {cost['synth_batches']} batches; one "
              f"DeepInversion iteration {its}"]
     if cost["prune_steps"] is not None:
-        lines.append(f"  prune   {_dur(cost['prune_s']):>8s}  about {cost['prune_steps']} steps "
+        lines.append(f"  prune   {fmt_seconds(cost['prune_s']):>8s}  about {cost['prune_steps']} steps "
                      f"(an even cut to the target; a latency-aware run usually needs fewer); "
                      f"minibatch {1e3 * cost['minibatch_s']:.0f} ms now, "
                      f"{1e3 * cost['minibatch_at_target_s']:.0f} ms at the target")
     else:
         lines.append(f"  prune   (no target given: minibatch {1e3 * cost['minibatch_s']:.0f} ms)")
-    lines.append(f"  fine-tune {_dur(cost['finetune_s']):>6s}")
-    lines.append(f"  total   {_dur(cost['total_s']):>8s}")
+    lines.append(f"  fine-tune {fmt_seconds(cost['finetune_s']):>6s}")
+    lines.append(f"  total   {fmt_seconds(cost['total_s']):>8s}")
     return lines
 
 
@@ -133,12 +128,8 @@ def plot_plan(plan: Plan, path: Path, top: int = TOP_LAYERS) -> Path:
     fig.suptitle(f"{plan.model} @ {plan.input_size}px: now {plan.reach.now_ms:.3f} ms, floor "
                  f"{plan.reach.floor_ms:.3f} ms", fontsize=10)
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=110)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-    atomic_write_bytes(path, lambda f: f.write(buf.getvalue()))
     return path
 
 
