@@ -92,6 +92,11 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="Prune further from another finished run's pruned student (before its "
                    "fine-tuning) instead of the teacher; same teacher, data, LUT and group "
                    "size. Tighter budgets in turn then share their common steps.")
+@click.option("--snap", is_flag=True,
+              help="After pruning, round each layer's channel count up to the top of its "
+                   "latency step where the LUT says that costs nothing (filters kept for "
+                   "free: grown back from the teacher, zero in the layers reading them, "
+                   "then fine-tuned). The report says how many and at what LUT cost.")
 @click.option("--max-steps", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Give up (with an error) after this many pruning steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -100,8 +105,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
           criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
           decay_at, no_update, shift, flip, val, mean, std, device, cudnn_benchmark,
-          checkpoint_every, no_measure, runtime, allow_mismatch, start_from, max_steps, seed,
-          quiet) -> None:
+          checkpoint_every, no_measure, runtime, allow_mismatch, start_from, snap, max_steps,
+          seed, quiet) -> None:
     """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
 
     Every INTERVAL minibatches the GROUPS-PER-STEP least important groups of GROUP-SIZE
@@ -120,7 +125,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                          target_ratio=target_ratio, selector=selector, loss=loss,
                          temperature=temperature, lr=lr, batch_size=batch_size,
                          update_weights=not no_update, shift=shift, flip=flip,
-                         max_steps=max_steps, seed=seed)
+                         max_steps=max_steps, seed=seed, snap=snap)
         fc = FineTuneConfig(epochs=epochs, lr=lr, milestones=(decay_at,),
                             batch_size=batch_size, temperature=temperature, loss=loss,
                             shift=shift, flip=flip, seed=seed)
@@ -140,6 +145,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
         sys.exit(130)
     b, a = rep["before"], rep["after"]
     line = f"{100 * rep['filters_kept']:.0f}% of prunable filters kept"
+    if "snap" in rep:
+        line += f" ({rep['snap']['filters_added']} of them kept for free by --snap)"
     if b["estimated_ms"] is not None:
         line += f"; estimated {b['estimated_ms']:.3f} -> {a['estimated_ms']:.3f} ms"
     if "measured" in rep:

@@ -150,7 +150,8 @@ class LatencyModel:
         return self.total_ms
 
     def remove(self, dim: int, k: int = 16) -> float:
-        """Apply the removal of ``k`` channels of dimension ``dim``; returns the new total."""
+        """Apply the removal of ``k`` channels of dimension ``dim``; returns the new total.
+        A negative ``k`` grows the dimension back (``pruner.snap``)."""
         if self.channels[dim] <= k:
             raise ValueError(f"dimension {dim} has {self.channels[dim]} channels: cannot remove {k}")
         for t in np.flatnonzero(self._dim_of == dim):

@@ -8,10 +8,12 @@ from pruner.groups import (GroupError, PrunableDim, build_graph, check_matches, 
 from pruner.importance import GateTaylor, combine, group_error, lowest, magnitude_scores
 from pruner.knapsack import min_cost_cover
 from pruner.optim import carry_momentum, make_sgd
+from pruner.snap import SnapResult, grow, snap_counts
 from pruner.schedule import CRITERIA, SELECTORS, PruneConfig, Pruner, StepRecord, TargetError, kd_loss
 
 __all__ = ["MacsTable", "cost_model", "DataError", "ImageSet", "evaluate", "load_images",
            "GroupError", "PrunableDim", "build_graph", "check_matches", "find_dims",
            "out_channels", "remove_channels", "GateTaylor", "combine", "group_error", "lowest",
            "magnitude_scores", "min_cost_cover", "carry_momentum", "make_sgd", "CRITERIA",
-           "SELECTORS", "PruneConfig", "Pruner", "StepRecord", "TargetError", "kd_loss"]
+           "SELECTORS", "PruneConfig", "Pruner", "StepRecord", "TargetError", "kd_loss",
+           "SnapResult", "grow", "snap_counts"]

@@ -31,6 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -46,6 +47,7 @@ from pruner.measured_target import close_loop
 from pruner.plan import Reach
 from pruner.plan_report import reach_lines
 from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
+from pruner.snap import snap_line
 from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
 from zoo.check import num_classes
 from zoo.export import export_model
@@ -191,7 +193,8 @@ def _state_payload(p: Pruner, inputs: dict) -> dict:
     return {"channels": p.channels(), "model": p.student.state_dict(),
             "optimizer": p.opt.state_dict(), "step": p.step,
             "trajectory": [asdict(r) for r in p.trajectory], "inputs": inputs,
-            "original_filters": p.original_filters}
+            "original_filters": p.original_filters,
+            "kept": {r: [int(i) for i in k] for r, k in p.kept.items()}, "removed": p.removed}
 
 
 def _restore(p: Pruner, state: dict, optimizer: bool = True) -> None:
@@ -200,6 +203,11 @@ def _restore(p: Pruner, state: dict, optimizer: bool = True) -> None:
     if optimizer:
         p.opt.load_state_dict(state["optimizer"])
     p.step = int(state["step"])
+    if "kept" in state:  # states written before --snap existed lack them
+        p.kept = {r: np.asarray(k, dtype=np.int64) for r, k in state["kept"].items()}
+        p.removed = {r: [int(i) for i in k] for r, k in state["removed"].items()}
+    else:
+        p.kept = p.removed = None
     p.trajectory = [StepRecord(**{**r, "removed": [tuple(x) for x in r["removed"]]})
                     for r in state["trajectory"]]
 
@@ -340,6 +348,13 @@ def _run_job(job: PruneJob) -> dict:
                 max_rounds=2 * job.measure_rounds)
     if rank == 0:  # the finished pruning phase is kept, whatever the clock said
         ckpt.finish(pruner)
+    # After the checkpoint, so that a resumed run snaps the same state the same way (the
+    # fine-tuning checkpoint holds the grown student's weights)
+    snap = pruner.snap() if job.prune.snap else None
+    if snap is not None:
+        student = pruner.student
+        if job.progress and rank == 0:
+            print(snap_line(snap), file=sys.stderr, flush=True)
     phases["pruning"] = time.perf_counter() - t_phase - phases["measuring"]
     t_phase = time.perf_counter()
     fbar = tqdm(desc="fine-tuning", total=job.finetune.epochs, unit="epoch",
@@ -357,6 +372,7 @@ def _run_job(job: PruneJob) -> dict:
         "after": {"estimated_ms": _est(student, lut, size, in_ch),
                   "channels": pruner.channels()},
         "filters_kept": pruner.filters() / pruner.original_filters,
+        **({"snap": snap.as_dict()} if snap is not None else {}),
         **({"started_from": str(job.start_from),
             "started_at_step": int(start["step"])} if start is not None else {}),
         **({"measured_target": {"ratio": job.measured_ratio, "loop": loop}} if loop else {}),
@@ -370,7 +386,7 @@ def _run_job(job: PruneJob) -> dict:
                               "data": val.source, "n": len(val)}
     phases["evaluating"] = time.perf_counter() - t_phase
     t_phase = time.perf_counter()
-    if loop and last:
+    if loop and last and not (snap and snap.grown):
         # The loop's last measurement is of this very architecture; fine-tuning changes
         # weights, not shapes, and a dense kernel's time does not depend on the values.
         # Measuring again cost the demo 6 x 5 rounds of two networks for the same answer.

@@ -24,6 +24,7 @@ from pruner.importance import GateTaylor, combine, group_error, lowest, magnitud
 from pruner.knapsack import min_cost_cover
 from pruner.optim import carry_momentum, make_sgd
 from pruner.plan import floor_model
+from pruner.snap import SnapResult, filters, grow, snap_counts
 from profiler.keyspace import trace_model
 from profiler.timing import cudnn_benchmark
 
@@ -64,6 +65,9 @@ class PruneConfig:
     flip: bool = False
     max_steps: int = 100_000
     seed: int = 0
+    # After pruning, round channel counts up to the top of their LUT step (pruner.snap).
+    # Off by default: the paper has no such step.
+    snap: bool = False
 
     def check(self) -> "PruneConfig":
         if self.criterion not in CRITERIA:
@@ -135,6 +139,10 @@ class Pruner:
         self.gates = GateTaylor(student, self.dims)
         self.step = 0
         self.trajectory: list[StepRecord] = []
+        # Each dimension's channels as original (teacher) indices, and those removed in
+        # order: what ``pruner.snap`` grows back from the teacher. A resumed run restores both.
+        self.kept = {d.root: np.arange(d.channels) for d in self.dims}
+        self.removed: dict[str, list[int]] = {d.root: [] for d in self.dims}
 
     # -- progress ---------------------------------------------------------------------------
     def filters(self) -> int:
@@ -256,6 +264,8 @@ class Pruner:
 
     def _remove(self, j: int, idxs: np.ndarray) -> None:
         d = self.dims[j]
+        self.removed[d.root] += [int(i) for i in self.kept[d.root][idxs]]
+        self.kept[d.root] = np.delete(self.kept[d.root], idxs)
         with carry_momentum(self.student, self.opt) as rebuild:
             remove_channels(self.student, self.graph, d, [int(i) for i in idxs])
         self.opt = rebuild()
@@ -316,6 +326,42 @@ class Pruner:
 
     def channels(self) -> dict[str, int]:
         return out_channels(self.student, self.dims)
+
+    def snap(self) -> SnapResult:
+        """Grow every dimension to the top of its LUT step, where that costs no estimated
+        latency (``pruner.snap``); the student is replaced by the grown one."""
+        if self.latency is None:
+            raise TargetError("--snap needs a LUT (--lut): the steps are the LUT's")
+        if self.kept is None:
+            raise TargetError("this run's pruning state was written before --snap existed: "
+                              "it lacks which filters were removed; prune again to snap")
+        before_ms, before_filters = self.latency.total_ms, self.filters()
+        original = {r: len(self.kept[r]) + len(self.removed[r]) for r in self.kept}
+        counts = snap_counts(self.latency, self.dims, original, self.cfg.group_size)
+        res = SnapResult(before_ms, self.latency.total_ms, before_filters,
+                         filters(counts, self.dims),
+                         {d.root: (d.channels, counts[d.root]) for d in self.dims
+                          if d.root in counts})
+        if not counts:
+            return res
+        example = torch.zeros(1, self.in_ch, self.size, self.size, device=self.device)
+        self.student = grow(self.student, self.teacher, cpu_trace(self.teacher, self.size,
+                                                                  self.in_ch),
+                            example, self.kept, self.removed, counts)
+        for d in self.dims:
+            if d.root in counts and self.cost is not None:
+                self.cost.remove(d.lut_dim, d.channels - counts[d.root])
+            n = counts.get(d.root, d.channels) - d.channels
+            if n:
+                back = self.removed[d.root][len(self.removed[d.root]) - n:]
+                self.kept[d.root] = np.sort(np.concatenate([self.kept[d.root], back]))
+                self.removed[d.root] = self.removed[d.root][:-n]
+        self.graph = build_graph(self.student, example)
+        self.dims = find_dims(self.student, self.graph,
+                              cpu_trace(self.student, self.size, self.in_ch))
+        self.opt = make_sgd(self.student, self.cfg)
+        self.gates = GateTaylor(self.student, self.dims)
+        return res
 
     def config_dict(self) -> dict:
         return asdict(self.cfg)
