@@ -31,8 +31,16 @@ def _at_fraction(grid: list[int], c: int, f: float) -> int:
     return next((g for g in grid if g >= f * c), grid[-1])
 
 
-def plan_variants(dims: list[Dimension], step: int, n: int, seed: int = 0) -> list[VariantPlan]:
-    """``n`` variants: original, extreme, uniform and lopsided ones first, then random draws."""
+def spread_depths(n: int, low: float = 0.15) -> list[float]:
+    """``n`` pruning depths (kept fractions) evenly over [low, 1]: random draws at these span
+    the model's whole range, from nearly the smallest network to nearly the original."""
+    return [low + (1 - low) * i / max(1, n - 1) for i in range(n)]
+
+
+def plan_variants(dims: list[Dimension], step: int, n: int, seed: int = 0,
+                  depths: list[float] | None = None) -> list[VariantPlan]:
+    """``n`` variants: original, extreme, uniform and lopsided ones first, then random draws
+    (each at a random depth, or at ``depths`` in turn: one random draw per depth)."""
     grids = [channel_grid(d.channels, step) for d in dims]
     full = tuple(d.channels for d in dims)
     half = len(dims) // 2
@@ -56,8 +64,12 @@ def plan_variants(dims: list[Dimension], step: int, n: int, seed: int = 0) -> li
     while len(plans) < n and tries < 100 * n:
         tries += 1
         # Random depth of pruning per variant, then per-dimension draws around it.
-        keep = rng.uniform(0.15, 1.0)
-        chans = tuple(int(g[min(len(g) - 1, max(0, round(rng.normal(keep, 0.2) * len(g)) - 1))])
+        if depths is None:
+            keep, sd = rng.uniform(0.15, 1.0), 0.2
+        else:  # the spread narrows towards the whole network, so the top depth stays near it
+            keep = depths[sum(p.kind == "random" for p in plans) % len(depths)]
+            sd = 0.2 * (1 - keep) + 0.05
+        chans = tuple(int(g[min(len(g) - 1, max(0, round(rng.normal(keep, sd) * len(g)) - 1))])
                       for g in grids)
         if chans not in seen:
             seen.add(chans)

@@ -103,7 +103,13 @@ class PartStore:
 
         Returns None, writing nothing, when there are no rows at all (an empty shard).
         """
-        frames = [f for f in (self._existing, self._read_parts()) if f is not None and len(f)]
+        parts = self._read_parts()
+        if self._existing is not None and (parts is None or not len(parts)):
+            # Nothing new (a rerun of a complete table): leave the file as it is. Merged with
+            # this run's metadata, which has no gauge readings, it lost its drift entry.
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return self.out
+        frames = [f for f in (self._existing, parts) if f is not None and len(f)]
         if not frames:
             shutil.rmtree(self.dir, ignore_errors=True)
             return None

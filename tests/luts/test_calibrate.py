@@ -278,3 +278,26 @@ def test_a_scattered_first_measurement_is_measured_again(demo_lut, tmp_path, mon
                                        progress=False))
     assert cal["rounds"] == 2 and cal["remeasured_after_r2"] is None
     assert remeasured_line(cal) is None
+
+
+def test_calibration_variants_span_the_model_from_small_to_nearly_whole():
+    """The fit interpolates over the model's range instead of extrapolating to the original
+    (random depths left resnet18's and mobilenet_v2's largest at 75-77% of its MACs)."""
+    from luts.calibrate import CALIBRATION_SEED
+    from luts.variants import plan_variants, spread_depths
+    from profiler.keyspace import macs
+    from zoo import resolve_model
+
+    for name in ("resnet18", "mobilenet_v2"):
+        r = resolve_model(name)
+        trace = trace_model(r.module, 112, 3)
+        dims = dimensions(trace.layers, trace.frozen_dims)
+        whole = sum(macs(x.key) for x in trace.layers)
+        plans = [p for p in plan_variants(dims, 32, 16, CALIBRATION_SEED, spread_depths(8))
+                 if p.kind == "random"][:8]
+        assert len(plans) == 8
+        share = sorted(sum(macs(x.key) for x in trace_model(
+            build_variant(r.module, trace, dims, p.channels, torch.zeros(1, 3, 112, 112)),
+            112, 3).layers) / whole for p in plans)
+        assert share[0] < 0.25 and 0.9 < share[-1] < 1.0, (name, share)
+        assert np.max(np.diff(share)) < 0.4, (name, share)
