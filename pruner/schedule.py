@@ -264,8 +264,9 @@ class Pruner:
 
     def _remove(self, j: int, idxs: np.ndarray) -> None:
         d = self.dims[j]
-        self.removed[d.root] += [int(i) for i in self.kept[d.root][idxs]]
-        self.kept[d.root] = np.delete(self.kept[d.root], idxs)
+        if self.kept is not None:  # None: resumed from a state that did not record them
+            self.removed[d.root] += [int(i) for i in self.kept[d.root][idxs]]
+            self.kept[d.root] = np.delete(self.kept[d.root], idxs)
         with carry_momentum(self.student, self.opt) as rebuild:
             remove_channels(self.student, self.graph, d, [int(i) for i in idxs])
         self.opt = rebuild()
