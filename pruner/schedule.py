@@ -24,7 +24,7 @@ from pruner.importance import GateTaylor, combine, group_error, lowest, magnitud
 from pruner.knapsack import min_cost_cover
 from pruner.optim import carry_momentum, make_sgd
 from pruner.plan import floor_model
-from pruner.snap import SnapResult, filters, grow, snap_counts
+from pruner.snap import SnapResult, grow, snap_counts
 from profiler.keyspace import trace_model
 from profiler.timing import cudnn_benchmark
 
@@ -339,8 +339,7 @@ class Pruner:
         before_ms, before_filters = self.latency.total_ms, self.filters()
         original = {r: len(self.kept[r]) + len(self.removed[r]) for r in self.kept}
         counts = snap_counts(self.latency, self.dims, original, self.cfg.group_size)
-        res = SnapResult(before_ms, self.latency.total_ms, before_filters,
-                         filters(counts, self.dims),
+        res = SnapResult(before_ms, self.latency.total_ms, before_filters, before_filters,
                          {d.root: (d.channels, counts[d.root]) for d in self.dims
                           if d.root in counts})
         if not counts:
@@ -362,6 +361,7 @@ class Pruner:
                               cpu_trace(self.student, self.size, self.in_ch))
         self.opt = make_sgd(self.student, self.cfg)
         self.gates = GateTaylor(self.student, self.dims)
+        res.filters_after = self.filters()
         return res
 
     def config_dict(self) -> dict:

@@ -145,8 +145,4 @@ def snap_line(res: SnapResult) -> str:
             f"{res.estimated_ms_after:.4f} ms; {dims}")
 
 
-def filters(counts: dict[str, int], dims: list[PrunableDim]) -> int:
-    return sum(counts.get(d.root, d.channels) * len(d.producers) for d in dims)
-
-
-__all__ = ["SnapResult", "snap_counts", "grow", "filters", "snap_line"]
+__all__ = ["SnapResult", "snap_counts", "grow", "snap_line"]

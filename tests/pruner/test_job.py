@@ -122,6 +122,21 @@ def test_prune_job_end_to_end_and_reload(teacher_ckpt, device, device_lut, tmp_p
         run_job(_job(teacher_ckpt, device_lut, tmp_path / "out", target, device))
 
 
+def interrupt_prune_step(monkeypatch, at: int):
+    """``Pruner.prune_step`` raises KeyboardInterrupt at its ``at``-th call (Ctrl-C in the
+    middle of a run); returns the real one, to put back."""
+    real, calls = Pruner.prune_step, {"n": 0}
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Pruner, "prune_step", flaky)
+    return real
+
+
 def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, device,
                                                                device_lut, tmp_path,
                                                                monkeypatch):
@@ -135,16 +150,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, dev
     whole = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "whole", target, **kw))
     assert len(whole["trajectory"]) >= 3
     assert whole["prune_checkpoints"]["writes"] == len(whole["trajectory"])
-    real = Pruner.prune_step
-    calls = {"n": 0}
-
-    def flaky(self, *a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(Pruner, "prune_step", flaky)
+    real = interrupt_prune_step(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", target, **kw))
     assert (tmp_path / "cut" / "state" / "prune.pt").exists()

@@ -159,21 +159,13 @@ def test_a_job_with_snap_grows_reports_and_saves_the_grown_model(teacher_ckpt, t
 def test_a_snapped_run_resumed_after_interruption_grows_the_same_filters(
         teacher_ckpt, teacher_lut, tmp_path, monkeypatch):
     from pruner.run import run_job
-    from tests.pruner.test_job import _assert_same_run
+    from tests.pruner.test_job import _assert_same_run, interrupt_prune_step
 
     lut_path = _stepped_lut(teacher_lut, tmp_path / "stepped.parquet")
     kw = dict(groups_per_step=1, target_ratio=0.6, snap=True, job_kw=dict(checkpoint_every=0))
     whole = run_job(_job(teacher_ckpt, lut_path, tmp_path / "whole", None, **kw))
     assert whole["snap"]["grown"] and len(whole["trajectory"]) >= 3
-    real, calls = Pruner.prune_step, {"n": 0}
-
-    def flaky(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(self, *a, **k)
-
-    monkeypatch.setattr(Pruner, "prune_step", flaky)
+    real = interrupt_prune_step(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
         run_job(_job(teacher_ckpt, lut_path, tmp_path / "cut", None, **kw))
     monkeypatch.setattr(Pruner, "prune_step", real)
