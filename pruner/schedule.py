@@ -349,10 +349,10 @@ class Pruner:
                                                                   self.in_ch),
                             example, self.kept, self.removed, counts)
         for d in self.dims:
-            if d.root in counts and self.cost is not None:
-                self.cost.remove(d.lut_dim, d.channels - counts[d.root])
             n = counts.get(d.root, d.channels) - d.channels
             if n:
+                if self.cost is not None:
+                    self.cost.remove(d.lut_dim, -n)
                 back = self.removed[d.root][len(self.removed[d.root]) - n:]
                 self.kept[d.root] = np.sort(np.concatenate([self.kept[d.root], back]))
                 self.removed[d.root] = self.removed[d.root][:-n]

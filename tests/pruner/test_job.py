@@ -122,19 +122,20 @@ def test_prune_job_end_to_end_and_reload(teacher_ckpt, device, device_lut, tmp_p
         run_job(_job(teacher_ckpt, device_lut, tmp_path / "out", target, device))
 
 
-def interrupt_prune_step(monkeypatch, at: int):
-    """``Pruner.prune_step`` raises KeyboardInterrupt at its ``at``-th call (Ctrl-C in the
-    middle of a run); returns the real one, to put back."""
-    real, calls = Pruner.prune_step, {"n": 0}
+def interrupt_prune_step(monkeypatch, at: int | None) -> dict:
+    """``Pruner.prune_step`` raises KeyboardInterrupt when it begins its ``at``-th call
+    (Ctrl-C in the middle of a run). Returns the counter: ``n`` steps begun, ``at`` (None:
+    no interruption), both for the test to reset between runs."""
+    real, calls = Pruner.prune_step, {"n": 0, "at": at}
 
     def flaky(self, *a, **kw):
         calls["n"] += 1
-        if calls["n"] == at:
+        if calls["n"] == calls["at"]:
             raise KeyboardInterrupt
         return real(self, *a, **kw)
 
     monkeypatch.setattr(Pruner, "prune_step", flaky)
-    return real
+    return calls
 
 
 def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, device,
@@ -150,12 +151,12 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(teacher_ckpt, dev
     whole = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "whole", target, **kw))
     assert len(whole["trajectory"]) >= 3
     assert whole["prune_checkpoints"]["writes"] == len(whole["trajectory"])
-    real = interrupt_prune_step(monkeypatch, 2)
+    calls = interrupt_prune_step(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
         run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", target, **kw))
     assert (tmp_path / "cut" / "state" / "prune.pt").exists()
     assert not (tmp_path / "cut" / "report.json").exists()
-    monkeypatch.setattr(Pruner, "prune_step", real)
+    calls["at"] = None
     with pytest.raises(ValueError, match="other settings"):  # not mixed with another run
         run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", target, eta=3.0, **kw))
     resumed = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", target, **kw))
@@ -167,30 +168,20 @@ def test_time_policy_writes_less_and_resumes_from_an_older_step(teacher_ckpt, te
     """With a checkpoint every 2 "seconds" of a clock that ticks once per step, the state
     is written at steps 2, 4, ... and at the end; a run cut during step 4 resumes from
     step 2, replays steps 3 and 4 from their own seeds, and ends as an uncut run does."""
-    begun = {"n": 0}
-    real = Pruner.prune_step
-
-    def counted(self, *a, **kw):
-        begun["n"] += 1
-        if begun["n"] == cut_at:
-            raise KeyboardInterrupt
-        return real(self, *a, **kw)
-
-    monkeypatch.setattr(Pruner, "prune_step", counted)
+    begun = interrupt_prune_step(monkeypatch, None)
     monkeypatch.setattr(run_mod, "_clock", lambda: float(begun["n"]))
     # At least 5 steps whichever groups go: 72 of the 144 filters must, at most 16 a step
     kw = dict(groups_per_step=1, target_ratio=0.5, job_kw=dict(checkpoint_every=2))
-    cut_at = None
     whole = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "whole", None, **kw))
     n = len(whole["trajectory"])
     assert n >= 5
     assert whole["prune_checkpoints"]["writes"] == n // 2 + n % 2 < n
-    begun["n"], cut_at = 0, 4
+    begun.update(n=0, at=4)
     with pytest.raises(KeyboardInterrupt):
         run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", None, **kw))
     state = tmp_path / "cut" / "state" / "prune.pt"
     assert torch.load(state, weights_only=True, map_location="cpu")["step"] == 2
-    begun["n"], cut_at = 0, None
+    begun.update(n=0, at=None)
     resumed = run_job(_job(teacher_ckpt, teacher_lut, tmp_path / "cut", None, **kw))
     assert [r["step"] for r in resumed["trajectory"]] == list(range(1, n + 1))
     _assert_same_run(whole, resumed, tmp_path / "whole", tmp_path / "cut")
