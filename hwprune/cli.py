@@ -302,11 +302,17 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
 @click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--strict", is_flag=True)
+@click.option("--recalibrate", is_flag=True,
+              help="Also measure the table's calibration variants (8 new ones if it has "
+                   "none), in the same interleaved rounds as these, refit its calibration "
+                   "on them and store it in the table; the report scores the new fit and "
+                   "says how the previous one did. A calibration made minutes earlier meets "
+                   "another machine than the validation on a shared VM.")
 @runtime_options("the variants", "Compare a LUT with measurements in a runtime it was not "
                                  "timed in.")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, seed, strict,
-                 runtime, allow_mismatch, quiet) -> None:
+                 recalibrate, runtime, allow_mismatch, quiet) -> None:
     """Estimate and measure N pruned variants of MODEL; report R², MAPE, max error, Spearman.
 
     Variants take random per-dimension channel counts on the LUT's grid (plus the
@@ -315,13 +321,14 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
     """
     from luts import ValidateConfig, validate
     from luts.fit import describe_fit
+    from luts.recalibrate import describe_recalibration
     from luts.validate import describe_drift
 
     try:
         report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
                                          seed, stat, max_reps, rounds, strict,
                                          allow_mismatch=allow_mismatch, runtime=runtime,
-                                         progress=not quiet))
+                                         progress=not quiet, recalibrate=recalibrate))
     except USER_ERRORS as exc:
         _fail(exc)
     p, c = report, report["conv_only"]
@@ -346,6 +353,8 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
         click.echo(f"calibrated: {describe_fit(k)} (fitted on {k['variants']} "
                    f"other variants of {k['model']}); {k['shared_with_validation']} of these "
                    f"variants were among them and are left out of its row")
+    if describe_recalibration(p.get("recalibration")):
+        click.echo(describe_recalibration(p["recalibration"]))
     if describe_drift(p):
         click.echo(describe_drift(p))
     click.echo(f"wrote {out / 'report.json'}, {out / 'variants.csv'}, "

@@ -132,7 +132,7 @@ def _cost(resolved, plan, device: str, n_images: int, synth_batch: int, preset: 
 
 
 def _grid_step(lut) -> int:
-    from luts.validate import lut_step
+    from luts.variants import lut_step
 
     try:
         return lut_step(lut)

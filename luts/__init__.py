@@ -7,12 +7,14 @@ from luts.info import ConfigCoverage, LutSummary, format_summary, summarize
 from luts.lookup import Lut, LutMissError, config_of
 from luts.metrics import agreement, macs, proxy_agreement
 from luts.plot import plot_layer
+from luts.recalibrate import Recalibration, describe_recalibration
 from luts.validate import ValidateConfig, validate, variant_keys
 from luts.variants import VariantPlan, build_variant, plan_variants
 from profiler.table import LutError, merge_luts, read_lut, read_meta
 
 __all__ = ["CalibrateConfig", "TooFewVariants", "calibrate", "fit_calibration", "LatencyModel", "shrink", "Estimate", "estimate", "estimate_trace", "ConfigCoverage",
            "LutSummary", "format_summary", "summarize", "Lut", "LutMissError", "config_of",
-           "agreement", "macs", "proxy_agreement", "plot_layer", "ValidateConfig", "validate", "variant_keys",
+           "agreement", "macs", "proxy_agreement", "plot_layer", "Recalibration",
+           "describe_recalibration", "ValidateConfig", "validate", "variant_keys",
            "VariantPlan", "build_variant", "plan_variants", "LutError", "merge_luts", "read_lut",
            "read_meta"]

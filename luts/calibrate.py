@@ -35,9 +35,8 @@ from luts.estimate import estimate_trace
 from luts.fit import (NOISY_FIT_R2, TooFewVariants, choose_calibration, describe_holdout,
                       fit_calibration, holdout_check)
 from luts.lookup import DEFAULT_STAT, STATS, Lut
-from luts.validate import lut_step, timing_of
-from luts.variants import (build_variant, measure_interleaved, on_table_speed, plan_variants,
-                           spread_depths)
+from luts.variants import (VariantPlan, build_variant, lut_step, measure_interleaved,
+                           on_table_speed, plan_variants, spread_depths, timing_of)
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
 from profiler.keyspace import trace_model
@@ -86,30 +85,22 @@ def calibrate(cfg: CalibrateConfig) -> dict:
                                    if s["model"] == resolved.name), resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     dims = dimensions(trace.layers, trace.frozen_dims)
-    plans = [p for p in plan_variants(dims, lut_step(raw), cfg.samples + 8, cfg.seed,
-                                      spread_depths(cfg.samples))
-             if p.kind == "random"][: cfg.samples]
+    plans = calibration_plans(dims, lut_step(raw), cfg.samples, cfg.seed)
     if len(plans) < 3:
         raise TooFewVariants(f"cannot calibrate {cfg.lut}: its grid gives only {len(plans)} "
                              f"random pruned variants of {resolved.name}, a fit needs at "
                              f"least 3")
     example = torch.randn(1, resolved.in_channels, size, size)
-    nets, sums, n_ops = {}, {s: [] for s in STATS}, None
-    by_stat = {s: Lut(raw.rows, raw.meta, s, raw.source) for s in STATS}  # indexed once
     # A runtime table is calibrated on its variants run in that runtime (exported, checked
     # against PyTorch and loaded once, like `lut validate --runtime`).
     runtime = RuntimeNets(raw.runtime, size, resolved.in_channels, tc.threads or 1) \
         if raw.runtime != "torch" else None
     try:
-        for plan in plans:
-            net = build_variant(resolved.module, trace, dims, plan.channels, example)
-            vt = trace_model(net, size, resolved.in_channels)
-            for s, table in by_stat.items():
-                est = estimate_trace(vt, table)
-                sums[s].append(est.total_ms)
-            n_ops = len(est.layers)  # the runtime's operators, for a runtime table
-            tag = " ".join(map(str, plan.channels))
-            nets[tag] = runtime.add(tag, net) if runtime else prepare_model(net, tc)
+        cs = calibration_nets(raw, resolved.module, trace, dims, plans, example, size,
+                              resolved.in_channels,
+                              lambda tag, net: runtime.add(tag, net) if runtime
+                              else prepare_model(net, tc))
+        nets, sums, n_ops = cs.nets, cs.sums, cs.n_ops
         # Exporting to a runtime takes seconds per variant: the budget is for measuring.
         t_budget = time.perf_counter() if runtime else t0
         return _measure_and_store(cfg, raw, tc, resolved, size, nets, sums, n_ops, budget, t0,
@@ -140,7 +131,7 @@ def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, 
     try:
         samples, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference,
                                          timer)
-        fits = _fit_all(sums, samples, nets, level, n_ops)
+        fits = fit_all(sums, samples, nets, level, n_ops)
         if fits[DEFAULT_STAT]["r2"] < NOISY_FIT_R2:
             # The variants scatter about the line: the machine's speed moved under them.
             # As many rounds again (the budget once more, only in this case), medians over
@@ -151,29 +142,74 @@ def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, 
             for t in nets:
                 for k, v in more[t].items():
                     samples[t][k] += v
-            fits = _fit_all(sums, samples, nets, level, n_ops)
+            fits = fit_all(sums, samples, nets, level, n_ops)
     finally:
         torch.set_num_threads(old_threads)
         if reference:
             reference.close()
-    result = {"model": resolved.name, "input_size": size, "seed": cfg.seed,
-              "runtime": raw.runtime,
+    result = {**calibration_record(resolved.name, size, cfg.seed, raw.runtime, list(nets),
+                                   sums, samples, fits, level),
               "rounds": len(next(iter(samples.values()))[DEFAULT_STAT]),
               "remeasured_after_r2": first_r2,
-              "budget_s": budget, "seconds": time.perf_counter() - t0,
-              "measured": now_iso(), "variants": list(nets), "fits": fits,
-              "stat": DEFAULT_STAT, "operator_sum_ms": sums[DEFAULT_STAT],
-              "measured_ms": [float(np.median(on_table_speed(samples[t], DEFAULT_STAT, level)))
-                              for t in nets],
-              "drift_corrected": level is not None,
-              "measured_raw_ms": [float(np.median(samples[t][DEFAULT_STAT])) for t in nets]}
-    rows, meta = read_lut(cfg.lut)
-    meta["calibration"] = result
-    write_lut(rows, meta, cfg.lut)
+              "budget_s": budget, "seconds": time.perf_counter() - t0}
+    store_calibration(cfg.lut, result)
     return result
 
 
-def _fit_all(sums: dict, samples: dict, nets: dict, level: float | None, n_ops: int) -> dict:
+def calibration_plans(dims: list, step: int, samples: int,
+                      seed: int = CALIBRATION_SEED) -> list[VariantPlan]:
+    """The random variants a calibration measures: one draw at each of ``samples`` depths."""
+    return [p for p in plan_variants(dims, step, samples + 8, seed, spread_depths(samples))
+            if p.kind == "random"][:samples]
+
+
+@dataclass
+class CalibrationNets:
+    nets: dict      # tag (channel counts) -> what the timer measures
+    sums: dict      # statistic -> the uncalibrated operator sum of each net, in order
+    n_ops: int      # operators in one net (the table's runtime's, for a runtime table)
+
+
+def calibration_nets(table: Lut, module, trace, dims: list, plans: list[VariantPlan],
+                     example: torch.Tensor, size: int, in_channels: int,
+                     prepare) -> CalibrationNets:
+    """Each plan built, its operator sum looked up in ``table`` without any calibration,
+    and ``prepare(tag, net)`` made of it (a loaded runtime model, or a prepared module)."""
+    meta = {k: v for k, v in table.meta.items() if k != "calibration"}
+    by_stat = {s: Lut(table.rows, meta, s, table.source) for s in STATS}  # indexed once
+    nets, sums, n_ops = {}, {s: [] for s in STATS}, 0
+    for plan in plans:
+        net = build_variant(module, trace, dims, plan.channels, example)
+        vt = trace_model(net, size, in_channels)
+        for s, t in by_stat.items():
+            est = estimate_trace(vt, t)
+            sums[s].append(est.total_ms)
+        n_ops = len(est.layers)
+        tag = " ".join(map(str, plan.channels))
+        nets[tag] = prepare(tag, net)
+    return CalibrationNets(nets, sums, n_ops)
+
+
+def calibration_record(model: str, size: int, seed: int, runtime: str, tags: list[str],
+                       sums: dict, samples: dict, fits: dict, level: float | None) -> dict:
+    """What a table stores of a calibration (``samples`` keyed by ``tags``)."""
+    return {"model": model, "input_size": size, "seed": seed, "runtime": runtime,
+            "measured": now_iso(), "variants": tags, "fits": fits,
+            "stat": DEFAULT_STAT, "operator_sum_ms": sums[DEFAULT_STAT],
+            "measured_ms": [float(np.median(on_table_speed(samples[t], DEFAULT_STAT, level)))
+                            for t in tags],
+            "drift_corrected": level is not None,
+            "measured_raw_ms": [float(np.median(samples[t][DEFAULT_STAT])) for t in tags]}
+
+
+def store_calibration(path: Path, record: dict) -> None:
+    """The table at ``path`` rewritten (atomically) with ``record`` as its calibration."""
+    rows, meta = read_lut(path)
+    meta["calibration"] = record
+    write_lut(rows, meta, path)
+
+
+def fit_all(sums: dict, samples: dict, nets: dict, level: float | None, n_ops: int) -> dict:
     """Both forms fitted for every statistic, on the variants put on the table's speed."""
     fits = {}
     for s in STATS:
@@ -182,5 +218,6 @@ def _fit_all(sums: dict, samples: dict, nets: dict, level: float | None, n_ops: 
     return fits
 
 
-__all__ = ["CalibrateConfig", "calibrate", "fit_calibration", "holdout_check", "describe_holdout",
-           "CALIBRATION_SEED", "TooFewVariants"]
+__all__ = ["CalibrateConfig", "calibrate", "calibration_plans", "calibration_nets",
+           "calibration_record", "store_calibration", "fit_all", "fit_calibration",
+           "holdout_check", "describe_holdout", "CALIBRATION_SEED", "TooFewVariants"]

@@ -24,7 +24,9 @@ from luts.estimate import estimate_trace
 from luts.fit import describe_holdout
 from luts.lookup import DEFAULT_STAT, STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
-from luts.variants import build_variant, measure_interleaved, on_table_speed, plan_variants
+from luts.recalibrate import Recalibration
+from luts.variants import (build_variant, lut_step, measure_interleaved, on_table_speed,
+                           plan_variants, timing_of)
 from luts.verdict import spread_warning
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
@@ -56,31 +58,11 @@ class ValidateConfig:
     runtime: str | None = None
     progress: bool = True
     extra: dict = field(default_factory=dict)
-
-
-# Seconds one whole-network measurement takes at most (the scan's 20 s per key let one
-# validation of 12 variants in 3 rounds take 5 minutes on a noisy VM) and at least (a
-# shorter window catches a whole hiccup of a shared VM in one round: profiler.clock).
-NETWORK_MAX_SECONDS = 3.0
-NETWORK_MIN_SECONDS = 0.5
-
-
-def timing_of(lut: Lut, max_reps: int, max_seconds: float = NETWORK_MAX_SECONDS,
-              min_seconds: float = NETWORK_MIN_SECONDS) -> TimingConfig:
-    """The LUT's own timing mode, to measure whole networks exactly as its rows were."""
-    m = lut.meta
-    return TimingConfig(device=m["device_kind"], dtype=m["dtype"], batch=int(m["batch"]),
-                        channels_last=m["memory_format"] == "channels_last",
-                        mode=m["timing_mode"], threads=m.get("threads") or None,
-                        max_reps=max_reps, max_seconds=max_seconds,
-                        min_seconds=min_seconds).validate()
-
-
-def lut_step(lut: Lut) -> int:
-    steps = {int(s["step"]) for s in lut.meta.get("sources", [])}
-    if len(steps) != 1:
-        raise LutError(f"LUT {lut.source}: cannot tell its grid step (sources: {sorted(steps)})")
-    return steps.pop()
+    # Measure the table's calibration variants in the same interleaved rounds as these,
+    # refit its calibration on them and store it (``luts.recalibrate``): the fit and the
+    # check then see the same machine, which a calibration minutes older need not.
+    recalibrate: bool = False
+    calibration_samples: int = 8   # when the table has no calibration yet
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -117,20 +99,16 @@ def validate(cfg: ValidateConfig) -> dict:
     runtime = RuntimeNets(cfg.runtime, size, resolved.in_channels, tc.threads) \
         if cfg.runtime != "torch" else None
     try:
-        nets = {}
+        nets, traces = {}, {}
         for i, plan in enumerate(plans):
             tag = " ".join(map(str, plan.channels))
             net = build_variant(resolved.module, trace, dims, plan.channels, example)
             vt = trace_model(net, size, resolved.in_channels)
-            est = estimate_trace(vt, lut, cfg.strict)
+            traces[tag] = vt
             # Estimates are recomputed on every run (the table may have been extended or
             # calibrated since); measurements of an earlier run are reused.
             row = {"variant": i, "kind": plan.kind, "channels": tag, "measured_in": cfg.runtime,
-                   "estimate_ms": est.total_ms, "operator_sum_ms": est.operator_sum_ms,
-                   "conv_only_ms": est.conv_ms,
-                   **{f"estimate_{s}": estimate_trace(vt, t, cfg.strict).total_ms
-                      for s, t in others.items()},
-                   "interpolated_layers": est.interpolated,
+                   **_estimates(vt, lut, others, cfg.strict),
                    "in_calibration": tag in calibrated,
                    "macs": sum(macs(r.key) for r in vt.layers),
                    "params": sum(p.numel() for p in net.parameters())}
@@ -140,7 +118,18 @@ def validate(cfg: ValidateConfig) -> dict:
                 rows[tag] = {**row, "measured_ms": np.nan, "measured_std_ms": np.nan, "rounds": 0}
                 nets[tag] = runtime.add(tag, net) if runtime else prepare_model(net, tc)
         timer = (lambda s: time_session(s, x.numpy(), tc)) if runtime else None
-        _measure(nets, rows, x, tc, cfg, csv, lut, timer)
+        recal = Recalibration.build(cfg, lut, resolved, trace, dims, example, size, runtime,
+                                    tc) if cfg.recalibrate else None
+        cal_samples = _measure(nets, rows, x, tc, cfg, csv, lut, timer,
+                               recal.nets if recal else None)
+        if recal:  # every row's estimate again, from the table as now calibrated
+            lut = recal.store(cal_samples, rows)
+            others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
+            calibrated = set(lut.meta["calibration"]["variants"])
+            for tag, vt in traces.items():
+                rows[tag].update(**_estimates(vt, lut, others, cfg.strict),
+                                 in_calibration=tag in calibrated)
+            _write_csv(pd.DataFrame(list(rows.values())).sort_values("variant"), csv)
         where = runtime.sessions[next(iter(runtime.sessions))].info.as_dict() \
             if runtime and runtime.sessions else {"runtime": cfg.runtime}
     finally:
@@ -148,7 +137,19 @@ def validate(cfg: ValidateConfig) -> dict:
         if runtime:
             runtime.close()
     df = pd.DataFrame(list(rows.values())).sort_values("variant")
-    return _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where)
+    report = _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where,
+                     recal.summary(df) if recal else None)
+    return report
+
+
+def _estimates(vt, lut: Lut, others: dict, strict: bool) -> dict:
+    """One variant's estimates from ``lut`` (and from ``others``, each statistic's table)."""
+    est = estimate_trace(vt, lut, strict)
+    return {"estimate_ms": est.total_ms, "operator_sum_ms": est.operator_sum_ms,
+            "conv_only_ms": est.conv_ms,
+            **{f"estimate_{s}": estimate_trace(vt, t, strict).total_ms
+               for s, t in others.items()},
+            "interpolated_layers": est.interpolated}
 
 
 def variant_keys(model: str, step: int, samples: int, seed: int = 0,
@@ -180,15 +181,18 @@ def _load_rows(csv: Path) -> dict:
 
 
 def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: ValidateConfig,
-             csv: Path, lut: Lut, timer=None) -> None:
+             csv: Path, lut: Lut, timer=None, extra: dict | None = None) -> dict:
+    """``nets`` measured into their rows (and ``csv``); ``extra`` nets in the same rounds,
+    spread among them, their samples returned."""
     ref_key, level = lut.drift_key, lut.drift_level_ms
+    extra = extra or {}
     # The gauge is read as the table's rows read it (in the table's runtime), wherever the
     # variants are measured.
     reference = DriftReference(ref_key, reference_config(tc), runtime=lut.drift_runtime) \
-        if ref_key and nets else None
+        if ref_key and (nets or extra) else None
     try:
-        samples, stds = measure_interleaved(nets, x, tc, cfg.rounds, cfg.progress, reference,
-                                            timer)
+        samples, stds = measure_interleaved(interleave(nets, extra), x, tc, cfg.rounds,
+                                            cfg.progress, reference, timer)
     finally:
         if reference:
             reference.close()
@@ -204,10 +208,21 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
                          measured_round_spread=float(np.ptp(mine) / np.median(mine)),
                          rounds=cfg.rounds)
     _write_csv(pd.DataFrame(list(rows.values())).sort_values("variant"), csv)
+    return {tag: samples[tag] for tag in extra}
+
+
+def interleave(a: dict, b: dict) -> dict:
+    """``a`` and ``b`` merged (their keys differ), ``b``'s entries spread evenly among
+    ``a``'s, so that neither set alone meets the start or the end of each round."""
+    n = len(a) + len(b)
+    slots = {int((j + 0.5) * n / len(b)): k for j, k in enumerate(b)}  # distinct: n/len(b) >= 1
+    rest = iter(a)
+    return {k: (b if k in slots.values() else a)[k]
+            for k in (slots[i] if i in slots else next(rest) for i in range(n))}
 
 
 def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: int,
-            seconds: float, where: dict | None = None) -> dict:
+            seconds: float, where: dict | None = None, recalibration: dict | None = None) -> dict:
     meas = df["measured_ms"].to_numpy()
     drift = _drift(df, lut, cfg.stat)
     # Variants the table's calibration was fitted on are not evidence for it: leave them out.
@@ -226,6 +241,7 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
                         "variants": len(cal.get("variants", [])),
                         "shared_with_validation": int((~held).sum())}
         if lut.calibration else None,
+        "recalibration": recalibration,
         # A stored fit that lost to the plain sum on held-out variants (luts.calibrate).
         "calibration_not_applied": describe_holdout(cal["fits"][cfg.stat])
         if cal.get("fits", {}).get(cfg.stat) and not lut.calibration else None,

@@ -12,12 +12,38 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from luts.lookup import STATS
+from luts.lookup import STATS, Lut
 from profiler.coupling import Dimension
 from profiler.drift import DriftReference
 from profiler.keyspace import Trace, channel_grid
+from profiler.table import LutError
 from profiler.timing import Stats, TimingConfig, time_model
 from zoo.models import shrink_to
+
+
+# Seconds one whole-network measurement takes at most (the scan's 20 s per key let one
+# validation of 12 variants in 3 rounds take 5 minutes on a noisy VM) and at least (a
+# shorter window catches a whole hiccup of a shared VM in one round: profiler.clock).
+NETWORK_MAX_SECONDS = 3.0
+NETWORK_MIN_SECONDS = 0.5
+
+
+def timing_of(lut: Lut, max_reps: int, max_seconds: float = NETWORK_MAX_SECONDS,
+              min_seconds: float = NETWORK_MIN_SECONDS) -> TimingConfig:
+    """The LUT's own timing mode, to measure whole networks exactly as its rows were."""
+    m = lut.meta
+    return TimingConfig(device=m["device_kind"], dtype=m["dtype"], batch=int(m["batch"]),
+                        channels_last=m["memory_format"] == "channels_last",
+                        mode=m["timing_mode"], threads=m.get("threads") or None,
+                        max_reps=max_reps, max_seconds=max_seconds,
+                        min_seconds=min_seconds).validate()
+
+
+def lut_step(lut: Lut) -> int:
+    steps = {int(s["step"]) for s in lut.meta.get("sources", [])}
+    if len(steps) != 1:
+        raise LutError(f"LUT {lut.source}: cannot tell its grid step (sources: {sorted(steps)})")
+    return steps.pop()
 
 
 @dataclass

@@ -74,7 +74,7 @@ class TimingConfig:
     # Keep sampling at least this long even once the CI is reached. Whole networks are
     # compared round against round: a 60 ms window (20 calls of a 3 ms net, which met the
     # median's 1% CI) caught whole hiccups of a shared VM, and the demo's rounds then
-    # differed by 46%; longer windows average them out (luts.validate.NETWORK_MIN_SECONDS).
+    # differed by 46%; longer windows average them out (luts.variants.NETWORK_MIN_SECONDS).
     min_seconds: float = 0.0
     graph_unroll: int = 10
     # Bytes the weights of each timed op must exceed, by rotating copies of them, so that

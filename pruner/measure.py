@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from luts import Lut
-from luts.validate import timing_of
+from luts.variants import timing_of
 from luts.variants import measure_interleaved
 from luts.verdict import ratio_verdict, spread_warning
 from profiler.runtime_timing import RuntimeNets, time_session

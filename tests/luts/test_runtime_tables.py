@@ -74,6 +74,26 @@ def test_validation_measures_in_the_tables_runtime(runtime_lut, tmp_path):
     assert (rows["estimate_ms"] > 0).all()
 
 
+def test_validation_recalibrates_in_the_tables_runtime(runtime_lut, tmp_path):
+    import shutil
+
+    from profiler import read_lut
+
+    runtime, shared = runtime_lut
+    path = shutil.copy(shared, tmp_path / "t.parquet")  # the shared table stays as it is
+    before = read_lut(path)[1]["calibration"]
+    out = tmp_path / "val"
+    res = _run("lut", "validate", "demo", "--lut", path, "--samples", "4", "--rounds", "1",
+               "--max-reps", "10", "--out", out, "-q", "--recalibrate")
+    assert res.exit_code == 0, res.output
+    after = read_lut(path)[1]["calibration"]
+    assert after["runtime"] == runtime and after["with_validation"]
+    assert after["variants"] == before["variants"] and after["drift_corrected"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["recalibration"]["previous"]["variants_shared"] == 3
+    assert (pd.read_csv(out / "variants.csv")["measured_in"] == runtime).all()
+
+
 def test_a_runtime_table_is_refused_elsewhere(runtime_lut, demo_lut, tmp_path):
     from luts import Lut, merge_luts
     from profiler.table import LutError
