@@ -353,6 +353,10 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
         click.echo(f"calibrated: {describe_fit(k)} (fitted on {k['variants']} "
                    f"other variants of {k['model']}); {k['shared_with_validation']} of these "
                    f"variants were among them and are left out of its row")
+    if p.get("remeasured_after_spread"):
+        click.echo(f"the first {rounds} rounds varied {100 * p['remeasured_after_spread']:.0f}% "
+                   f"(median over the variants): measured again in as many rounds, medians "
+                   f"over all")
     if describe_recalibration(p.get("recalibration")):
         click.echo(describe_recalibration(p["recalibration"]))
     if describe_drift(p):
