@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                     "estimator", "operator_sum", "calibration", "r2_identity", "r2_linear", "mape", "max_abs_err_ms", "spearman",
                     "n_samples", "measured_range_ms", "conv_only", "conv_only_share_of_measured",
                     "proxies", "machine_drift", "median_round_spread", "runtime",
-                    "lut_runtime", "recalibration", "drift_corrected")}
+                    "lut_runtime", "recalibration", "drift_corrected", "remeasured_after_spread")}
         result["models"][model] = entry
         write_json(args.out, "lut_validation.json", result)
     for model in filter(None, args.extend.split(",")):
