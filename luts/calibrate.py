@@ -74,9 +74,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     t0 = time.perf_counter()
     raw = Lut.load(cfg.lut)
     raw.meta.pop("calibration", None)  # the fit is always against the plain operator sums
-    if any(s.get("keys") for s in raw.meta.get("sources", [])):
-        raise LutError(f"LUT {cfg.lut} holds only listed keys (`--for-validation`): calibrate "
-                       f"a table that covers the model's whole grid")
+    require_grid(raw, cfg.lut)
     budget = cfg.budget_s if cfg.budget_s is not None else \
         calibration_budget(float(raw.rows["seconds"].sum()))
     tc = timing_of(raw, cfg.max_reps)
@@ -156,6 +154,13 @@ def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, 
     return result
 
 
+def require_grid(table: Lut, path) -> None:
+    """A calibration is of a table that covers the model's whole grid: refuse another."""
+    if any(s.get("keys") for s in table.meta.get("sources", [])):
+        raise LutError(f"LUT {path} holds only listed keys (`--for-validation`): calibrate "
+                       f"a table that covers the model's whole grid")
+
+
 def calibration_plans(dims: list, step: int, samples: int,
                       seed: int = CALIBRATION_SEED) -> list[VariantPlan]:
     """The random variants a calibration measures: one draw at each of ``samples`` depths."""
@@ -219,5 +224,5 @@ def fit_all(sums: dict, samples: dict, nets: dict, level: float | None, n_ops: i
 
 
 __all__ = ["CalibrateConfig", "calibrate", "calibration_plans", "calibration_nets",
-           "calibration_record", "store_calibration", "fit_all", "fit_calibration",
+           "calibration_record", "store_calibration", "fit_all", "require_grid", "fit_calibration",
            "holdout_check", "describe_holdout", "CALIBRATION_SEED", "TooFewVariants"]

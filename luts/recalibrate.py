@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from luts.calibrate import (CALIBRATION_SEED, CalibrationNets, TooFewVariants, calibration_nets, calibration_plans,
-                            calibration_record, fit_all, store_calibration)
+from luts.calibrate import (CALIBRATION_SEED, CalibrationNets, TooFewVariants,
+                            calibration_nets, calibration_plans, calibration_record, fit_all,
+                            require_grid, store_calibration)
 from luts.lookup import DEFAULT_STAT, Lut
 from luts.metrics import agreement
 from luts.variants import lut_step
@@ -54,9 +55,7 @@ class Recalibration:
         """The calibration variants built (and exported, for a runtime) beside the validation's."""
         if len(cfg.luts) != 1:
             raise LutError("--recalibrate stores the new fit in the table: give exactly one --lut")
-        if any(s.get("keys") for s in lut.meta.get("sources", [])):
-            raise LutError(f"LUT {cfg.luts[0]} holds only listed keys (`--for-validation`): "
-                           f"only a table of the model's whole grid can be calibrated")
+        require_grid(lut, cfg.luts[0])
         previous = lut.meta.get("calibration")
         n = len(previous["variants"]) if previous else cfg.calibration_samples
         seed = (previous or {}).get("seed", CALIBRATION_SEED)

@@ -74,7 +74,7 @@ def validate(cfg: ValidateConfig) -> dict:
     cfg.runtime = cfg.runtime or lut.runtime
     lut.check_runtime(check_runtime(cfg.runtime), cfg.allow_mismatch)
     # One measurement serves every statistic: the report compares each with its own column.
-    others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
+    others = _other_stats(lut, cfg.stat)
     tc = timing_of(lut, cfg.max_reps)  # time_model turns cudnn.benchmark on while it times
     resolved = resolve_model(cfg.model)
     size = cfg.input_size or next((s["input_size"] for s in lut.meta.get("sources", [])
@@ -124,7 +124,7 @@ def validate(cfg: ValidateConfig) -> dict:
                                recal.nets if recal else None)
         if recal:  # every row's estimate again, from the table as now calibrated
             lut = recal.store(cal_samples, rows)
-            others = {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != cfg.stat}
+            others = _other_stats(lut, cfg.stat)
             calibrated = set(lut.meta["calibration"]["variants"])
             for tag, vt in traces.items():
                 rows[tag].update(**_estimates(vt, lut, others, cfg.strict),
@@ -140,6 +140,11 @@ def validate(cfg: ValidateConfig) -> dict:
     report = _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where,
                      recal.summary(df) if recal else None)
     return report
+
+
+def _other_stats(lut: Lut, stat: str) -> dict:
+    """The table read in each other statistic (one measurement serves every statistic)."""
+    return {s: Lut(lut.rows, lut.meta, s, lut.source) for s in STATS if s != stat}
 
 
 def _estimates(vt, lut: Lut, others: dict, strict: bool) -> dict:
