@@ -35,7 +35,7 @@ from luts.estimate import estimate_trace
 from luts.fit import (NOISY_FIT_R2, TooFewVariants, choose_calibration, describe_holdout,
                       fit_calibration, holdout_check)
 from luts.lookup import DEFAULT_STAT, STATS, Lut
-from luts.variants import (VariantPlan, build_variant, lut_step, measure_interleaved,
+from luts.variants import (VariantPlan, add_rounds, build_variant, lut_step, measure_interleaved,
                            on_table_speed, plan_variants, spread_depths, timing_of)
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
@@ -83,11 +83,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
                                    if s["model"] == resolved.name), resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     dims = dimensions(trace.layers, trace.frozen_dims)
-    plans = calibration_plans(dims, lut_step(raw), cfg.samples, cfg.seed)
-    if len(plans) < 3:
-        raise TooFewVariants(f"cannot calibrate {cfg.lut}: its grid gives only {len(plans)} "
-                             f"random pruned variants of {resolved.name}, a fit needs at "
-                             f"least 3")
+    plans = calibration_plans(dims, lut_step(raw), cfg.samples, cfg.seed, cfg.lut, resolved.name)
     example = torch.randn(1, resolved.in_channels, size, size)
     # A runtime table is calibrated on its variants run in that runtime (exported, checked
     # against PyTorch and loaded once, like `lut validate --runtime`).
@@ -127,19 +123,16 @@ def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, 
     first_r2 = None
     timer = (lambda s: time_session(s, x_in.numpy(), tc)) if runtime else None
     try:
-        samples, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference,
-                                         timer)
+        samples, stds = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress,
+                                            reference, timer)
         fits = fit_all(sums, samples, nets, level, n_ops)
         if fits[DEFAULT_STAT]["r2"] < NOISY_FIT_R2:
             # The variants scatter about the line: the machine's speed moved under them.
             # As many rounds again (the budget once more, only in this case), medians over
             # all: one slow moment then moves no variant's median.
             first_r2 = fits[DEFAULT_STAT]["r2"]
-            more, _ = measure_interleaved(nets, x_in, tc, cfg.rounds, cfg.progress, reference,
-                                          timer)
-            for t in nets:
-                for k, v in more[t].items():
-                    samples[t][k] += v
+            add_rounds((samples, stds), measure_interleaved(nets, x_in, tc, cfg.rounds,
+                                                            cfg.progress, reference, timer))
             fits = fit_all(sums, samples, nets, level, n_ops)
     finally:
         torch.set_num_threads(old_threads)
@@ -161,11 +154,16 @@ def require_grid(table: Lut, path) -> None:
                        f"a table that covers the model's whole grid")
 
 
-def calibration_plans(dims: list, step: int, samples: int,
-                      seed: int = CALIBRATION_SEED) -> list[VariantPlan]:
-    """The random variants a calibration measures: one draw at each of ``samples`` depths."""
-    return [p for p in plan_variants(dims, step, samples + 8, seed, spread_depths(samples))
-            if p.kind == "random"][:samples]
+def calibration_plans(dims: list, step: int, samples: int, seed: int = CALIBRATION_SEED,
+                      lut: object = "the table", model: str = "the model") -> list[VariantPlan]:
+    """The random variants a calibration measures: one draw at each of ``samples`` depths.
+    Fewer than 3 (a coarse grid) cannot be fitted: TooFewVariants names ``lut`` and ``model``."""
+    plans = [p for p in plan_variants(dims, step, samples + 8, seed, spread_depths(samples))
+             if p.kind == "random"][:samples]
+    if len(plans) < 3:
+        raise TooFewVariants(f"cannot calibrate {lut}: its grid gives only {len(plans)} "
+                             f"random pruned variants of {model}, a fit needs at least 3")
+    return plans
 
 
 @dataclass

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from luts.calibrate import (CALIBRATION_SEED, CalibrationNets, TooFewVariants,
+from luts.calibrate import (CALIBRATION_SEED, CalibrationNets,
                             calibration_nets, calibration_plans, calibration_record, fit_all,
                             require_grid, store_calibration)
 from luts.lookup import DEFAULT_STAT, Lut
@@ -59,11 +59,7 @@ class Recalibration:
         previous = lut.meta.get("calibration")
         n = len(previous["variants"]) if previous else cfg.calibration_samples
         seed = (previous or {}).get("seed", CALIBRATION_SEED)
-        plans = calibration_plans(dims, lut_step(lut), n, seed)
-        if len(plans) < 3:
-            raise TooFewVariants(f"cannot recalibrate {cfg.luts[0]}: its grid gives only "
-                                 f"{len(plans)} random pruned variants of {resolved.name}, a "
-                                 f"fit needs at least 3")
+        plans = calibration_plans(dims, lut_step(lut), n, seed, cfg.luts[0], resolved.name)
 
         def prepare(tag, net):
             return runtime.add(PREFIX + tag, net) if runtime else prepare_model(net, tc)
@@ -99,8 +95,7 @@ class Recalibration:
                "previous": None}
         if not self.previous:
             return out
-        tags = [t for t in df["channels"] if t in self.before]
-        held = [t for t in tags if self.before[t][1]]
+        held = [t for t in df["channels"] if self.before[t][1]]
         meas = df.set_index("channels").loc[held, "measured_ms"].to_numpy()
         prev = {"fitted": self.previous.get("measured"),
                 **agreement(np.array([self.before[t][0] for t in held]), meas)}

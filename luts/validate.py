@@ -25,8 +25,8 @@ from luts.fit import describe_holdout
 from luts.lookup import DEFAULT_STAT, STATS, Lut
 from luts.metrics import agreement, macs, proxy_agreement
 from luts.recalibrate import Recalibration
-from luts.variants import (build_variant, lut_step, measure_interleaved, on_table_speed,
-                           plan_variants, timing_of)
+from luts.variants import (add_rounds, build_variant, lut_step, measure_interleaved,
+                           on_table_speed, plan_variants, round_spread, timing_of)
 from luts.verdict import SPREAD_WARN, spread_warning
 from profiler.coupling import dimensions
 from profiler.drift import DriftReference, reference_config
@@ -137,9 +137,8 @@ def validate(cfg: ValidateConfig) -> dict:
         if runtime:
             runtime.close()
     df = pd.DataFrame(list(rows.values())).sort_values("variant")
-    report = _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where,
-                     recal.summary(df) if recal else None)
-    return report
+    return _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where,
+                   recal.summary(df) if recal else None)
 
 
 def _other_stats(lut: Lut, stat: str) -> dict:
@@ -206,12 +205,8 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
             # 0.96 where the quiet runs reach 0.99): as many rounds again, once, medians over
             # all of them, so that a slow stretch moves no variant's median.
             first_spread = spread
-            more, more_stds = measure_interleaved(order, x, tc, cfg.rounds, cfg.progress,
-                                                  reference, timer)
-            for tag in order:
-                for k, v in more[tag].items():
-                    samples[tag][k] += v
-                stds[tag] += more_stds[tag]
+            add_rounds((samples, stds), measure_interleaved(order, x, tc, cfg.rounds,
+                                                            cfg.progress, reference, timer))
     finally:
         if reference:
             reference.close()
@@ -224,7 +219,7 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
                          **{f"measured_{s}": float(np.median(samples[tag][s])) for s in STATS
                             if s != cfg.stat},
                          measured_std_ms=float(np.median(stds[tag])),
-                         measured_round_spread=float(np.ptp(mine) / np.median(mine)),
+                         measured_round_spread=round_spread(mine),
                          rounds=len(mine), remeasured_after_spread=first_spread)
     _write_csv(pd.DataFrame(list(rows.values())).sort_values("variant"), csv)
     return {tag: samples[tag] for tag in extra}
@@ -232,7 +227,7 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
 
 def _median_spread(samples: dict, stat: str) -> float:
     """The median over nets of (max - min) / median of their per-round ``stat``."""
-    per = [np.ptp(v[stat]) / np.median(v[stat]) for v in samples.values() if len(v[stat]) > 1]
+    per = [round_spread(v[stat]) for v in samples.values() if len(v[stat]) > 1]
     return float(np.median(per)) if per else 0.0
 
 
@@ -242,7 +237,7 @@ def interleave(a: dict, b: dict) -> dict:
     n = len(a) + len(b)
     slots = {int((j + 0.5) * n / len(b)): k for j, k in enumerate(b)}  # distinct: n/len(b) >= 1
     rest = iter(a)
-    return {k: (b if k in slots.values() else a)[k]
+    return {k: (b if k in b else a)[k]
             for k in (slots[i] if i in slots else next(rest) for i in range(n))}
 
 

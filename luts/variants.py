@@ -110,6 +110,20 @@ def build_variant(model: nn.Module, trace: Trace, dims: list[Dimension], channel
     return shrink_to(copy.deepcopy(model).eval(), spec, example)
 
 
+def round_spread(values) -> float:
+    """(max - min) / median of one net's per-round values: how far its rounds disagree."""
+    return float(np.ptp(values) / np.median(values))
+
+
+def add_rounds(into: tuple[dict, dict], more: tuple[dict, dict]) -> None:
+    """``measure_interleaved``'s (samples, stds) of further rounds appended to ``into``'s."""
+    (samples, stds), (more_samples, more_stds) = into, more
+    for tag in samples:
+        for k, v in more_samples[tag].items():
+            samples[tag][k] += v
+        stds[tag] += more_stds[tag]
+
+
 def measure_interleaved(nets: dict, x: torch.Tensor, tc: TimingConfig, rounds: int,
                         progress: bool = True, reference: DriftReference | None = None,
                         timer: Callable[[Any], Stats] | None = None) -> tuple[dict, dict]:
