@@ -14,7 +14,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,runtimes]'
+	$(BIN)/python -m pip install --quiet -e '.[test,runtimes,timm]'
 	touch $(STAMP)
 
 install: $(STAMP)

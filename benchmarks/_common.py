@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from profiler.device import describe_device
-from profiler.table import atomic_write_bytes
+from hwprune.profiler.device import describe_device
+from hwprune.profiler.table import atomic_write_bytes
 
 
 def machine(device: str = "cpu") -> dict:

@@ -112,8 +112,8 @@ def _smooth_bn_stats(model: nn.Module, size: int, channels: int, device: str) ->
 
 
 def step_synth(s: Step) -> None:
-    from synth import PRESETS, synthesize_batch
-    from zoo import resolve_model
+    from hwprune.synth import PRESETS, synthesize_batch
+    from hwprune.zoo import resolve_model
 
     speed = s.work / "synth_speed"
     extra = ["--model", "demo", "--batch", "4", "--iterations", "2", "--repeats", "1",
@@ -169,9 +169,9 @@ def regime(smoke: bool) -> dict:
 
 
 def step_profile(s: Step) -> None:
-    from luts import read_meta
-    from luts.fit import describe_holdout
-    from luts.lookup import DEFAULT_STAT
+    from hwprune.luts import read_meta
+    from hwprune.luts.fit import describe_holdout
+    from hwprune.luts.lookup import DEFAULT_STAT
 
     r = regime(s.smoke)
     lut = s.work / f"{r['tag']}.parquet"
@@ -209,13 +209,13 @@ def step_profile(s: Step) -> None:
 
 # -- batch-1 floor -------------------------------------------------------------------------
 def step_floor(s: Step) -> None:
-    from luts import Lut, estimate_trace, variant_keys
-    from luts.variants import build_variant, measure_interleaved, plan_variants
-    from profiler import ProfileConfig, TimingConfig, profile_model
-    from profiler.coupling import dimensions
-    from profiler.keyspace import trace_model
-    from profiler.timing import model_input, prepare_model
-    from zoo import resolve_model
+    from hwprune.luts import Lut, estimate_trace, variant_keys
+    from hwprune.luts.variants import build_variant, measure_interleaved, plan_variants
+    from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
+    from hwprune.profiler.coupling import dimensions
+    from hwprune.profiler.keyspace import trace_model
+    from hwprune.profiler.timing import model_input, prepare_model
+    from hwprune.zoo import resolve_model
 
     name, step = ("demo", 32) if s.smoke else ("resnet50", 128)
     tc = TimingConfig(device=s.device, dtype="fp32", batch=1, max_reps=10 if s.smoke else 300,
@@ -251,15 +251,15 @@ def step_floor(s: Step) -> None:
 
 # -- the digits job on the device ----------------------------------------------------------
 def step_digits(s: Step) -> None:
-    from luts import CalibrateConfig, Lut, calibrate, estimate
-    from luts.lookup import DEFAULT_STAT
-    from profiler import ProfileConfig, TimingConfig, profile_model
-    from pruner import PruneConfig, TargetError
-    from pruner.finetune import FineTuneConfig
-    from pruner.run import PruneJob, run_job
-    from synth import PRESETS, SynthConfig, synthesize
-    from zoo import build_demo, save_checkpoint
-    from zoo.digits import accuracy, load_digits, train_classifier
+    from hwprune.luts import CalibrateConfig, Lut, calibrate, estimate
+    from hwprune.luts.lookup import DEFAULT_STAT
+    from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
+    from hwprune.pruner import PruneConfig, TargetError
+    from hwprune.pruner.finetune import FineTuneConfig
+    from hwprune.pruner.run import PruneJob, run_job
+    from hwprune.synth import PRESETS, SynthConfig, synthesize
+    from hwprune.zoo import build_demo, save_checkpoint
+    from hwprune.zoo.digits import accuracy, load_digits, train_classifier
 
     q = s.smoke
     data = load_digits()

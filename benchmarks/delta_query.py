@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import pandas as pd  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
-from luts import LatencyModel, Lut, macs  # noqa: E402
-from profiler import scan_keys, trace_model  # noqa: E402
-from zoo import resolve_model  # noqa: E402
+from hwprune.luts import LatencyModel, Lut, macs  # noqa: E402
+from hwprune.profiler import scan_keys, trace_model  # noqa: E402
+from hwprune.zoo import resolve_model  # noqa: E402
 
 
 def stand_in_lut(keys, stat_cols=("mean_ms", "median_ms", "min_ms")) -> Lut:

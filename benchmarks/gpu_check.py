@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _write(out: Path, result: dict) -> None:
     from _common import write_json
-    from profiler.table import atomic_write_bytes
+    from hwprune.profiler.table import atomic_write_bytes
 
     write_json(out, "gpu_check.json", result)
     atomic_write_bytes(out / "gpu_check.md", lambda f: f.write(_summary(result).encode()))

@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
-from profiler import TimingConfig, measure_key, scan_keys, trace_model  # noqa: E402
-from profiler.run import cold_bytes_for  # noqa: E402
-from zoo import resolve_model  # noqa: E402
+from hwprune.profiler import TimingConfig, measure_key, scan_keys, trace_model  # noqa: E402
+from hwprune.profiler.run import cold_bytes_for  # noqa: E402
+from hwprune.zoo import resolve_model  # noqa: E402
 
 
 def _paper_config(device: str, reps: int) -> TimingConfig:

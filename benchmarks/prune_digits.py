@@ -43,18 +43,18 @@ import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
 from hwprune.demo import lut_target  # noqa: E402
-from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate  # noqa: E402
-from luts.fit import describe_fit, describe_holdout  # noqa: E402
-from luts.lookup import DEFAULT_STAT  # noqa: E402
-from luts.verdict import verdict_of  # noqa: E402
-from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
-from profiler.store import parts_dir  # noqa: E402
-from pruner import PruneConfig, TargetError  # noqa: E402
-from pruner.finetune import FineTuneConfig  # noqa: E402
-from pruner.run import PruneJob, measure_pair, run_job  # noqa: E402
-from synth import PRESETS, SynthConfig, synthesize  # noqa: E402
-from zoo import build_demo, resolve_model, save_checkpoint  # noqa: E402
-from zoo.digits import accuracy, load_digits, train_classifier  # noqa: E402
+from hwprune.luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate  # noqa: E402
+from hwprune.luts.fit import describe_fit, describe_holdout  # noqa: E402
+from hwprune.luts.lookup import DEFAULT_STAT  # noqa: E402
+from hwprune.luts.verdict import verdict_of  # noqa: E402
+from hwprune.profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
+from hwprune.profiler.store import parts_dir  # noqa: E402
+from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
+from hwprune.pruner.finetune import FineTuneConfig  # noqa: E402
+from hwprune.pruner.run import PruneJob, measure_pair, run_job  # noqa: E402
+from hwprune.synth import PRESETS, SynthConfig, synthesize  # noqa: E402
+from hwprune.zoo import build_demo, resolve_model, save_checkpoint  # noqa: E402
+from hwprune.zoo.digits import accuracy, load_digits, train_classifier  # noqa: E402
 
 
 def _prepare(args) -> tuple[Path, Path, Path, float]:

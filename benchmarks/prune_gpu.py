@@ -32,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
-from luts import Lut, estimate  # noqa: E402
-from profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
-from pruner import PruneConfig, TargetError  # noqa: E402
-from pruner.finetune import FineTuneConfig  # noqa: E402
-from pruner.run import JobError, PruneJob, run_job  # noqa: E402
-from zoo import resolve_model, save_checkpoint  # noqa: E402
+from hwprune.luts import Lut, estimate  # noqa: E402
+from hwprune.profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
+from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
+from hwprune.pruner.finetune import FineTuneConfig  # noqa: E402
+from hwprune.pruner.run import JobError, PruneJob, run_job  # noqa: E402
+from hwprune.zoo import resolve_model, save_checkpoint  # noqa: E402
 
 
 def _lut(args) -> tuple[Path, dict]:

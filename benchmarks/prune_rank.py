@@ -32,10 +32,10 @@ import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
 from delta_query import stand_in_lut  # noqa: E402
-from luts import Lut  # noqa: E402
-from profiler import scan_keys, trace_model  # noqa: E402
-from pruner import PruneConfig, Pruner  # noqa: E402
-from zoo import resolve_model  # noqa: E402
+from hwprune.luts import Lut  # noqa: E402
+from hwprune.profiler import scan_keys, trace_model  # noqa: E402
+from hwprune.pruner import PruneConfig, Pruner  # noqa: E402
+from hwprune.zoo import resolve_model  # noqa: E402
 
 
 def _stats(times: list[float]) -> dict:

@@ -44,10 +44,10 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 
 
 def resnet18_set(size: int, samples: int, step: int) -> tuple[dict, int]:
-    from luts.variants import build_variant, plan_variants
-    from profiler.coupling import dimensions
-    from profiler.keyspace import trace_model
-    from zoo import resolve_model
+    from hwprune.luts.variants import build_variant, plan_variants
+    from hwprune.profiler.coupling import dimensions
+    from hwprune.profiler.keyspace import trace_model
+    from hwprune.zoo import resolve_model
 
     r = resolve_model("resnet18")
     trace = trace_model(r.module, size, 3)
@@ -62,7 +62,7 @@ def resnet18_set(size: int, samples: int, step: int) -> tuple[dict, int]:
 
 
 def demo_set(demo: Path) -> tuple[dict, int]:
-    from zoo import load_checkpoint
+    from hwprune.zoo import load_checkpoint
 
     teachers = sorted(demo.glob("teacher-*.pt"))
     students = sorted(demo.glob("runs/*/pruned.pt"))
@@ -76,9 +76,9 @@ def demo_set(demo: Path) -> tuple[dict, int]:
 
 def measure(nets: dict, size: int, in_ch: int, rounds: int, threads: int, max_reps: int,
             progress: bool) -> dict:
-    from luts.variants import measure_interleaved
-    from profiler.runtime_timing import RuntimeNets, time_session
-    from profiler.timing import TimingConfig, model_input, prepare_model, time_model
+    from hwprune.luts.variants import measure_interleaved
+    from hwprune.profiler.runtime_timing import RuntimeNets, time_session
+    from hwprune.profiler.timing import TimingConfig, model_input, prepare_model, time_model
 
     tc = TimingConfig(threads=threads, max_reps=max_reps, max_seconds=3.0,
                       min_seconds=0.5).validate()
@@ -127,8 +127,8 @@ def _row(ms: dict, tag: str) -> dict:
 
 def lut_errors(nets: dict, size: int, luts: dict, result: dict) -> dict:
     """{lut runtime: {measured runtime: agreement}} over the networks of ``result``."""
-    from luts import Lut, estimate
-    from luts.metrics import agreement
+    from hwprune.luts import Lut, estimate
+    from hwprune.luts.metrics import agreement
 
     tags = list(result["networks"])
     out = {}

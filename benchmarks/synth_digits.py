@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
-from synth import PRESETS, bn_targets, synthesize_batch  # noqa: E402
-from synth.deepinversion import pixel_bounds  # noqa: E402
-from zoo import build_demo  # noqa: E402
-from zoo.digits import accuracy, distill, load_digits, train_classifier  # noqa: E402
+from hwprune.synth import PRESETS, bn_targets, synthesize_batch  # noqa: E402
+from hwprune.synth.deepinversion import pixel_bounds  # noqa: E402
+from hwprune.zoo import build_demo  # noqa: E402
+from hwprune.zoo.digits import accuracy, distill, load_digits, train_classifier  # noqa: E402
 
 
 def make_images(teacher, n: int, batch: int, cfg, seed: int, student=None,

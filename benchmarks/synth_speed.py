@@ -26,8 +26,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
-from synth import PRESETS, synthesize_batch  # noqa: E402
-from zoo import resolve_model  # noqa: E402
+from hwprune.synth import PRESETS, synthesize_batch  # noqa: E402
+from hwprune.zoo import resolve_model  # noqa: E402
 
 
 class _RefHook:

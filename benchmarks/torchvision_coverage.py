@@ -46,13 +46,13 @@ import torch  # noqa: E402
 
 from _common import machine, write_json  # noqa: E402
 from delta_query import stand_in_lut  # noqa: E402
-from luts import LatencyModel, LutError, build_variant, estimate_trace, plan_variants  # noqa: E402
-from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig,  # noqa: E402
+from hwprune.luts import LatencyModel, LutError, build_variant, estimate_trace, plan_variants  # noqa: E402
+from hwprune.profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig,  # noqa: E402
                       TimingError, measure_key, profile_model, scan_keys, trace_model)
-from profiler.coupling import dimensions  # noqa: E402
-from pruner import GroupError, build_graph, check_matches, find_dims, remove_channels  # noqa: E402
-from zoo import ModelError, resolve_model, torchvision_model_names  # noqa: E402
-from zoo.models import classifier_scope, small_input_size  # noqa: E402
+from hwprune.profiler.coupling import dimensions  # noqa: E402
+from hwprune.pruner import GroupError, build_graph, check_matches, find_dims, remove_channels  # noqa: E402
+from hwprune.zoo import ModelError, resolve_model, torchvision_model_names  # noqa: E402
+from hwprune.zoo.models import classifier_scope, small_input_size  # noqa: E402
 
 CLEAN = (ModelError, KeySpaceError, TimingError, LutError, ProfileError, GroupError)
 STAGES = ("trace", "profile", "estimate", "variant", "groups")

@@ -7,22 +7,20 @@ from pathlib import Path
 
 import click
 
-from luts import LutError, format_summary, merge_luts, summarize, variant_keys
-from luts.lookup import DEFAULT_STAT
-from profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, TimingError,
+from hwprune.luts import LutError, format_summary, merge_luts, summarize, variant_keys
+from hwprune.luts.lookup import DEFAULT_STAT, table_input_size
+from hwprune.profiler import (KeySpaceError, ProfileConfig, ProfileError, TimingConfig, TimingError,
                       parse_shard, profile_model)
-from profiler.store import parts_dir
-from profiler.table import calibrations_dropped
-from hwprune.options import runtime_options
-from zoo import ModelError, resolve_model
-from zoo.runtimes import RUNTIMES
+from hwprune.profiler.store import parts_dir
+from hwprune.profiler.table import calibrations_dropped
+from hwprune.options import fail, model_options, runtime_options
+from hwprune.zoo import ModelError, model_label, resolve_model
+from hwprune.zoo.runtimes import RUNTIMES
 
 USER_ERRORS = (ModelError, KeySpaceError, TimingError, LutError, ProfileError)
 
 
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+_fail = fail
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -43,6 +41,7 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("model")
+@model_options
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where to time each key.")
 @click.option("--step", type=click.IntRange(min=1), default=16, show_default=True,
@@ -75,7 +74,8 @@ def cli() -> None:
               help="Cap on timed repetitions per key (the paper's fixed count).")
 @click.option("--rel-ci", type=float, default=0.01, show_default=True,
               help="Stop repeating once the 95%% CI half-width is within this fraction of the mean.")
-@click.option("--weights", type=click.Choice(["auto", "hot", "cold"]), default="auto",
+@click.option("--weight-cache", "weights", type=click.Choice(["auto", "hot", "cold"]),
+              default="auto",
               show_default=True,
               help="cold: rotate copies of each op's weights so they come from memory, as in a "
                    "network whose weights exceed the last-level cache; auto: cold exactly then "
@@ -105,8 +105,9 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
             for_validation, seed, calibrate_n, runtime, quiet) -> None:
     """Time every operator key of MODEL's pruning grid and store the LUT.
 
-    MODEL is a torchvision classifier name (resnet18, resnet50, mobilenet_v2, ...),
-    'demo' (the embedded digits net) or a saved model (.pt hwprune checkpoint, .pt2 export).
+    MODEL is a builder (a torchvision name such as resnet18, 'demo' for the embedded digits
+    net, timm:NAME, or package.module:callable returning your nn.Module; --weights loads
+    your state dict) or an hwprune checkpoint (.pt).
     Interrupted runs resume: rerun the same command and only missing keys are measured.
     """
     try:
@@ -146,8 +147,8 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
 
 def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_done=False,
                optional=False) -> None:
-    from luts import CalibrateConfig, TooFewVariants, calibrate, read_meta
-    from luts.fit import describe_fit, describe_holdout, fit_warning, remeasured_line
+    from hwprune.luts import CalibrateConfig, TooFewVariants, calibrate, read_meta
+    from hwprune.luts.fit import describe_fit, describe_holdout, fit_warning, remeasured_line
 
     try:
         if skip_if_done and read_meta(lut_path).get("calibration"):
@@ -191,10 +192,11 @@ def info(path, all_ops) -> None:
 
 
 @lut.command("check")
+@model_options
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--model", default=None, metavar="NAME",
-              help="Also check the LUT answers this model (torchvision name, 'demo', or a "
-                   ".pt/.pt2 file): every operator of it as it is, and how much of its "
+              help="Also check the LUT answers this model (a builder spec or a .pt checkpoint, "
+                   "as MODEL elsewhere): every operator of it as it is, and how much of its "
                    "pruning grid the table holds.")
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
               help="[default: the size the LUT was profiled at for this model]")
@@ -213,7 +215,7 @@ def check_cmd(paths, model, input_size) -> None:
       rows       the rows' digest (tables written since 2026-11-29) unchanged
     One line per file; exit status 0 when every file passes, 2 otherwise.
     """
-    from luts.check import check_file
+    from hwprune.luts.check import check_file
 
     results = [check_file(p, model, input_size) for p in paths]
     for r in results:
@@ -253,6 +255,7 @@ _STAT = click.option("--stat", type=click.Choice(["mean_ms", "median_ms", "min_m
 
 @lut.command("estimate")
 @click.argument("model")
+@model_options
 @_LUTS
 @_STAT
 @click.option("--input-size", type=click.IntRange(min=1), default=None,
@@ -269,14 +272,13 @@ _STAT = click.option("--stat", type=click.Choice(["mean_ms", "median_ms", "min_m
 def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, batch,
                  allow_mismatch, summary) -> None:
     """Per-layer and total latency of MODEL according to the LUT(s)."""
-    from luts import Lut, estimate
+    from hwprune.luts import Lut, estimate
 
     try:
         target = {"device_kind": target_device, "dtype": dtype, "batch": batch}
         table = Lut.load(list(luts), stat=stat, target=target, allow_mismatch=allow_mismatch)
         resolved = resolve_model(model)
-        size = input_size or next((s["input_size"] for s in table.meta.get("sources", [])
-                                   if s["model"] == resolved.name), resolved.input_size)
+        size = table_input_size(table.meta, resolved.name, input_size, resolved.input_size)
         est = estimate(resolved.module, table, size, resolved.in_channels, strict)
     except USER_ERRORS as exc:
         _fail(exc)
@@ -290,6 +292,7 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
 
 @lut.command("validate")
 @click.argument("model")
+@model_options
 @_LUTS
 @_STAT
 @click.option("--samples", type=click.IntRange(min=3), default=30, show_default=True,
@@ -319,10 +322,10 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
     original, uniform, lopsided and extreme ones), respect residual coupling, and
     are measured end to end in the LUT's own mode (device, dtype, batch, threads).
     """
-    from luts import ValidateConfig, validate
-    from luts.fit import describe_fit
-    from luts.recalibrate import describe_recalibration
-    from luts.validate import describe_drift
+    from hwprune.luts import ValidateConfig, validate
+    from hwprune.luts.fit import describe_fit
+    from hwprune.luts.recalibrate import describe_recalibration
+    from hwprune.luts.validate import describe_drift
 
     try:
         report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
@@ -367,6 +370,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
 
 @lut.command("calibrate")
 @click.argument("model")
+@model_options
 @click.option("--lut", "lut_path", type=click.Path(path_type=Path), required=True,
               help="The LUT to calibrate (rewritten in place, atomically).")
 @click.option("--samples", type=click.IntRange(min=3), default=8, show_default=True,
@@ -395,7 +399,7 @@ def calibrate_cmd(model, lut_path, samples, input_size, max_reps, quiet) -> None
               help="PNG to write [default: PATH's stem + _LAYER.png].")
 def plot(path, layer, stat, out) -> None:
     """Heat map of one conv config's latency over (c_in, c_out)."""
-    from luts import Lut, plot_layer
+    from hwprune.luts import Lut, plot_layer
 
     out = out or path.with_name(f"{path.stem}_{layer.replace('.', '_')}.png")
     try:
@@ -406,6 +410,7 @@ def plot(path, layer, stat, out) -> None:
 
 @cli.command()
 @click.argument("model")
+@model_options
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Dataset directory (ImageFolder PNGs, synthetic.pt, preview.png, summary.json).")
 @click.option("--n-images", type=click.IntRange(min=1), default=64, show_default=True)
@@ -442,15 +447,17 @@ def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alp
           classes, seed, resume, device, amp, channels_last, input_size, quiet) -> None:
     """Synthesize training images from MODEL alone with DeepInversion.
 
-    MODEL is a trained classifier: an hwprune checkpoint (.pt) or an export (.pt2);
-    torchvision names give untrained weights. Interrupted runs continue with --resume,
+    MODEL is a trained classifier: an hwprune checkpoint (.pt), or a builder (torchvision
+    name, timm:NAME, package.module:callable) with --weights; a builder alone gives
+    untrained weights. Interrupted runs continue with --resume,
     and the same --seed gives the same images.
     """
-    from synth import SynthConfig, SynthError, synthesize
-    from synth import preset as get_preset
+    from hwprune.synth import SynthConfig, SynthError, synthesize
+    from hwprune.synth import preset as get_preset
 
     try:
-        name = preset or ("demo" if model == "demo" or model.endswith("demo.pt") else "kt")
+        label = model_label(model)
+        name = preset or ("demo" if label == "demo" or label.endswith("demo.pt") else "kt")
         di = get_preset(name).with_(iterations=iterations, lr=lr, alpha_f=alpha_f,
                                     alpha_tv_l2=alpha_tv, alpha_tv_l1=alpha_tv_l1,
                                     alpha_l2=alpha_l2, first_bn_multiplier=first_bn_multiplier,
@@ -513,7 +520,7 @@ def demo(out, quick, threads, timing_threads, runtime, quiet) -> None:
                f"{100 * v['operator_sum']['mape']:.1f}%")
     if v.get("noise"):
         click.echo(v["noise"])
-    from luts.validate import describe_drift
+    from hwprune.luts.validate import describe_drift
 
     drift = describe_drift(v)
     if drift:  # a table at one machine speed, measured at another

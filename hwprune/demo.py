@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
-from luts.fit import describe_fit, describe_holdout, fit_warning, remeasured_line
-from luts.lookup import DEFAULT_STAT
-from luts.verdict import confidence_text, spread_warning
-from profiler import ProfileConfig, TimingConfig, profile_model
-from profiler.store import parts_dir
-from pruner import PruneConfig, TargetError
-from pruner.finetune import FineTuneConfig
-from pruner.run import PruneJob, measure_pair, run_job
-from synth import PRESETS, SynthConfig, synthesize
-from zoo import build_demo, load_checkpoint, save_checkpoint
-from zoo.digits import accuracy, load_digits, train_classifier
+from hwprune.luts import CalibrateConfig, Lut, ValidateConfig, calibrate, estimate, validate
+from hwprune.luts.fit import describe_fit, describe_holdout, fit_warning, remeasured_line
+from hwprune.luts.lookup import DEFAULT_STAT
+from hwprune.luts.verdict import confidence_text, spread_warning
+from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
+from hwprune.profiler.store import parts_dir
+from hwprune.pruner import PruneConfig, TargetError
+from hwprune.pruner.finetune import FineTuneConfig
+from hwprune.pruner.run import PruneJob, measure_pair, run_job
+from hwprune.synth import PRESETS, SynthConfig, synthesize
+from hwprune.zoo import build_demo, load_checkpoint, save_checkpoint
+from hwprune.zoo.digits import accuracy, load_digits, train_classifier
 
 
 @dataclass

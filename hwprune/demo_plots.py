@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from profiler.table import atomic_write_bytes
+from hwprune.profiler.table import atomic_write_bytes
 
 
 def _plt():

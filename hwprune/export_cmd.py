@@ -7,12 +7,14 @@ from pathlib import Path
 
 import click
 
-from zoo import ModelError, resolve_model
-from zoo.export import FORMATS, TOLERANCE, export_model
+from hwprune.options import model_options
+from hwprune.zoo import ModelError, resolve_model
+from hwprune.zoo.export import FORMATS, TOLERANCE, export_model
 
 
 @click.command("export")
 @click.argument("model")
+@model_options
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="onnx", show_default=True,
               help="onnx: one .onnx file (ONNX Runtime, TensorRT, ...); openvino: NAME.xml "
                    "with NAME.bin beside it.")

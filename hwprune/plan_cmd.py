@@ -8,12 +8,14 @@ from pathlib import Path
 
 import click
 
-from luts import LutError
-from zoo import ModelError
+from hwprune.options import model_options
+from hwprune.luts import LutError
+from hwprune.zoo import ModelError
 
 
 @click.command("plan")
 @click.argument("model")
+@model_options
 @click.option("--lut", "luts", multiple=True, required=True,
               help="LUT file(s) of the target device, covering MODEL at --input-size.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
@@ -64,12 +66,13 @@ def plan_cmd(model, luts, out, target_latency, target_measured_ratio, input_size
                  latency drops (edges), and the removals that save nothing (free)
     MODEL: a torchvision name, 'demo', or an hwprune checkpoint.
     """
-    from pruner.plan import PLAN_NOISE, PlanConfig, make_plan
-    from pruner.plan_report import format_plan, plot_plan
-    from luts import Lut
-    from pruner.groups import GroupError
-    from zoo import resolve_model
-    from zoo.atomic import atomic_write_bytes
+    from hwprune.pruner.plan import PLAN_NOISE, PlanConfig, make_plan
+    from hwprune.pruner.plan_report import format_plan, plot_plan
+    from hwprune.luts import Lut
+    from hwprune.luts.lookup import table_input_size
+    from hwprune.pruner.groups import GroupError
+    from hwprune.zoo import resolve_model
+    from hwprune.zoo.atomic import atomic_write_bytes
 
     try:
         resolved = resolve_model(model)
@@ -78,8 +81,9 @@ def plan_cmd(model, luts, out, target_latency, target_measured_ratio, input_size
                          noise=PLAN_NOISE if noise is None else noise,
                          target_latency_ms=target_latency,
                          target_measured_ratio=target_measured_ratio).check()
-        plan = make_plan(resolved.module.eval(), lut, input_size or resolved.input_size,
-                         resolved.in_channels, cfg, resolved.name)
+        size = table_input_size(lut.meta, resolved.name, input_size, resolved.input_size)
+        plan = make_plan(resolved.module.eval(), lut, size, resolved.in_channels, cfg,
+                         resolved.name)
     except (ValueError, LutError, ModelError, GroupError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -107,12 +111,12 @@ def _cost(resolved, plan, device: str, n_images: int, synth_batch: int, preset: 
     """The time plan, printed; None (with the reason printed) where it cannot be timed."""
     import torch
 
-    from pruner import PruneConfig
-    from pruner.finetune import FineTuneConfig
-    from pruner.job_cost import job_cost
-    from pruner.plan_report import cost_lines
-    from synth import preset as get_preset
-    from zoo.check import num_classes
+    from hwprune.pruner import PruneConfig
+    from hwprune.pruner.finetune import FineTuneConfig
+    from hwprune.pruner.job_cost import job_cost
+    from hwprune.pruner.plan_report import cost_lines
+    from hwprune.synth import preset as get_preset
+    from hwprune.zoo.check import num_classes
 
     if device == "cuda" and not torch.cuda.is_available():
         click.echo(f"time plan: skipped (the LUT is of a GPU and this machine has none; "
@@ -132,7 +136,7 @@ def _cost(resolved, plan, device: str, n_images: int, synth_batch: int, preset: 
 
 
 def _grid_step(lut) -> int:
-    from luts.variants import lut_step
+    from hwprune.luts.variants import lut_step
 
     try:
         return lut_step(lut)

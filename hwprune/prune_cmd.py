@@ -7,14 +7,12 @@ from pathlib import Path
 
 import click
 
-from hwprune.options import lut_runtime, runtime_options
-from luts import LutError
-from zoo import ModelError
+from hwprune.luts import LutError
+from hwprune.options import (fail, lut_runtime, model_build_options, model_options,
+                             parse_model_args, runtime_options)
+from hwprune.zoo import ModelError
 
-
-def _fail(exc: Exception) -> None:
-    click.echo(f"error: {exc}", err=True)
-    sys.exit(2)
+_fail = fail
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -23,6 +21,11 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 
 @click.command()
 @click.argument("teacher")
+@model_build_options
+@click.option("--input-size", type=click.IntRange(min=1), default=None,
+              help="Input resolution to prune and measure at [default: the one the LUT was "
+                   "profiled at for this model; without a LUT the model's own]. A size the "
+                   "LUT was not profiled at is refused.")
 @click.option("--data", required=True,
               help="Training images: an `hwprune synth` output directory or its synthetic.pt, "
                    "an ImageFolder directory of real images, or 'digits' (embedded).")
@@ -106,17 +109,20 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
           decay_at, no_update, shift, flip, val, mean, std, device, cudnn_benchmark,
           checkpoint_every, no_measure, runtime, allow_mismatch, start_from, snap, max_steps,
-          seed, quiet) -> None:
-    """Prune TEACHER (an hwprune checkpoint with weights) to a latency or filter target.
+          seed, quiet, input_size, model_weights, model_args, builder) -> None:
+    """Prune TEACHER to a latency or filter target.
+
+    TEACHER is an hwprune checkpoint with weights, or a builder spec (a torchvision name,
+    timm:NAME, package.module:callable) with --weights.
 
     Every INTERVAL minibatches the GROUPS-PER-STEP least important groups of GROUP-SIZE
     filters are removed physically, until the target is met; then the student is
     fine-tuned by distillation from the teacher. A rerun with the same --out resumes.
     Under torchrun, each rank trains on its own minibatches and all pick the same groups.
     """
-    from pruner import DataError, GroupError, PruneConfig, TargetError
-    from pruner.finetune import FineTuneConfig
-    from pruner.run import JobError, PruneJob, run_job
+    from hwprune.pruner import DataError, GroupError, PruneConfig, TargetError
+    from hwprune.pruner.finetune import FineTuneConfig
+    from hwprune.pruner.run import JobError, PruneJob, run_job
 
     try:
         pc = PruneConfig(criterion=criterion, eta=0.0 if criterion == "taylor" else eta,
@@ -135,7 +141,9 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                                checkpoint_every=checkpoint_every,
                                cudnn_benchmark=cudnn_benchmark, start_from=start_from,
                                runtime=lut_runtime(runtime, luts),
-                               allow_mismatch=allow_mismatch))
+                               allow_mismatch=allow_mismatch, input_size=input_size,
+                               allow_builder=builder, weights=model_weights,
+                               model_args=parse_model_args(model_args)))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
         _fail(exc)
@@ -174,7 +182,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
 def _ratio_line(rep: dict) -> str:
     """'measured ratio 66% of the teacher (63-69% at 96.9% confidence, 5 rounds); budget
     70%: met', the budget part only with --target-measured-ratio."""
-    from luts.verdict import RatioVerdict
+    from hwprune.luts.verdict import RatioVerdict
 
     m = rep["measured"]
     v = RatioVerdict(m["ratio"], m["ratio_low"], m["ratio_high"], m["ratio_confidence"],
@@ -190,21 +198,22 @@ def _ratio_line(rep: dict) -> str:
 
 @click.command()
 @click.argument("model")
+@model_options
 @click.option("--val", required=True,
               help="Labelled data: an ImageFolder directory or 'digits-test'.")
 @click.option("--mean", default=None)
 @click.option("--std", default=None)
 def evaluate(model, val, mean, std) -> None:
     """Top-1 accuracy of MODEL (e.g. a pruned.pt) on labelled validation data."""
-    from pruner import DataError, evaluate as top1, load_images
-    from zoo import resolve_model
-    from zoo.check import num_classes
+    from hwprune.pruner import DataError, evaluate as top1, load_images
+    from hwprune.zoo import model_label, resolve_model
+    from hwprune.zoo.check import num_classes
 
     try:
         r = resolve_model(model)
         data = load_images(val, r.input_size, _floats(mean), _floats(std))
-        data.check_classes(num_classes(r.module), model)
-        click.echo(f"{model}: top-1 {100 * top1(r.module, data):.2f}% on {len(data)} images "
+        data.check_classes(num_classes(r.module), model_label(model))
+        click.echo(f"{model_label(model)}: top-1 {100 * top1(r.module, data):.2f}% on {len(data)} images "
                    f"of {data.source}")
     except (ModelError, DataError) as exc:
         _fail(exc)
@@ -218,18 +227,27 @@ def evaluate(model, val, mean, std) -> None:
 @click.option("--num-classes", type=click.IntRange(min=1), default=None,
               help="Classifier outputs, for a model trained on your own classes "
                    "[default: the architecture's, 1000 for torchvision].")
-def import_weights_cmd(arch, weights, out, num_classes) -> None:
-    """Turn your trained weights for torchvision's ARCH into an hwprune checkpoint.
+@click.option("--model-arg", "model_args", multiple=True, metavar="KEY=VALUE",
+              help="Another argument for ARCH's builder (repeatable); VALUE as JSON where it "
+                   "parses, else a string.")
+def import_weights_cmd(arch, weights, out, num_classes, model_args) -> None:
+    """Turn your trained weights for ARCH into an hwprune checkpoint.
 
-    WEIGHTS is a state dict saved with torch.save (DDP's 'module.' prefix and a nesting
-    under 'state_dict' or 'model' are accepted); it is read with weights_only=True, so
-    no pickled code runs. Example: hwprune import resnet50 my_resnet50.pth --out teacher.pt
+    ARCH is a builder: a torchvision name (resnet50), timm:NAME (timm:resnet26d, with the
+    timm extra) or package.module:callable (any function returning your nn.Module, run
+    from the current directory as `python -m` would). WEIGHTS is a state dict saved with
+    torch.save (DDP's 'module.' prefix and a nesting under 'state_dict' or 'model' are
+    accepted); it is read with weights_only=True, so no pickled code runs. Loading the
+    checkpoint later calls a package.module:callable builder only with --builder naming it.
+    Example: hwprune import resnet50 my_resnet50.pth --out teacher.pt
     """
-    from zoo import import_weights
+    from hwprune.zoo import import_weights
 
-    kwargs = {"num_classes": num_classes} if num_classes else {}
+    kwargs = parse_model_args(model_args)
+    if num_classes:
+        kwargs["num_classes"] = num_classes
     try:
         path = import_weights(arch, weights, out, **kwargs)
     except ModelError as exc:
         _fail(exc)
-    click.echo(f"wrote {path} ({arch}{', ' + str(num_classes) + ' classes' if num_classes else ''})")
+    click.echo(f"wrote {path} ({arch}{', ' + str(kwargs) if kwargs else ''})")

@@ -31,19 +31,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from luts.estimate import estimate_trace
-from luts.fit import (NOISY_FIT_R2, TooFewVariants, choose_calibration, describe_holdout,
+from hwprune.luts.estimate import estimate_trace
+from hwprune.luts.fit import (NOISY_FIT_R2, TooFewVariants, choose_calibration, describe_holdout,
                       fit_calibration, holdout_check)
-from luts.lookup import DEFAULT_STAT, STATS, Lut
-from luts.variants import (VariantPlan, add_rounds, build_variant, lut_step, measure_interleaved,
+from hwprune.luts.lookup import DEFAULT_STAT, STATS, Lut, table_input_size
+from hwprune.luts.variants import (VariantPlan, add_rounds, build_variant, lut_step, measure_interleaved,
                            on_table_speed, plan_variants, spread_depths, timing_of)
-from profiler.coupling import dimensions
-from profiler.drift import DriftReference, reference_config
-from profiler.keyspace import trace_model
-from profiler.runtime_timing import RuntimeNets, time_session
-from profiler.table import LutError, now_iso, read_lut, write_lut
-from profiler.timing import model_input, prepare_model
-from zoo import resolve_model
+from hwprune.profiler.coupling import dimensions
+from hwprune.profiler.drift import DriftReference, reference_config
+from hwprune.profiler.keyspace import trace_model
+from hwprune.profiler.runtime_timing import RuntimeNets, time_session
+from hwprune.profiler.table import LutError, now_iso, read_lut, write_lut
+from hwprune.profiler.timing import model_input, prepare_model
+from hwprune.zoo import resolve_model
 
 # Far from `lut validate`'s default seeds, so the two sets of random draws differ.
 CALIBRATION_SEED = 1_000_003
@@ -79,8 +79,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
         calibration_budget(float(raw.rows["seconds"].sum()))
     tc = timing_of(raw, cfg.max_reps)
     resolved = resolve_model(cfg.model)
-    size = cfg.input_size or next((s["input_size"] for s in raw.meta.get("sources", [])
-                                   if s["model"] == resolved.name), resolved.input_size)
+    size = table_input_size(raw.meta, resolved.name, cfg.input_size, resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     dims = dimensions(trace.layers, trace.frozen_dims)
     plans = calibration_plans(dims, lut_step(raw), cfg.samples, cfg.seed, cfg.lut, resolved.name)

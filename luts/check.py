@@ -11,10 +11,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from luts.estimate import estimate_trace
-from luts.lookup import Lut
-from profiler.keyspace import scan_keys, trace_model
-from profiler.table import LutError, key_of_row
+from hwprune.luts.estimate import estimate_trace
+from hwprune.luts.lookup import Lut, table_input_size
+from hwprune.profiler.keyspace import scan_keys, trace_model
+from hwprune.profiler.table import LutError, key_of_row
 
 
 @dataclass
@@ -47,11 +47,11 @@ class Coverage:
 def coverage(lut: Lut, model: str, input_size: int | None = None) -> Coverage:
     """How far ``lut`` covers ``model``; a LutError (naming the layer) when it cannot
     estimate the model as it is."""
-    from zoo import resolve_model
+    from hwprune.zoo import resolve_model
 
     resolved = resolve_model(model)
     sources = [s for s in lut.meta.get("sources", []) if s.get("model") == resolved.name]
-    size = input_size or next((s["input_size"] for s in sources), resolved.input_size)
+    size = table_input_size(lut.meta, resolved.name, input_size, resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     est = estimate_trace(trace, lut)
     step = next((int(s["step"]) for s in sources if s.get("input_size") == size), None)
@@ -64,7 +64,7 @@ def coverage(lut: Lut, model: str, input_size: int | None = None) -> Coverage:
 def check_file(path: str | os.PathLike, model: str | None = None,
                input_size: int | None = None) -> CheckResult:
     """Read ``path`` under every load rule and, given ``model``, check it answers it."""
-    from zoo import ModelError
+    from hwprune.zoo import ModelError
 
     try:
         lut = Lut.load(path)

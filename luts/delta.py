@@ -15,12 +15,12 @@ from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 
-from luts.lookup import Lut
-from profiler.coupling import Dimension, dimensions, is_depthwise
-from profiler.fusion import runtime_trace
-from profiler.keyspace import OpKey, Trace
-from profiler.ops import network_weight_bytes
-from profiler.table import LutError
+from hwprune.luts.lookup import Lut
+from hwprune.profiler.coupling import Dimension, dimensions, is_depthwise
+from hwprune.profiler.fusion import runtime_trace
+from hwprune.profiler.keyspace import OpKey, Trace
+from hwprune.profiler.ops import network_weight_bytes
+from hwprune.profiler.table import LutError
 
 
 def shrink(key: OpKey, k: int, side: str) -> OpKey:

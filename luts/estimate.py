@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import nn
 
-from luts.lookup import Lut
-from profiler.fusion import runtime_trace
-from profiler.keyspace import Trace, is_conv, trace_model
-from profiler.ops import network_weight_bytes
+from hwprune.luts.lookup import Lut
+from hwprune.profiler.fusion import runtime_trace
+from hwprune.profiler.keyspace import Trace, is_conv, trace_model
+from hwprune.profiler.ops import network_weight_bytes
 
 
 @dataclass

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from profiler.table import LutError
+from hwprune.profiler.table import LutError
 
 FORMS = ("affine", "proportional")
 

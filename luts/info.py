@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass
 
 
-from luts.fit import describe_fit, describe_holdout
-from luts.lookup import DEFAULT_STAT, config_of, describe_config, drift_level_ms
-from profiler.keyspace import LayerRecord, OpKey, grid_for
-from profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
-from profiler.table import key_of_row, read_lut
+from hwprune.luts.fit import describe_fit, describe_holdout
+from hwprune.luts.lookup import DEFAULT_STAT, config_of, describe_config, drift_level_ms
+from hwprune.profiler.keyspace import LayerRecord, OpKey, grid_for
+from hwprune.profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
+from hwprune.profiler.table import key_of_row, read_lut
 
 
 @dataclass

@@ -17,8 +17,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from profiler.keyspace import OpKey, is_conv
-from profiler.table import IDENTITY_FIELDS, LutError, check_compatible, read_joined
+from hwprune.profiler.keyspace import OpKey, is_conv
+from hwprune.profiler.table import IDENTITY_FIELDS, LutError, check_compatible, read_joined
 
 STATS = ("mean_ms", "median_ms", "min_ms")
 # The statistic summed unless another is asked for. The paper stores means; on a shared
@@ -31,6 +31,24 @@ DEFAULT_STAT = "median_ms"
 
 class LutMissError(LutError):
     """A key the table cannot answer (outside its grid, or not measured in strict mode)."""
+
+
+def table_input_size(meta: dict, model: str, asked: int | None, default: int) -> int:
+    """The input size to estimate ``model`` at with a table: ``asked`` if given, else the
+    size the table profiled ``model`` at, else ``default`` (the model's own).
+
+    A table profiled for ``model`` at other sizes only would miss every key of the asked
+    one: refused, naming both sizes.
+    """
+    sizes = sorted({int(s["input_size"]) for s in (meta or {}).get("sources", [])
+                    if s.get("model") == model and s.get("input_size")})
+    if asked is None:
+        return sizes[0] if sizes else default
+    if sizes and asked not in sizes:
+        raise LutError(f"the table was profiled for {model} at {', '.join(map(str, sizes))} "
+                       f"px, not at the {asked} px asked for: profile at {asked} px, or use "
+                       f"--input-size {sizes[0]}")
+    return asked
 
 
 def is_channelwise(op: str, c_in: int, groups: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from profiler.keyspace import macs  # noqa: F401  (re-exported: luts.metrics.macs)
+from hwprune.profiler.keyspace import macs  # noqa: F401  (re-exported: luts.metrics.macs)
 
 
 def agreement(estimate: np.ndarray, measured: np.ndarray) -> dict:

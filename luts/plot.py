@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from luts.lookup import Lut, config_of, describe_config
-from profiler.keyspace import OpKey
-from profiler.table import LutError, atomic_write_bytes
+from hwprune.luts.lookup import Lut, config_of, describe_config
+from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.table import LutError, atomic_write_bytes
 
 
 def layer_config(lut: Lut, layer: str) -> OpKey:

@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from luts.calibrate import (CALIBRATION_SEED, CalibrationNets,
+from hwprune.luts.calibrate import (CALIBRATION_SEED, CalibrationNets,
                             calibration_nets, calibration_plans, calibration_record, fit_all,
                             require_grid, store_calibration)
-from luts.lookup import DEFAULT_STAT, Lut
-from luts.metrics import agreement
-from luts.variants import lut_step
-from profiler.table import LutError
-from profiler.timing import prepare_model
+from hwprune.luts.lookup import DEFAULT_STAT, Lut
+from hwprune.luts.metrics import agreement
+from hwprune.luts.variants import lut_step
+from hwprune.profiler.table import LutError
+from hwprune.profiler.timing import prepare_model
 
 # Calibration variants share the measurement with validation variants of the same
 # channel counts: their keys are kept apart.

@@ -20,23 +20,23 @@ import numpy as np
 import pandas as pd
 import torch
 
-from luts.estimate import estimate_trace
-from luts.fit import describe_holdout
-from luts.lookup import DEFAULT_STAT, STATS, Lut
-from luts.metrics import agreement, macs, proxy_agreement
-from luts.recalibrate import Recalibration
-from luts.variants import (add_rounds, build_variant, lut_step, measure_interleaved,
+from hwprune.luts.estimate import estimate_trace
+from hwprune.luts.fit import describe_holdout
+from hwprune.luts.lookup import DEFAULT_STAT, STATS, Lut, table_input_size
+from hwprune.luts.metrics import agreement, macs, proxy_agreement
+from hwprune.luts.recalibrate import Recalibration
+from hwprune.luts.variants import (add_rounds, build_variant, lut_step, measure_interleaved,
                            on_table_speed, plan_variants, round_spread, timing_of)
-from luts.verdict import SPREAD_WARN, spread_warning
-from profiler.coupling import dimensions
-from profiler.drift import DriftReference, reference_config
-from profiler.fusion import runtime_trace
-from profiler.keyspace import OpKey, trace_model
-from profiler.runtime_timing import RuntimeNets, time_session
-from profiler.table import LutError, atomic_write_bytes
-from profiler.timing import TimingConfig, model_input, prepare_model, time_model
-from zoo import resolve_model
-from zoo.runtimes import check_runtime
+from hwprune.luts.verdict import SPREAD_WARN, spread_warning
+from hwprune.profiler.coupling import dimensions
+from hwprune.profiler.drift import DriftReference, reference_config
+from hwprune.profiler.fusion import runtime_trace
+from hwprune.profiler.keyspace import OpKey, trace_model
+from hwprune.profiler.runtime_timing import RuntimeNets, time_session
+from hwprune.profiler.table import LutError, atomic_write_bytes
+from hwprune.profiler.timing import TimingConfig, model_input, prepare_model, time_model
+from hwprune.zoo import model_label, resolve_model
+from hwprune.zoo.runtimes import check_runtime
 
 
 @dataclass
@@ -77,8 +77,7 @@ def validate(cfg: ValidateConfig) -> dict:
     others = _other_stats(lut, cfg.stat)
     tc = timing_of(lut, cfg.max_reps)  # time_model turns cudnn.benchmark on while it times
     resolved = resolve_model(cfg.model)
-    size = cfg.input_size or next((s["input_size"] for s in lut.meta.get("sources", [])
-                                   if s["model"] == resolved.name), resolved.input_size)
+    size = table_input_size(lut.meta, resolved.name, cfg.input_size, resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     estimate_trace(trace, lut, cfg.strict)  # fail early: the LUT must cover the model
     dims = dimensions(trace.layers, trace.frozen_dims)
@@ -250,7 +249,7 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
         np.ones(len(df), dtype=bool)
     cal = lut.meta.get("calibration") or {}
     report = {
-        "model": cfg.model, "input_size": size, "lut": lut.source, "stat": cfg.stat,
+        "model": model_label(cfg.model), "input_size": size, "lut": lut.source, "stat": cfg.stat,
         # where the variants were measured, and where the table's rows were timed
         "runtime": where or {"runtime": cfg.runtime}, "lut_runtime": lut.runtime,
         "estimator": ("in-network calibrated operator sum" if lut.calibration

@@ -12,13 +12,13 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from luts.lookup import STATS, Lut
-from profiler.coupling import Dimension
-from profiler.drift import DriftReference
-from profiler.keyspace import Trace, channel_grid
-from profiler.table import LutError
-from profiler.timing import Stats, TimingConfig, time_model
-from zoo.models import shrink_to
+from hwprune.luts.lookup import STATS, Lut
+from hwprune.profiler.coupling import Dimension
+from hwprune.profiler.drift import DriftReference
+from hwprune.profiler.keyspace import Trace, channel_grid
+from hwprune.profiler.table import LutError
+from hwprune.profiler.timing import Stats, TimingConfig, time_model
+from hwprune.zoo.models import shrink_to
 
 
 # Seconds one whole-network measurement takes at most (the scan's 20 s per key let one

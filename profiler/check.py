@@ -36,8 +36,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from profiler.keyspace import KEY_FIELDS, OpKey
-from profiler.errors import LutError
+from hwprune.profiler.keyspace import KEY_FIELDS, OpKey
+from hwprune.profiler.errors import LutError
 
 LATENCY_COLUMNS = ("mean_ms", "median_ms", "min_ms")
 # Bounds of a plausible operator latency. Nothing launches in under a nanosecond, and no

@@ -26,14 +26,15 @@ from typing import Callable
 import numpy as np
 import torch
 
-from profiler.ops import DTYPES
+from hwprune.errors import HwpruneError
+from hwprune.profiler.ops import DTYPES
 
 DEVICES = ("cpu", "cuda")
 MODES = ("eager", "graph")
 ALGOS = ("auto", "all")
 
 
-class TimingError(ValueError):
+class TimingError(HwpruneError):
     """The requested timing setup cannot run on this machine."""
 
 

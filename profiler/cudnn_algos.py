@@ -30,9 +30,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from profiler.clock import Stats, TimingConfig, TimingError, cudnn_frontend, time_callable
-from profiler.keyspace import OpKey
-from profiler.ops import DTYPES, weight_copies
+from hwprune.profiler.clock import Stats, TimingConfig, TimingError, cudnn_frontend, time_callable
+from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.ops import DTYPES, weight_copies
 
 
 def engine_call(execute: Callable[[dict], None], packs: Sequence[dict], y: torch.Tensor,

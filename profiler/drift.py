@@ -42,8 +42,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from profiler.keyspace import CONV, OpKey, Trace, conv_out_hw, is_conv, macs
-from profiler.timing import TimingConfig, measure_key
+from hwprune.profiler.keyspace import CONV, OpKey, Trace, conv_out_hw, is_conv, macs
+from hwprune.profiler.timing import TimingConfig, measure_key
 
 # One reading: 3 warm-up calls and 15 timed, the median kept. Fixed, not adaptive: a
 # reading must cost the same at every moment, or slow moments would be read longer.
@@ -109,7 +109,7 @@ class DriftReference:
         if self.runtime == "torch":
             return measure_key(self.key, self.cfg).median_ms
         if self._session is None:
-            from profiler.runtime_ops import key_session  # the runtimes load only when asked
+            from hwprune.profiler.runtime_ops import key_session  # the runtimes load only when asked
 
             self._session = self._stack.enter_context(
                 key_session(self.key, self.runtime, self.cfg.threads or 1, self.cfg.batch))

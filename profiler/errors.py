@@ -2,6 +2,8 @@
 writes tables) and ``profiler.check`` (the rules a table read must pass) both raise it, and
 neither may import the other at module level without an import cycle."""
 
+from hwprune.errors import HwpruneError
 
-class LutError(ValueError):
+
+class LutError(HwpruneError):
     """A LUT file is unreadable, malformed, or does not match what it is used with."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from profiler.keyspace import ACTIVATIONS, CONV, LayerRecord, Trace, is_conv
+from hwprune.profiler.keyspace import ACTIVATIONS, CONV, LayerRecord, Trace, is_conv
 
 _ORDER = {"bn": 1, "add": 2, "act": 3}
 _ACTS = set(ACTIVATIONS.values())

@@ -19,8 +19,9 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from profiler.coupling import ChannelTracker
-from zoo.models import set_training
+from hwprune.errors import HwpruneError
+from hwprune.profiler.coupling import ChannelTracker
+from hwprune.zoo.models import set_training
 
 CONV = "conv2d"
 
@@ -46,7 +47,7 @@ _IGNORED = {"flatten", "view", "reshape", "dropout", "contiguous", "size", "dim"
             "transpose", "permute", "swapaxes", "expand", "chunk", "split"}
 
 
-class KeySpaceError(ValueError):
+class KeySpaceError(HwpruneError):
     """The model cannot be turned into a key space (no conv, no matching layer, ...)."""
 
 
@@ -324,6 +325,10 @@ def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trac
     try:
         with torch.no_grad(), rec:
             out = model(x)
+    except RuntimeError as exc:  # torch's shape errors: the input is not the one it takes
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise KeySpaceError(f"the model fails on a {'x'.join(map(str, x.shape))} input "
+                            f"({first}): give the input size it takes (--input-size)") from None
     finally:
         for h in handles:
             h.remove()

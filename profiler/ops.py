@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from profiler.keyspace import OpKey
+from hwprune.profiler.keyspace import OpKey
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 

@@ -19,23 +19,24 @@ from typing import Sequence
 import torch
 from tqdm import tqdm
 
-from profiler.clock import fmt_seconds
-from profiler.device import cache_bytes, core_cache_bytes, describe_device
-from profiler.drift import DriftReference, choose_reference, reference_config
-from profiler.fusion import runtime_trace
-from profiler.keyspace import LayerRecord, OpKey, is_conv, Trace, grid_for, scan_keys, trace_model
-from profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
-from profiler.store import PartStore
-from profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
+from hwprune.errors import HwpruneError
+from hwprune.profiler.clock import fmt_seconds
+from hwprune.profiler.device import cache_bytes, core_cache_bytes, describe_device
+from hwprune.profiler.drift import DriftReference, choose_reference, reference_config
+from hwprune.profiler.fusion import runtime_trace
+from hwprune.profiler.keyspace import LayerRecord, OpKey, is_conv, Trace, grid_for, scan_keys, trace_model
+from hwprune.profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
+from hwprune.profiler.store import PartStore
+from hwprune.profiler.table import (LutError, check_compatible, identity_of, merge_luts, now_iso,
                             read_lut, key_of_row)
-from profiler.runtime_ops import measure_runtime_key, runtime_copies, runtime_meta
-from profiler.timing import (TimingConfig, algorithm_count, cudnn_benchmark, measure_key,
+from hwprune.profiler.runtime_ops import measure_runtime_key, runtime_copies, runtime_meta
+from hwprune.profiler.timing import (TimingConfig, algorithm_count, cudnn_benchmark, measure_key,
                              model_input, prepare_model, time_callable, time_model)
-from zoo import resolve_model
-from zoo.runtimes import check_runtime
+from hwprune.zoo import resolve_model
+from hwprune.zoo.runtimes import check_runtime
 
 
-class ProfileError(ValueError):
+class ProfileError(HwpruneError):
     """The run cannot start or finish (output not writable, bad shard spec, ...)."""
 
 

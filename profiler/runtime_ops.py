@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.clock import Stats, TimingConfig, TimingError, adaptive, summarize
-from profiler.fusion import chain_ops
-from profiler.keyspace import CONV, OpKey, conv_out_hw, is_conv
-from profiler.ops import cat_sizes, input_shape, weight_copies
-from zoo.runtimes import open_session, require
+from hwprune.profiler.clock import Stats, TimingConfig, TimingError, adaptive, summarize
+from hwprune.profiler.fusion import chain_ops
+from hwprune.profiler.keyspace import CONV, OpKey, conv_out_hw, is_conv
+from hwprune.profiler.ops import cat_sizes, input_shape, weight_copies
+from hwprune.zoo.runtimes import open_session, require
 
 OPSET = 17
 _ACT_NODES = {"relu": "Relu", "sigmoid": "Sigmoid", "hardswish": "HardSwish"}

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from profiler.clock import Stats, TimingConfig, TimingError, time_callable
-from zoo.export import export_model
-from zoo.runtimes import RUNTIMES, Session, check_runtime, open_session
+from hwprune.profiler.clock import Stats, TimingConfig, TimingError, time_callable
+from hwprune.zoo.export import export_model
+from hwprune.zoo.runtimes import RUNTIMES, Session, check_runtime, open_session
 
 
 def time_session(session: Session, x: np.ndarray, cfg: TimingConfig) -> Stats:

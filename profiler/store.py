@@ -19,8 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.keyspace import OpKey
-from profiler.table import (COLUMNS, atomic_write_bytes, check_compatible, dedupe,
+from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.table import (COLUMNS, atomic_write_bytes, check_compatible, dedupe,
                             identity_of, key_of_row, merge_meta, read_lut, to_arrow, write_lut)
 
 

@@ -17,11 +17,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from profiler.check import (DIGEST_KEY, check_columns, check_rows, check_schema_metadata,
+from hwprune.profiler.check import (DIGEST_KEY, check_columns, check_rows, check_schema_metadata,
                             digest, rows_digest)
-from profiler.errors import LutError  # re-exported: readers of tables import it from here
-from profiler.keyspace import KEY_FIELDS, OpKey
-from zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner import it here
+from hwprune.profiler.errors import LutError  # re-exported: readers of tables import it from here
+from hwprune.profiler.keyspace import KEY_FIELDS, OpKey
+from hwprune.zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner import it here
 
 SCHEMA_VERSION = 1
 META_KEY = b"hwprune"

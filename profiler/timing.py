@@ -21,11 +21,11 @@ from typing import Callable, ContextManager, Iterator
 
 import torch
 
-from profiler.clock import (ALGOS, DEVICES, MODES, Stats, TimingConfig, TimingError, adaptive,
+from hwprune.profiler.clock import (ALGOS, DEVICES, MODES, Stats, TimingConfig, TimingError, adaptive,
                             cudnn_frontend, graph_calls, summarize, time_callable)
-from profiler.cudnn_algos import count_conv_engines, time_conv_engines
-from profiler.keyspace import CONV, OpKey
-from profiler.ops import DTYPES, build_op, weight_copies
+from hwprune.profiler.cudnn_algos import count_conv_engines, time_conv_engines
+from hwprune.profiler.keyspace import CONV, OpKey
+from hwprune.profiler.ops import DTYPES, build_op, weight_copies
 
 
 @contextmanager

@@ -10,8 +10,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from luts import LatencyModel, Lut, macs
-from profiler.keyspace import OpKey, Trace
+from hwprune.luts import LatencyModel, Lut, macs
+from hwprune.profiler.keyspace import OpKey, Trace
 
 
 class MacsTable:

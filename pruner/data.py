@@ -13,8 +13,10 @@ from typing import Iterator
 
 import torch
 
+from hwprune.errors import HwpruneError
 
-class DataError(ValueError):
+
+class DataError(HwpruneError):
     """Training or validation data cannot be used."""
 
 
@@ -77,11 +79,14 @@ def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> t
     return x
 
 
-def load_images(spec: str, input_size: int, mean=None, std=None) -> ImageSet:
+def load_images(spec: "str | ImageSet", input_size: int, mean=None, std=None) -> ImageSet:
     """Images from ``spec``: 'digits' (embedded train split), 'digits-test', a synth output
-    directory or tensor file (``synthetic.pt``), or an ImageFolder directory of real images."""
+    directory or tensor file (``synthetic.pt``), an ImageFolder directory of real images,
+    or an ImageSet already in memory (returned as it is)."""
+    if isinstance(spec, ImageSet):
+        return spec
     if spec in ("digits", "digits-test"):
-        from zoo.digits import load_digits
+        from hwprune.zoo.digits import load_digits
 
         d = load_digits(size=input_size)
         return (ImageSet(d.x_train, d.y_train, "digits train split") if spec == "digits"
@@ -162,7 +167,7 @@ def evaluate(model: torch.nn.Module, data: ImageSet, batch: int = 256) -> float:
     """Top-1 accuracy on labelled data."""
     if data.labels is None:
         raise DataError(f"{data.source}: no labels to evaluate against")
-    from zoo import set_training
+    from hwprune.zoo import set_training
 
     was = model.training
     set_training(model, False)

@@ -13,10 +13,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from profiler.table import atomic_write_bytes
-from profiler.timing import cudnn_benchmark as hold_cudnn_benchmark  # the plain name is an argument below
-from pruner.data import ImageSet
-from pruner.schedule import kd_loss
+from hwprune.profiler.table import atomic_write_bytes
+from hwprune.profiler.timing import cudnn_benchmark as hold_cudnn_benchmark  # the plain name is an argument below
+from hwprune.pruner.data import ImageSet
+from hwprune.pruner.schedule import kd_loss
 
 
 @dataclass

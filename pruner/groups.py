@@ -18,12 +18,13 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from profiler.coupling import Dimension, all_producers, dimensions
-from profiler.keyspace import Trace
-from zoo.models import CouplingError, dependency_graph
+from hwprune.errors import HwpruneError
+from hwprune.profiler.coupling import Dimension, all_producers, dimensions
+from hwprune.profiler.keyspace import Trace
+from hwprune.zoo.models import CouplingError, dependency_graph
 
 
-class GroupError(ValueError):
+class GroupError(HwpruneError):
     """The model's channel groups cannot be matched or pruned."""
 
 

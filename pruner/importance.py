@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruner.groups import PrunableDim
+from hwprune.pruner.groups import PrunableDim
 
 
 class GateTaylor:

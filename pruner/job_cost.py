@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from luts import LatencyModel
-from pruner.data import ImageSet
-from pruner.groups import PrunableDim, build_graph, remove_channels
-from pruner.finetune import FineTuneConfig
-from pruner.schedule import PruneConfig, Pruner
-from synth.deepinversion import DIConfig, synthesize_batch
+from hwprune.luts import LatencyModel
+from hwprune.pruner.data import ImageSet
+from hwprune.pruner.groups import PrunableDim, build_graph, remove_channels
+from hwprune.pruner.finetune import FineTuneConfig
+from hwprune.pruner.schedule import PruneConfig, Pruner
+from hwprune.synth.deepinversion import DIConfig, synthesize_batch
 
 PROBE = (1, 3)  # iteration counts timed; their difference is what one iteration costs
 

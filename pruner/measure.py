@@ -8,12 +8,12 @@ import copy
 import numpy as np
 import torch
 
-from luts import Lut
-from luts.variants import timing_of
-from luts.variants import measure_interleaved
-from luts.verdict import ratio_verdict, spread_warning
-from profiler.runtime_timing import RuntimeNets, time_session
-from profiler.timing import model_input, prepare_model, time_model
+from hwprune.luts import Lut
+from hwprune.luts.variants import timing_of
+from hwprune.luts.variants import measure_interleaved
+from hwprune.luts.verdict import ratio_verdict, spread_warning
+from hwprune.profiler.runtime_timing import RuntimeNets, time_session
+from hwprune.profiler.timing import model_input, prepare_model, time_model
 
 
 def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,

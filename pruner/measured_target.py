@@ -26,10 +26,10 @@ from typing import Callable
 
 import torch
 
-from luts import Lut
-from luts.verdict import RatioVerdict, verdict_of
-from pruner.data import ImageSet
-from pruner.schedule import Pruner, TargetError
+from hwprune.luts import Lut
+from hwprune.luts.verdict import RatioVerdict, verdict_of
+from hwprune.pruner.data import ImageSet
+from hwprune.pruner.schedule import Pruner, TargetError
 
 
 def close_loop(pruner: Pruner, teacher: torch.nn.Module, lut: Lut, goal: float, retries: int,

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from luts import LatencyModel, Lut
-from luts.delta import LatencyTable, is_sparse
-from profiler.keyspace import macs, trace_model
-from pruner.groups import PrunableDim, build_graph, check_matches, find_dims
+from hwprune.luts import LatencyModel, Lut
+from hwprune.luts.delta import LatencyTable, is_sparse
+from hwprune.profiler.keyspace import macs, trace_model
+from hwprune.pruner.groups import PrunableDim, build_graph, check_matches, find_dims
 
 # Savings under this share of the latency of the layers a dimension touches are noise: the
 # profiler times each row to a 95% CI of +-1% of its median (TimingConfig.rel_ci), so a

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from profiler.clock import fmt_seconds
-from pruner.plan import EDGE_FACTOR, Plan, Reach
-from zoo.atomic import atomic_write_bytes
+from hwprune.profiler.clock import fmt_seconds
+from hwprune.pruner.plan import EDGE_FACTOR, Plan, Reach
+from hwprune.zoo.atomic import atomic_write_bytes
 
 TOP_LAYERS = 12  # operators listed on the terminal (plan.json holds all)
 TOP_STAIRS = 3   # dimensions whose curves the figure draws

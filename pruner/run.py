@@ -35,34 +35,37 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from luts import Lut, estimate_trace
-from luts.verdict import spread_warning
-from profiler.table import LutError, atomic_write_bytes
-from profiler.timing import cudnn_benchmark
-from pruner.data import DataError, evaluate, load_images
-from pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
-from pruner.groups import out_channels
-from pruner.measure import measure_pair, summarize_pair
-from pruner.measured_target import close_loop
-from pruner.plan import Reach
-from pruner.plan_report import reach_lines
-from pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
-from pruner.snap import snap_line
-from zoo import ModelError, resolve_model, save_checkpoint, shrink_to
-from zoo.check import num_classes
-from zoo.export import export_model
-from zoo.runtimes import check_runtime
+from hwprune.errors import HwpruneError
+from hwprune.luts import Lut, estimate_trace
+from hwprune.luts.lookup import table_input_size
+from hwprune.luts.verdict import spread_warning
+from hwprune.profiler.table import LutError, atomic_write_bytes
+from hwprune.profiler.timing import cudnn_benchmark
+from hwprune.pruner.data import DataError, ImageSet, evaluate, load_images
+from hwprune.pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
+from hwprune.pruner.groups import out_channels
+from hwprune.pruner.measure import measure_pair, summarize_pair
+from hwprune.pruner.measured_target import close_loop
+from hwprune.pruner.plan import Reach
+from hwprune.pruner.plan_report import reach_lines
+from hwprune.pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
+from hwprune.pruner.snap import snap_line
+from hwprune.zoo import (ModelError, ResolvedModel, model_label, resolve_model, save_checkpoint,
+                         shrink_to)
+from hwprune.zoo.check import num_classes
+from hwprune.zoo.export import export_model
+from hwprune.zoo.runtimes import check_runtime
 
 
-class JobError(ValueError):
+class JobError(HwpruneError):
     """The job's inputs or output directory cannot be used."""
 
 
 @dataclass
 class PruneJob:
-    teacher: str                     # a checkpoint with weights (hwprune format) or model name
+    teacher: "str | ResolvedModel"   # a checkpoint with weights, a builder spec, or a Model
     out: Path
-    data: str                        # training images: synth output, tensor file, folder, digits
+    data: "str | ImageSet"           # images: synth output, tensor file, folder, digits, ImageSet
     luts: list[str] = field(default_factory=list)
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
@@ -94,6 +97,15 @@ class PruneJob:
     # pruned.onnx beside pruned.pt. A LUT timed in another runtime needs allow_mismatch.
     runtime: str = "torch"
     allow_mismatch: bool = False
+    # Input size the teacher is pruned and measured at [default: the LUT's, for this model;
+    # without a LUT the model's own]. One the LUT was not profiled at is refused.
+    input_size: int | None = None
+    # The one package.module:callable builder a teacher checkpoint may name (trusted code).
+    allow_builder: str | None = None
+    # A state dict for a teacher given as a builder spec (timm:NAME, package.module:callable),
+    # and the builder's arguments.
+    weights: str | None = None
+    model_args: dict = field(default_factory=dict)
 
 
 # The checkpoint policy's clock; a module attribute so a test can make time deterministic.
@@ -160,7 +172,11 @@ def _check_out(out: Path) -> None:
 
 def _inputs(job: PruneJob, arch: dict) -> dict:
     """What a resumed run must share with the interrupted one."""
-    return {"teacher": str(Path(job.teacher).resolve()), "data": job.data,
+    teacher = model_label(job.teacher)
+    return {"teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher,
+            "data": job.data.source if isinstance(job.data, ImageSet) else job.data,
+            **({"weights": str(Path(job.weights).resolve())} if job.weights else {}),
+            **({"model_args": job.model_args} if job.model_args else {}),
             "luts": [str(Path(p).resolve()) for p in job.luts], "arch": arch,
             "prune": asdict(job.prune), "finetune": asdict(job.finetune),
             **({"start_from": str(Path(job.start_from).resolve())} if job.start_from else {}),
@@ -250,17 +266,21 @@ def run_job(job: PruneJob) -> dict:
 def _run_job(job: PruneJob) -> dict:
     t0 = time.perf_counter()
     rank, world = _dist()
-    resolved = resolve_model(job.teacher)
-    if resolved.source in ("torchvision", "export"):
-        raise ModelError(f"'{job.teacher}': the teacher must be an hwprune checkpoint with "
-                         f"weights (a name has random weights; an export cannot be pruned)")
+    resolved = resolve_model(job.teacher, weights=job.weights, allow_builder=job.allow_builder,
+                             **job.model_args)
+    if resolved.source in ("torchvision", "timm", "callable", "demo"):
+        raise ModelError(f"'{model_label(job.teacher)}': the teacher needs trained weights: "
+                         f"an hwprune checkpoint, or a builder spec with --weights (a builder "
+                         f"alone has random weights)")
     if job.device == "cuda" and not torch.cuda.is_available():
         raise JobError("--device cuda: no CUDA device is visible")
     teacher = resolved.module.eval().to(job.device)
-    size, in_ch = resolved.input_size, resolved.in_channels
     for prm in teacher.parameters():
         prm.requires_grad_(False)
     lut = _load_lut(job)
+    size = table_input_size(lut.meta if lut is not None else {}, resolved.name, job.input_size,
+                            resolved.input_size)
+    in_ch = resolved.in_channels
     if job.measured_ratio is not None:
         if not 0 < job.measured_ratio < 1:
             raise JobError(f"measured ratio {job.measured_ratio} must lie strictly in (0, 1)")
@@ -276,7 +296,7 @@ def _run_job(job: PruneJob) -> dict:
                         f"takes {(in_ch, size, size)}")
     val = load_images(job.val, size, job.mean, job.std) if job.val else None
     for d in (data, val) if val is not None else (data,):
-        d.check_classes(num_classes(teacher), job.teacher)
+        d.check_classes(num_classes(teacher), model_label(job.teacher))
     _check_out(job.out)
     arch = {"arch": resolved.name, "arch_kwargs": resolved.arch_kwargs}
     state_dir = job.out / "state"
@@ -366,7 +386,8 @@ def _run_job(job: PruneJob) -> dict:
     phases["fine_tuning"] = time.perf_counter() - t_phase
     t_phase = time.perf_counter()
     report = {
-        "teacher": job.teacher, "data": data.source, "n_images": len(data), "luts": job.luts,
+        "teacher": model_label(job.teacher), "data": data.source, "n_images": len(data),
+        "luts": job.luts,
         "input_size": size, "prune": asdict(job.prune), "finetune": asdict(job.finetune),
         "before": before, "reach": reach.as_dict() if reach is not None else None,
         "after": {"estimated_ms": _est(student, lut, size, in_ch),
@@ -401,7 +422,8 @@ def _run_job(job: PruneJob) -> dict:
     report["phase_seconds"] = phases
     report["seconds"] = time.perf_counter() - t0
     save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
-                    channels=pruner.channels(), teacher=job.teacher)
+                    channels=pruner.channels(), input_shape=(in_ch, size, size),
+                    teacher=str(resolved.source))
     if job.runtime != "torch":  # what the user will ship, checked against PyTorch
         report["export"] = export_model(student, job.out / "pruned.onnx", size,
                                         in_ch).as_dict()

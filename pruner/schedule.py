@@ -15,18 +15,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luts import Lut
-from pruner.cost import cost_model
-from pruner.data import ImageSet
-from pruner.groups import (GroupError, PrunableDim, build_graph, check_matches, find_dims,
+from hwprune.errors import HwpruneError
+from hwprune.luts import Lut
+from hwprune.pruner.cost import cost_model
+from hwprune.pruner.data import ImageSet
+from hwprune.pruner.groups import (GroupError, PrunableDim, build_graph, check_matches, find_dims,
                            out_channels, remove_channels)
-from pruner.importance import GateTaylor, combine, group_error, lowest, magnitude_scores
-from pruner.knapsack import min_cost_cover
-from pruner.optim import carry_momentum, make_sgd
-from pruner.plan import floor_model
-from pruner.snap import SnapResult, grow, snap_counts
-from profiler.keyspace import trace_model
-from profiler.timing import cudnn_benchmark
+from hwprune.pruner.importance import GateTaylor, combine, group_error, lowest, magnitude_scores
+from hwprune.pruner.knapsack import min_cost_cover
+from hwprune.pruner.optim import carry_momentum, make_sgd
+from hwprune.pruner.plan import floor_model
+from hwprune.pruner.snap import SnapResult, grow, snap_counts
+from hwprune.profiler.keyspace import trace_model
+from hwprune.profiler.timing import cudnn_benchmark
 
 CRITERIA = ("taylor-latency", "taylor", "magnitude", "flops-aware")
 SELECTORS = ("greedy", "knapsack")
@@ -39,7 +40,7 @@ def cpu_trace(model: nn.Module, input_size: int, in_channels: int):
     return trace_model(model, input_size, in_channels)
 
 
-class TargetError(ValueError):
+class TargetError(HwpruneError):
     """The requested target cannot be met (or is already met)."""
 
 

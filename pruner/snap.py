@@ -24,10 +24,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from luts import LatencyModel
-from pruner.groups import (GroupError, PrunableDim, _pruning_fn, build_graph, find_dims,
+from hwprune.luts import LatencyModel
+from hwprune.pruner.groups import (GroupError, PrunableDim, _pruning_fn, build_graph, find_dims,
                            remove_channels)
-from profiler.keyspace import Trace
+from hwprune.profiler.keyspace import Trace
 
 
 @dataclass

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from profiler.table import atomic_write_bytes
+from hwprune.profiler.table import atomic_write_bytes
 
 
 def _save(obj, path: Path) -> None:

@@ -18,15 +18,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from synth.losses import BNStatsHook, competition, l2_prior, tv_l1, tv_l2
-from synth.step import ImageStepper, autocast_dtype
-from zoo.models import set_training
+from hwprune.errors import HwpruneError
+from hwprune.synth.losses import BNStatsHook, competition, l2_prior, tv_l1, tv_l2
+from hwprune.synth.step import ImageStepper, autocast_dtype
+from hwprune.zoo.models import set_training
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class SynthError(ValueError):
+class SynthError(HwpruneError):
     """Synthesis cannot run as asked (no BatchNorm and no real images, bad classes, ...)."""
 
 

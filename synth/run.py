@@ -19,11 +19,11 @@ from typing import Mapping, Sequence
 import torch
 from tqdm import tqdm
 
-from profiler.table import atomic_write_bytes
-from synth.dataset import DatasetWriter
-from synth.deepinversion import (PRESETS, DIConfig, FeatureTarget, SynthError, bn_targets,
+from hwprune.profiler.table import atomic_write_bytes
+from hwprune.synth.dataset import DatasetWriter
+from hwprune.synth.deepinversion import (PRESETS, DIConfig, FeatureTarget, SynthError, bn_targets,
                                  real_feature_targets, synthesize_batch)
-from zoo import resolve_model, set_training
+from hwprune.zoo import model_label, resolve_model, set_training
 
 
 @dataclass
@@ -55,7 +55,7 @@ def _load_real(path: str) -> torch.Tensor:
 
 
 def _identity(cfg: SynthConfig) -> dict:
-    return {"model": cfg.model, "n_images": cfg.n_images, "batch_size": cfg.batch_size,
+    return {"model": model_label(cfg.model), "n_images": cfg.n_images, "batch_size": cfg.batch_size,
             "classes": list(cfg.classes) if cfg.classes is not None else None,
             "seed": cfg.seed, "input_size": cfg.input_size, "di": asdict(cfg.di),
             "student": cfg.student, "real_images": cfg.real_images}

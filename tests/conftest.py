@@ -42,7 +42,7 @@ def shared_file(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Pa
 
 @pytest.fixture(scope="session")
 def digits():
-    from zoo.digits import load_digits
+    from hwprune.zoo.digits import load_digits
 
     return load_digits()
 
@@ -50,8 +50,8 @@ def digits():
 @pytest.fixture(scope="session")
 def teacher_ckpt(tmp_path_factory, digits):
     """A small BatchNorm/residual teacher really trained on the embedded digits."""
-    from zoo import build_demo, save_checkpoint
-    from zoo.digits import accuracy, train_classifier
+    from hwprune.zoo import build_demo, save_checkpoint
+    from hwprune.zoo.digits import accuracy, train_classifier
 
     def make(path: Path) -> Path:
         # One thread, as every test (the autouse fixture above, which session fixtures do not
@@ -74,7 +74,7 @@ def teacher_ckpt(tmp_path_factory, digits):
 @pytest.fixture(scope="session")
 def demo_lut(tmp_path_factory):
     """A real (fast, low-repetition) CPU LUT of the demo net at step 32."""
-    from profiler import ProfileConfig, TimingConfig, profile_model
+    from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
 
     def make(path: Path) -> Path:
         profile_model(ProfileConfig("demo", path, step=32, progress=False,

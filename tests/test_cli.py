@@ -8,7 +8,6 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from hwprune.cli import cli
 
@@ -39,10 +38,11 @@ def test_cuda_without_a_gpu(tmp_path):
 
 
 def test_model_without_conv(tmp_path):
-    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 10)).eval()
-    path = tmp_path / "mlp.pt2"
-    torch.export.save(torch.export.export(mlp, (torch.randn(1, 1, 8, 8),)), str(path))
-    _one_line_error(_run("profile", path, "--out", tmp_path / "x.parquet"), "no Conv2d")
+    # the builder's MLP takes 3x8x8 images; at 224 px it fails, and says so in one line
+    _one_line_error(_run("profile", "tests.zoo.custom_nets:build_mlp", "--input-size", "8",
+                         "--out", tmp_path / "x.parquet"), "no Conv2d")
+    _one_line_error(_run("profile", "tests.zoo.custom_nets:build_mlp", "--out",
+                         tmp_path / "x.parquet"), "fails on a 1x3x224x224 input", "--input-size")
 
 
 def test_unwritable_output(tmp_path):

@@ -104,7 +104,7 @@ def test_the_demo_prunes_for_onnx_runtime(tmp_path, request):
     the runtime's own steps are tested fast in tests/luts/test_runtime_tables.py)."""
     _only_when_asked(request, 110)
     pytest.importorskip("onnxruntime")
-    from luts import Lut
+    from hwprune.luts import Lut
 
     cfg = _small_quick(out=tmp_path / "demo", budgets=(0.5,), runtime="onnxruntime",
                        progress=False, log=lambda *_: None)

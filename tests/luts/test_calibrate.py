@@ -8,12 +8,12 @@ import torch
 from click.testing import CliRunner
 
 from hwprune.cli import cli
-from luts import (CalibrateConfig, LatencyModel, Lut, LutError, TooFewVariants, build_variant,
+from hwprune.luts import (CalibrateConfig, LatencyModel, Lut, LutError, TooFewVariants, build_variant,
                   calibrate, estimate, fit_calibration)
-from luts.lookup import DEFAULT_STAT
-from profiler import read_lut, trace_model, write_lut
-from profiler.coupling import dimensions
-from zoo import build_demo
+from hwprune.luts.lookup import DEFAULT_STAT
+from hwprune.profiler import read_lut, trace_model, write_lut
+from hwprune.profiler.coupling import dimensions
+from hwprune.zoo import build_demo
 
 
 def _with_calibration(src, dst, slope, per_op):
@@ -152,8 +152,8 @@ def test_lut_merge_drops_the_calibration_and_says_how_to_redo_it(demo_lut, tmp_p
 
 @pytest.mark.gpu
 def test_calibrate_a_cuda_graph_table_end_to_end(tmp_path):
-    from luts import CalibrateConfig, calibrate
-    from profiler import ProfileConfig, TimingConfig, profile_model
+    from hwprune.luts import CalibrateConfig, calibrate
+    from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
 
     out = tmp_path / "demo-cuda-graph.parquet"
     profile_model(ProfileConfig("demo", out, step=32, progress=False, timing=TimingConfig(
@@ -173,7 +173,7 @@ def test_calibrate_a_cuda_graph_table_end_to_end(tmp_path):
 def test_a_fit_that_predicts_held_out_variants_worse_than_the_sum_is_not_applied():
     """Leave-one-out on the calibration's own variants: a fit that the noise bent (the
     quick demo's 0.82 x sum + 45 us per operator) must not replace the plain sum."""
-    from luts.fit import describe_holdout, holdout_check
+    from hwprune.luts.fit import describe_holdout, holdout_check
 
     rng = np.random.default_rng(1)
     s = rng.uniform(2, 10, 8)
@@ -198,7 +198,7 @@ def test_the_form_that_predicts_left_out_variants_better_is_chosen():
     """The demo's 6 variants of 2026-11-29 (sums and measurements in ms, the 1.04 one hit
     by a burst): the affine line predicted left-out variants at 16.9%, worse than the plain
     sum's 10.5%; the median ratio predicts them better than the sum and is applied."""
-    from luts.fit import choose_calibration, describe_fit
+    from hwprune.luts.fit import choose_calibration, describe_fit
 
     s = np.array([2.33, 1.04, 2.738, 2.444, 2.85, 0.36])
     m = np.array([2.737, 1.282, 2.889, 2.754, 3.067, 0.381])
@@ -234,7 +234,7 @@ def test_a_table_with_a_rejected_fit_estimates_plain_sums(demo_lut, tmp_path):
 def test_a_fit_whose_latency_falls_as_the_sum_grows_is_never_chosen():
     """Seen in a CI run: a noisy calibration of few variants fitted an affine slope of
     -0.15, which was stored and then refused by every reader of the table."""
-    from luts.fit import choose_calibration
+    from hwprune.luts.fit import choose_calibration
 
     x = np.linspace(1.0, 2.0, 5)
     falling = np.linspace(2.0, 1.5, 5)  # a perfect line, downhill: affine fits it exactly
@@ -246,7 +246,7 @@ def test_a_calibration_whose_variants_scatter_about_its_line_says_so():
     """Run 6 of 2026-11-29 (resnet18 64 px, dev VM): the small variants were measured in a
     slow moment, the chosen affine fit (0.84 x sum + 2.1 ms) scattered at R² 0.955, and the
     table then validated at R² 0.967 against 0.991-0.996 in the runs around it."""
-    from luts.fit import choose_calibration, fit_warning
+    from hwprune.luts.fit import choose_calibration, fit_warning
 
     sums = np.array([7.91, 3.84, 3.48, 12.82, 11.47, 7.26, 6.46, 5.18])
     slow = np.array([9.10, 5.32, 4.69, 12.55, 11.89, 7.59, 8.83, 5.98])
@@ -263,14 +263,14 @@ def test_a_scattered_first_measurement_is_measured_again(demo_lut, tmp_path, mon
     and fits the medians of all (here every fit counts as scattered)."""
     import importlib
 
-    lc = importlib.import_module("luts.calibrate")  # luts.calibrate is also the function's name
+    lc = importlib.import_module("hwprune.luts.calibrate")  # luts.calibrate is also the function's name
     lut = shutil.copy(demo_lut, tmp_path / "demo.parquet")
     monkeypatch.setattr(lc, "NOISY_FIT_R2", 1.01)
     cal = lc.calibrate(CalibrateConfig("demo", lut, samples=4, rounds=2, max_reps=5,
                                        progress=False))
     assert cal["rounds"] == 4 and cal["remeasured_after_r2"] is not None
     assert read_lut(lut)[1]["calibration"]["rounds"] == 4
-    from luts.fit import remeasured_line
+    from hwprune.luts.fit import remeasured_line
 
     assert "measured as many rounds again" in remeasured_line(cal)
     monkeypatch.setattr(lc, "NOISY_FIT_R2", -1.0)  # never scattered: one measurement
@@ -283,10 +283,10 @@ def test_a_scattered_first_measurement_is_measured_again(demo_lut, tmp_path, mon
 def test_calibration_variants_span_the_model_from_small_to_nearly_whole():
     """The fit interpolates over the model's range instead of extrapolating to the original
     (random depths left resnet18's and mobilenet_v2's largest at 75-77% of its MACs)."""
-    from luts.calibrate import CALIBRATION_SEED
-    from luts.variants import plan_variants, spread_depths
-    from profiler.keyspace import macs
-    from zoo import resolve_model
+    from hwprune.luts.calibrate import CALIBRATION_SEED
+    from hwprune.luts.variants import plan_variants, spread_depths
+    from hwprune.profiler.keyspace import macs
+    from hwprune.zoo import resolve_model
 
     for name in ("resnet18", "mobilenet_v2"):
         r = resolve_model(name)

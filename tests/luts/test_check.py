@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from hwprune.cli import cli
-from luts import Lut, LutError, estimate, merge_luts
-from profiler.check import DIGEST_KEY, LutCheckError, digest
-from profiler.table import read_lut, write_lut
-from zoo import resolve_model
+from hwprune.luts import Lut, LutError, estimate, merge_luts
+from hwprune.profiler.check import DIGEST_KEY, LutCheckError, digest
+from hwprune.profiler.table import read_lut, write_lut
+from hwprune.zoo import resolve_model
 
 
 def _run(*args):
@@ -179,12 +179,13 @@ def test_check_command(demo_lut, tmp_path):
     lines = both.output.strip().splitlines()
     assert len(lines) == 2 and lines[1].startswith(f"error: {bad}: latency: min_ms inf")
     elsewhere = _run("lut", "check", demo_lut, "--model", "demo", "--input-size", "40")
-    assert elsewhere.exit_code == 2 and "never profiled" in elsewhere.output
+    # refused before any lookup, naming the table's size and the one asked for
+    assert elsewhere.exit_code == 2 and "demo at 32 px, not at the 40 px" in elsewhere.output
     assert "exit status 0 when every file passes" in _run("lut", "check", "--help").output
 
 
 def test_a_damaged_table_is_not_extended_by_profiling(demo_lut, tmp_path):
-    from profiler import ProfileConfig, TimingConfig, profile_model
+    from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
 
     df, _ = read_lut(demo_lut)
     bad = hand_edit(demo_lut, tmp_path / "bad.parquet", df.assign(mean_ms=0.0))

@@ -58,7 +58,7 @@ def test_bad_inputs_name_the_file_and_the_problem(demo_lut, tmp_path):
            "batch 1 in the LUT, 8 in the target")
     _error(_run("lut", "estimate", "demo", "--lut", demo_lut, "--device", "cuda"), "device_kind")
     _error(_run("lut", "estimate", "demo", "--lut", demo_lut, "--input-size", "40"),
-           "at 40x40", "never profiled")
+           "profiled for demo at 32 px, not at the 40 px asked for")
     _error(_run("lut", "estimate", "resnet18", "--lut", demo_lut, "--input-size", "32"),
            "conv1", "never profiled")
     _error(_run("lut", "plot", demo_lut, "--layer", "nope"), "no layer 'nope'")
@@ -69,9 +69,9 @@ def test_profile_for_validation_covers_exactly_the_variants_keys(tmp_path):
     (strict mode, no interpolation), and the table lacks the rest of the grid."""
     import pytest
 
-    from luts import Lut, LutMissError, variant_keys
-    from profiler.keyspace import scan_keys, trace_model
-    from zoo import resolve_model
+    from hwprune.luts import Lut, LutMissError, variant_keys
+    from hwprune.profiler.keyspace import scan_keys, trace_model
+    from hwprune.zoo import resolve_model
 
     lut = tmp_path / "sparse.parquet"
     # Step 16: 73 of the grid's 200 keys (step 8: 85 of 688, the growing run then timed the
@@ -92,7 +92,7 @@ def test_profile_for_validation_covers_exactly_the_variants_keys(tmp_path):
     with pytest.raises(LutMissError):
         table.lookup(grid, strict=True)
     # the pruner refuses such a table; once grown to the whole grid, it is a full table
-    from luts import LatencyModel, LutError
+    from hwprune.luts import LatencyModel, LutError
 
     with pytest.raises(LutError, match="validation variants"):
         LatencyModel(trace_model(m.module, 32, 1), table)
@@ -135,14 +135,14 @@ def test_validate_in_a_runtime_refuses_a_torch_table_unless_told(demo_lut, tmp_p
 
 
 def test_a_runtime_is_measured_only_against_a_cpu_table(demo_lut, tmp_path):
-    from luts import Lut
-    from profiler import read_lut, write_lut
+    from hwprune.luts import Lut
+    from hwprune.profiler import read_lut, write_lut
 
     rows, meta = read_lut(demo_lut)
     gpu = write_lut(rows, {**meta, "device_kind": "cuda"}, tmp_path / "gpu.parquet")
     import pytest
 
-    from luts.lookup import LutError
+    from hwprune.luts.lookup import LutError
 
     with pytest.raises(LutError, match="timed on the CPU here"):
         Lut.load(gpu).check_runtime("onnxruntime", allow_mismatch=True)

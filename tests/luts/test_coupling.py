@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from luts import build_variant, plan_variants, shrink
-from profiler import trace_model
-from profiler.coupling import dimensions
-from zoo import resolve_model
+from hwprune.luts import build_variant, plan_variants, shrink
+from hwprune.profiler import trace_model
+from hwprune.profiler.coupling import dimensions
+from hwprune.zoo import resolve_model
 
 
 @pytest.mark.parametrize("name,n_dims", [("demo", 4), ("resnet18", 12), ("mobilenet_v2", 25)])

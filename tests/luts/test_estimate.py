@@ -3,12 +3,12 @@ import pandas as pd
 import pytest
 import torch
 
-from luts import LatencyModel, Lut, LutError, LutMissError, build_variant, estimate
-from luts.lookup import DEFAULT_STAT, drift_factors
-from profiler import OpKey, read_lut, trace_model, write_lut
-from profiler.coupling import dimensions
-from profiler.keyspace import KEY_FIELDS
-from zoo import build_demo
+from hwprune.luts import LatencyModel, Lut, LutError, LutMissError, build_variant, estimate
+from hwprune.luts.lookup import DEFAULT_STAT, drift_factors
+from hwprune.profiler import OpKey, read_lut, trace_model, write_lut
+from hwprune.profiler.coupling import dimensions
+from hwprune.profiler.keyspace import KEY_FIELDS
+from hwprune.zoo import build_demo
 
 META = {"device_kind": "cpu", "device_name": "Test CPU", "dtype": "fp32", "batch": 1,
         "memory_format": "contiguous", "timing_mode": "eager", "algos": "auto", "threads": 1,
@@ -102,8 +102,8 @@ def test_luts_of_other_conditions_are_not_mixed(demo_lut, tmp_path):
 def test_a_macs_table_answers_the_delta_query_in_macs_without_calibration():
     # MacsTable stands in for a Lut in LatencyModel (the flops-aware criterion): the model
     # reads its calibration and metadata as it reads a Lut's, and MACs are never scaled.
-    from luts import macs
-    from pruner.cost import MacsTable
+    from hwprune.luts import macs
+    from hwprune.pruner.cost import MacsTable
 
     net = build_demo()
     trace = trace_model(net, 32, 1)

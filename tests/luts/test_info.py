@@ -1,5 +1,5 @@
-from profiler import ProfileConfig, TimingConfig, profile_model, read_lut, write_lut
-from luts import format_summary, summarize
+from hwprune.profiler import ProfileConfig, TimingConfig, profile_model, read_lut, write_lut
+from hwprune.luts import format_summary, summarize
 
 
 def test_coverage_counts_the_rows_of_each_config(tmp_path):
@@ -24,9 +24,9 @@ def test_coverage_counts_the_rows_of_each_config(tmp_path):
 
 
 def test_info_says_which_cold_rows_kept_weights_cached(demo_lut, tmp_path):
-    from profiler.keyspace import KEY_FIELDS
-    from profiler.ops import MAX_WEIGHT_COPIES, weight_bytes
-    from profiler.table import key_of_row
+    from hwprune.profiler.keyspace import KEY_FIELDS
+    from hwprune.profiler.ops import MAX_WEIGHT_COPIES, weight_bytes
+    from hwprune.profiler.table import key_of_row
 
     df, meta = read_lut(demo_lut)
     assert "graph_calls" in meta["protocol"] and meta["max_weight_copies"] == MAX_WEIGHT_COPIES

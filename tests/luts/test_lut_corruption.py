@@ -14,12 +14,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from luts import Lut, LutError
-from luts.estimate import estimate_trace
-from profiler.check import DIGEST_KEY
-from profiler.keyspace import trace_model
-from profiler.table import read_lut, write_lut
-from zoo import resolve_model
+from hwprune.luts import Lut, LutError
+from hwprune.luts.estimate import estimate_trace
+from hwprune.profiler.check import DIGEST_KEY
+from hwprune.profiler.keyspace import trace_model
+from hwprune.profiler.table import read_lut, write_lut
+from hwprune.zoo import resolve_model
 
 SETTINGS = settings(max_examples=400, deadline=None, database=None,
                     suppress_health_check=list(HealthCheck))

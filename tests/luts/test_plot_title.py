@@ -1,6 +1,6 @@
 """`lut validate`'s plot says what it is evidence for (model, device, regime), never a path."""
 
-from luts.validate import plot_title
+from hwprune.luts.validate import plot_title
 
 CPU = {"device_kind": "cpu", "device_name": "Intel Xeon", "dtype": "fp32", "batch": 1,
        "memory_format": "contiguous", "timing_mode": "eager", "threads": 1}

@@ -7,12 +7,12 @@ from click.testing import CliRunner
 
 import importlib
 from hwprune.cli import cli
-from luts import Lut
-from luts.recalibrate import PREFIX
-from luts.validate import interleave
+from hwprune.luts import Lut
+from hwprune.luts.recalibrate import PREFIX
+from hwprune.luts.validate import interleave
 
-validate_mod = importlib.import_module("luts.validate")  # `luts.validate` is also the function
-from profiler import read_lut
+validate_mod = importlib.import_module("hwprune.luts.validate")  # `luts.validate` is also the function
+from hwprune.profiler import read_lut
 
 
 def _run(*a):
@@ -75,7 +75,7 @@ def test_validate_recalibrates_on_its_own_rounds_and_keeps_the_previous_fit(
 def test_recalibrate_a_table_without_calibration_and_refuse_two_tables(demo_lut, tmp_path):
     lut = shutil.copy(demo_lut, tmp_path / "demo.parquet")
     assert "calibration" not in read_lut(lut)[1]
-    from luts import ValidateConfig, validate
+    from hwprune.luts import ValidateConfig, validate
     report = validate(ValidateConfig("demo", [str(lut)], tmp_path / "v", samples=6, rounds=1,
                                      max_reps=5, progress=False, recalibrate=True,
                                      calibration_samples=4))

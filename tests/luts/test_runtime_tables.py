@@ -25,7 +25,7 @@ def _runtime_lut(tmp_path_factory, runtime):
         # OpenVINO's hot only, which halves its cost.
         res = _run("profile", "demo", "--step", "32", "--runtime", runtime, "--out", path,
                    "--max-reps", "20", "--calibrate", "3", "-q",
-                   *(["--weights", "hot"] if runtime == "openvino" else []))
+                   *(["--weight-cache", "hot"] if runtime == "openvino" else []))
         assert res.exit_code == 0, res.output
         assert "calibrated on 3 pruned variants" in res.output, res.output
         return path
@@ -39,7 +39,7 @@ def runtime_lut(request, tmp_path_factory):
 
 
 def test_a_runtime_table_holds_fused_chains_and_says_where_it_was_timed(runtime_lut):
-    from luts import Lut
+    from hwprune.luts import Lut
 
     runtime, path = runtime_lut
     lut = Lut.load(path)
@@ -77,7 +77,7 @@ def test_validation_measures_in_the_tables_runtime(runtime_lut, tmp_path):
 def test_validation_recalibrates_in_the_tables_runtime(runtime_lut, tmp_path):
     import shutil
 
-    from profiler import read_lut
+    from hwprune.profiler import read_lut
 
     runtime, shared = runtime_lut
     path = shutil.copy(shared, tmp_path / "t.parquet")  # the shared table stays as it is
@@ -95,8 +95,8 @@ def test_validation_recalibrates_in_the_tables_runtime(runtime_lut, tmp_path):
 
 
 def test_a_runtime_table_is_refused_elsewhere(runtime_lut, demo_lut, tmp_path):
-    from luts import Lut, merge_luts
-    from profiler.table import LutError
+    from hwprune.luts import Lut, merge_luts
+    from hwprune.profiler.table import LutError
 
     runtime, path = runtime_lut
     other = "openvino" if runtime == "onnxruntime" else "onnxruntime"
@@ -119,13 +119,13 @@ def test_small_networks_are_estimated_on_hot_timings_big_ones_on_cold(runtime_lu
     a core's cache: the table holds both timings and blends them by the network's size."""
     import numpy as np
 
-    from luts import Lut
-    from luts.estimate import estimate
-    from zoo import resolve_model
+    from hwprune.luts import Lut
+    from hwprune.luts.estimate import estimate
+    from hwprune.zoo import resolve_model
 
     runtime, path = runtime_lut
     lut = Lut.load(path)
-    if runtime == "openvino":  # timed with --weights hot: no blend
+    if runtime == "openvino":  # timed with --weight-cache hot: no blend
         assert not lut.meta.get("cache_blend") and lut.cold_share(0) == 1.0
         return
     blend = lut.meta["cache_blend"]
@@ -133,7 +133,7 @@ def test_small_networks_are_estimated_on_hot_timings_big_ones_on_cold(runtime_lu
     assert 0 <= lo < hi
     rows = lut.rows
     assert rows["hot_median_ms"].notna().all()
-    from profiler.table import key_of_row
+    from hwprune.profiler.table import key_of_row
 
     key = [key_of_row(r) for r in rows.head(3).to_dict("records")]
     hot, _ = lut.lookup(key, weight_bytes=0)
@@ -150,7 +150,7 @@ def test_small_networks_are_estimated_on_hot_timings_big_ones_on_cold(runtime_lu
 def _factors(lut):
     import numpy as np
 
-    from luts.lookup import drift_factors
+    from hwprune.luts.lookup import drift_factors
 
     f = drift_factors(lut.rows, lut.meta)
     return np.ones(len(lut.rows)) if f is None else f

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from luts.verdict import (SPREAD_WARN, RatioVerdict, confidence_text, order_k, ratio_verdict,
+from hwprune.luts.verdict import (SPREAD_WARN, RatioVerdict, confidence_text, order_k, ratio_verdict,
                           spread_warning, verdict_of)
 
 
@@ -88,7 +88,7 @@ def test_lut_validate_warns_when_its_rounds_varied(demo_lut, tmp_path, monkeypat
     from click.testing import CliRunner
 
     from hwprune.cli import cli
-    from luts.lookup import STATS
+    from hwprune.luts.lookup import STATS
 
     def noisy(nets, x, tc, rounds, progress=True, reference=None, timer=None):
         # variant j: (1 + j), then 30% slower; no drift readings
@@ -99,7 +99,7 @@ def test_lut_validate_warns_when_its_rounds_varied(demo_lut, tmp_path, monkeypat
                 {tag: [0.01] * rounds for tag in nets})
 
     # the module (the package's `validate` attribute is the function of the same name)
-    monkeypatch.setattr(importlib.import_module("luts.validate"), "measure_interleaved", noisy)
+    monkeypatch.setattr(importlib.import_module("hwprune.luts.validate"), "measure_interleaved", noisy)
     out = tmp_path / "val"
     r = CliRunner().invoke(cli, ["lut", "validate", "demo", "--lut", str(demo_lut),
                                  "--samples", "3", "--rounds", "2", "--out", str(out), "-q"])

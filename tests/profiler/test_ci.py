@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from profiler.clock import TimingConfig, adaptive, ci95_rel
+from hwprune.profiler.clock import TimingConfig, adaptive, ci95_rel
 
 
 def _bursty(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def test_bursts_stall_the_mean_not_the_median():
 
 
 def test_an_unknown_statistic_is_refused():
-    from profiler.clock import TimingError
+    from hwprune.profiler.clock import TimingError
 
     with pytest.raises(TimingError, match="ci_of"):
         TimingConfig(ci_of="mode").validate()

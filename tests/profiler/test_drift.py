@@ -6,16 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from luts import Lut, estimate
-from luts.lookup import DEFAULT_STAT, drift_factors
-from luts.variants import on_table_speed
-from profiler import ProfileConfig, TimingConfig, profile_model, read_lut, trace_model, write_lut
-from profiler.drift import (REF_MAX_ELEMENTS, REF_MAX_MACS, DriftReference, choose_reference,
+from hwprune.luts import Lut, estimate
+from hwprune.luts.lookup import DEFAULT_STAT, drift_factors
+from hwprune.luts.variants import on_table_speed
+from hwprune.profiler import ProfileConfig, TimingConfig, profile_model, read_lut, trace_model, write_lut
+from hwprune.profiler.drift import (REF_MAX_ELEMENTS, REF_MAX_MACS, DriftReference, choose_reference,
                             reference_config, working_set)
-from profiler.fusion import runtime_trace
-from profiler.keyspace import macs
-from profiler.table import merge_luts
-from zoo import build_demo, resolve_model
+from hwprune.profiler.fusion import runtime_trace
+from hwprune.profiler.keyspace import macs
+from hwprune.profiler.table import merge_luts
+from hwprune.zoo import build_demo, resolve_model
 
 
 @pytest.mark.parametrize("name,size", [("demo", 32), ("mobilenet_v2", 112)])

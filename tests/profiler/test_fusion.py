@@ -7,10 +7,10 @@ import torch
 import torchvision
 from torch import nn
 
-from luts.delta import LatencyModel
-from profiler.coupling import dimensions
-from profiler.fusion import chain_ops, fuse_trace, runtime_trace
-from profiler.keyspace import is_conv, macs, trace_model
+from hwprune.luts.delta import LatencyModel
+from hwprune.profiler.coupling import dimensions
+from hwprune.profiler.fusion import chain_ops, fuse_trace, runtime_trace
+from hwprune.profiler.keyspace import is_conv, macs, trace_model
 
 
 def _ops(trace):
@@ -82,8 +82,8 @@ def test_a_chain_stops_where_a_tensor_is_read_twice_or_out_of_order():
 
 
 def test_a_runtime_table_is_asked_for_the_fused_chains(demo_lut):
-    from luts import Lut, LutMissError
-    from zoo import resolve_model
+    from hwprune.luts import Lut, LutMissError
+    from hwprune.zoo import resolve_model
 
     trace = trace_model(resolve_model("demo").module, 32, 1)
     lut = Lut.load(demo_lut)

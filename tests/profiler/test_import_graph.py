@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import profiler
+import hwprune.profiler as profiler
 
 PKG = Path(profiler.__file__).parent
 
@@ -26,13 +26,14 @@ def _imports(path: Path) -> set[str]:
             names = [a.name for a in node.names]
         else:
             continue
-        found.update(n for n in names if n.startswith("profiler.") and
-                     (PKG / f"{n.split('.', 1)[1].replace('.', '/')}.py").exists())
+        found.update(n for n in names if n.startswith("hwprune.profiler.") and
+                     (PKG / f"{n.split('.', 2)[2].replace('.', '/')}.py").exists())
     return found
 
 
 def _graph() -> dict[str, set[str]]:
-    return {f"profiler.{p.stem}": _imports(p) for p in PKG.glob("*.py") if p.stem != "__init__"}
+    return {f"hwprune.profiler.{p.stem}": _imports(p)
+            for p in PKG.glob("*.py") if p.stem != "__init__"}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -63,14 +64,15 @@ def test_the_graph_reader_sees_a_lazy_import_cycle():
 
 def test_profiler_modules_import_without_a_cycle():
     graph = _graph()
-    assert "profiler.clock" in graph["profiler.cudnn_algos"]
-    assert "profiler.timing" not in graph["profiler.cudnn_algos"]
-    assert not graph["profiler.clock"] & {"profiler.timing", "profiler.cudnn_algos"}
+    assert "hwprune.profiler.clock" in graph["hwprune.profiler.cudnn_algos"]
+    assert "hwprune.profiler.timing" not in graph["hwprune.profiler.cudnn_algos"]
+    assert not graph["hwprune.profiler.clock"] & {"hwprune.profiler.timing",
+                                                  "hwprune.profiler.cudnn_algos"}
     assert _cycle(graph) is None, " -> ".join(_cycle(graph))
 
 
 def test_the_public_timing_names_stay_in_profiler_timing():
-    from profiler import timing
+    from hwprune.profiler import timing
 
     for name in ("TimingConfig", "TimingError", "Stats", "time_callable", "measure_key",
                  "cudnn_benchmark", "algorithm_count", "adaptive", "graph_calls",

@@ -5,9 +5,9 @@ import pytest
 import torch.nn.functional as F
 from torch import nn
 
-from profiler.keyspace import (KeySpaceError, OpKey, channel_grid, grid_for, scan_keys,
+from hwprune.profiler.keyspace import (KeySpaceError, OpKey, channel_grid, grid_for, scan_keys,
                                trace_model, unique_layers)
-from zoo import resolve_model
+from hwprune.zoo import resolve_model
 
 
 @pytest.fixture(scope="module")

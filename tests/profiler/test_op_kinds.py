@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from luts.delta import shrink
-from profiler import TimingConfig, measure_key, trace_model
-from profiler.coupling import dimensions
-from profiler.keyspace import OpKey, UnmodelledOpError, grid_for
-from profiler.ops import KNOWN_OPS, build_op
+from hwprune.luts.delta import shrink
+from hwprune.profiler import TimingConfig, measure_key, trace_model
+from hwprune.profiler.coupling import dimensions
+from hwprune.profiler.keyspace import OpKey, UnmodelledOpError, grid_for
+from hwprune.profiler.ops import KNOWN_OPS, build_op
 
 
 class SE(nn.Module):

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from profiler import ProfileConfig, TimingConfig, merge_luts, profile_model, read_lut
-from profiler.keyspace import KEY_FIELDS, scan_keys, trace_model
-from profiler.store import parts_dir
-from zoo import resolve_model
+from hwprune.profiler import ProfileConfig, TimingConfig, merge_luts, profile_model, read_lut
+from hwprune.profiler.keyspace import KEY_FIELDS, scan_keys, trace_model
+from hwprune.profiler.store import parts_dir
+from hwprune.zoo import resolve_model
 
 FAST = dict(max_reps=3, warmup=1, threads=1)
 
@@ -119,7 +119,7 @@ def test_torchrun_two_cpu_ranks_profile_disjoint_shards_and_merge(tmp_path):
 
 
 def test_weights_mode_is_chosen_by_model_size_and_recorded(tmp_path):
-    from profiler.device import cache_bytes
+    from hwprune.profiler.device import cache_bytes
 
     small = profile_model(ProfileConfig("demo", tmp_path / "demo.parquet", step=64,
                                         progress=False, layers=["fc"],

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from profiler import TimingConfig
-from profiler.keyspace import OpKey
-from profiler.ops import build_op
-from profiler.runtime_ops import (key_graph, key_nodes, measure_runtime_key, runtime_copies,
+from hwprune.profiler import TimingConfig
+from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.ops import build_op
+from hwprune.profiler.runtime_ops import (key_graph, key_nodes, measure_runtime_key, runtime_copies,
                                   runtime_meta)
 
 ort = pytest.importorskip("onnxruntime")

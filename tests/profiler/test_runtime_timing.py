@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from profiler import TimingConfig
-from profiler.clock import TimingError
-from profiler.runtime_timing import RuntimeNets, time_session
-from zoo import build_demo
+from hwprune.profiler import TimingConfig
+from hwprune.profiler.clock import TimingError
+from hwprune.profiler.runtime_timing import RuntimeNets, time_session
+from hwprune.zoo import build_demo
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")

@@ -5,8 +5,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from profiler.keyspace import KEY_FIELDS, OpKey
-from profiler.table import (COLUMNS, META_KEY, LutError, calibrations_dropped, merge_luts,
+from hwprune.profiler.keyspace import KEY_FIELDS, OpKey
+from hwprune.profiler.table import (COLUMNS, META_KEY, LutError, calibrations_dropped, merge_luts,
                             read_lut, read_meta, write_lut)
 
 META = {"device_kind": "cpu", "device_name": "Test CPU", "dtype": "fp32", "batch": 1,

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from profiler.keyspace import OpKey
-from profiler.ops import build_op
-from profiler.timing import TimingConfig, TimingError, adaptive, measure_key
+from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.ops import build_op
+from hwprune.profiler.timing import TimingConfig, TimingError, adaptive, measure_key
 
 CONV = OpKey("conv2d", 8, 16, 3, 3, 1, 1, 1, 1, in_h=16, in_w=16)
 
@@ -77,7 +77,7 @@ def test_bad_timing_setups_are_refused():
 
 
 def test_cold_weights_rotate_enough_copies_to_leave_the_cache():
-    from profiler.ops import weight_copies
+    from hwprune.profiler.ops import weight_copies
 
     conv = OpKey("conv2d", 64, 64, 3, 3, 1, 1, 1, 1, in_h=8, in_w=8)  # 147,456 bytes of weights
     assert weight_copies(conv, "fp32", 0) == 1
@@ -95,8 +95,8 @@ def test_cold_weights_rotate_enough_copies_to_leave_the_cache():
 
 @pytest.mark.gpu
 def test_whole_networks_are_graphed_with_few_calls_per_replay():
-    from profiler.timing import _model_unroll, model_input, prepare_model, time_model
-    from zoo import resolve_model
+    from hwprune.profiler.timing import _model_unroll, model_input, prepare_model, time_model
+    from hwprune.zoo import resolve_model
 
     cfg = TimingConfig(device="cuda", mode="graph", batch=64, max_reps=50).validate()
     m = resolve_model("resnet18")

@@ -10,12 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from luts import Lut, estimate
-from profiler import ProfileConfig, TimingConfig, measure_key, profile_model, read_lut
-from profiler.keyspace import OpKey
-from profiler.ops import weight_copies
-from profiler.timing import graph_calls, model_input, prepare_model, time_model
-from zoo import resolve_model
+from hwprune.luts import Lut, estimate
+from hwprune.profiler import ProfileConfig, TimingConfig, measure_key, profile_model, read_lut
+from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.ops import weight_copies
+from hwprune.profiler.timing import graph_calls, model_input, prepare_model, time_model
+from hwprune.zoo import resolve_model
 
 pytestmark = pytest.mark.gpu
 

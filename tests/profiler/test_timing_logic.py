@@ -8,14 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from profiler.cudnn_algos import engine_call
-from profiler.keyspace import OpKey, trace_model
-from profiler.ops import (MAX_WEIGHT_COPIES, _module_for, build_op, cold_shortfall, weight_bytes,
+from hwprune.profiler.cudnn_algos import engine_call
+from hwprune.profiler.keyspace import OpKey, trace_model
+from hwprune.profiler.ops import (MAX_WEIGHT_COPIES, _module_for, build_op, cold_shortfall, weight_bytes,
                           weight_copies)
-from profiler.run import Pilot, eta_seconds, pilot_configs
-from profiler.timing import (TimingConfig, algorithm_count, cudnn_benchmark, graph_calls,
+from hwprune.profiler.run import Pilot, eta_seconds, pilot_configs
+from hwprune.profiler.timing import (TimingConfig, algorithm_count, cudnn_benchmark, graph_calls,
                              measure_key, time_model)
-from zoo import resolve_model
+from hwprune.zoo import resolve_model
 
 CONV = OpKey("conv2d", 8, 16, 3, 3, 1, 1, 1, 1, in_h=12, in_w=12)
 ONEDNN = torch.backends.mkldnn.is_available()

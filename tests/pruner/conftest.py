@@ -1,6 +1,6 @@
 import pytest
 
-from profiler import ProfileConfig, TimingConfig, profile_model
+from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
 from tests.conftest import shared_file
 
 

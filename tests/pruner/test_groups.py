@@ -1,9 +1,9 @@
 import torch
 import torchvision
 
-from profiler.keyspace import trace_model
-from pruner import build_graph, check_matches, find_dims, out_channels, remove_channels
-from zoo import shrink_to
+from hwprune.profiler.keyspace import trace_model
+from hwprune.pruner import build_graph, check_matches, find_dims, out_channels, remove_channels
+from hwprune.zoo import shrink_to
 
 
 def _dims(model, size=64):

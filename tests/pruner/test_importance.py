@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from luts import Lut, estimate
-from pruner import (GateTaylor, PruneConfig, Pruner, build_graph, carry_momentum, combine,
+from hwprune.luts import Lut, estimate
+from hwprune.pruner import (GateTaylor, PruneConfig, Pruner, build_graph, carry_momentum, combine,
                     find_dims, group_error, min_cost_cover, remove_channels)
-from profiler.keyspace import trace_model
-from zoo import build_demo, resolve_model
+from hwprune.profiler.keyspace import trace_model
+from hwprune.zoo import build_demo, resolve_model
 
 
 def _demo(width=8, seed=0):
@@ -90,7 +90,7 @@ def test_latency_term_equals_the_difference_of_two_lut_estimates(teacher_ckpt, t
 
 def test_eta_zero_prunes_the_plain_taylor_choice(teacher_ckpt, teacher_lut, digits):
     teacher = resolve_model(str(teacher_ckpt)).module
-    from pruner import ImageSet
+    from hwprune.pruner import ImageSet
     data = ImageSet(digits.x_train, digits.y_train)
     picks = {}
     for crit, eta in (("taylor", 0.0), ("taylor-latency", 0.0), ("taylor-latency", 50.0)):
@@ -156,7 +156,7 @@ def test_momentum_is_sliced_with_the_weights():
 
 @pytest.mark.parametrize("criterion", ["taylor", "magnitude", "flops-aware"])
 def test_every_criterion_reaches_a_filter_target_without_a_lut(criterion, teacher_ckpt, digits):
-    from pruner import ImageSet
+    from hwprune.pruner import ImageSet
 
     teacher = resolve_model(str(teacher_ckpt)).module
     student = copy.deepcopy(teacher)

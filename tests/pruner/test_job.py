@@ -9,15 +9,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import pruner.run as run_mod
+import hwprune.pruner.run as run_mod
 from hwprune.cli import cli
-from luts import Lut, estimate
-from pruner import PruneConfig, Pruner
-from pruner.data import load_images
-from pruner.finetune import FineTuneConfig, finetune
-from pruner.measured_target import close_loop
-from pruner.run import PruneJob, measure_pair, run_job
-from zoo import resolve_model
+from hwprune.luts import Lut, estimate
+from hwprune.pruner import PruneConfig, Pruner
+from hwprune.pruner.data import load_images
+from hwprune.pruner.finetune import FineTuneConfig, finetune
+from hwprune.pruner.measured_target import close_loop
+from hwprune.pruner.run import PruneJob, measure_pair, run_job
+from hwprune.zoo import resolve_model
 
 FAST = dict(group_size=8, interval=2, batch_size=32)
 
@@ -288,8 +288,8 @@ def test_torchrun_two_cpu_ranks_prune_together(teacher_ckpt, teacher_lut, tmp_pa
 def test_measured_target_prunes_on_until_the_measurement_meets_it(teacher_ckpt, teacher_lut):
     """The loop's decisions, with a measurement that adds a fixed overhead the LUT lacks
     (as a CPU's framework overhead does): the LUT target alone misses, the loop corrects."""
-    from pruner.data import load_images
-    from pruner.measured_target import close_loop
+    from hwprune.pruner.data import load_images
+    from hwprune.pruner.measured_target import close_loop
 
     r = resolve_model(str(teacher_ckpt))
     teacher = r.module.eval()
@@ -404,7 +404,7 @@ def test_a_budget_measured_in_onnx_runtime(teacher_ckpt, teacher_lut, tmp_path):
     loop = rep["measured_target"]["loop"]
     assert (loop[-1]["stopped"] == "met") == (loop[-1]["verdict"] == "met")
     # the exported file is the pruned student: same logits as pruned.pt
-    from zoo import load_checkpoint
+    from hwprune.zoo import load_checkpoint
 
     student = load_checkpoint(tmp_path / "o" / "pruned.pt").module.eval()
     x = torch.randn(2, 1, 32, 32)

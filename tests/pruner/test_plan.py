@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from hwprune.cli import cli
-from luts import Lut, estimate
-from pruner import MacsTable, build_graph, remove_channels
-from pruner.plan import PlanConfig, make_plan, prunable_dims
-from zoo import build_demo
+from hwprune.luts import Lut, estimate
+from hwprune.pruner import MacsTable, build_graph, remove_channels
+from hwprune.pruner.plan import PlanConfig, make_plan, prunable_dims
+from hwprune.zoo import build_demo
 
 STEP = 32  # the synthetic table's tile: latency drops only when a tile empties
 G = 32  # groups on the demo LUT (step 32: a finer group would leave its measured grid)
@@ -147,10 +147,10 @@ def _plan_and_job(teacher, lut):
 
     import torch
 
-    from pruner import ImageSet, PruneConfig, Pruner
-    from pruner.finetune import FineTuneConfig, finetune
-    from pruner.job_cost import job_cost
-    from synth import preset, synthesize_batch
+    from hwprune.pruner import ImageSet, PruneConfig, Pruner
+    from hwprune.pruner.finetune import FineTuneConfig, finetune
+    from hwprune.pruner.job_cost import job_cost
+    from hwprune.synth import preset, synthesize_batch
 
     torch.manual_seed(0)
     plan = make_plan(teacher, lut, 32, 1, PlanConfig(G, target_measured_ratio=0.6))

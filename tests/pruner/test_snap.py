@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from luts import Lut, LatencyModel
-from pruner import MacsTable, PruneConfig, Pruner
-from pruner.schedule import cpu_trace
+from hwprune.luts import Lut, LatencyModel
+from hwprune.pruner import MacsTable, PruneConfig, Pruner
+from hwprune.pruner.schedule import cpu_trace
 from tests.pruner.test_job import _job
 from tests.pruner.test_plan import STEP, SteppedTable
-from zoo import build_demo, load_checkpoint, resolve_model
+from hwprune.zoo import build_demo, load_checkpoint, resolve_model
 
 G = 16
 
@@ -120,7 +120,7 @@ def test_snap_on_a_real_lut_never_raises_the_estimate(demo_lut):
 def _stepped_lut(src, out, tile=16):
     """``src``'s keys with every operator's latency a staircase of ``tile`` channels (a
     device whose kernels run channels in tiles), written as a LUT file."""
-    from profiler.table import read_lut, write_lut
+    from hwprune.profiler.table import read_lut, write_lut
 
     rows, meta = read_lut(src)
     ms = 0.01 * np.ceil(rows.c_in / tile) * np.ceil(rows.c_out / tile)
@@ -133,7 +133,7 @@ def _stepped_lut(src, out, tile=16):
 
 def test_a_job_with_snap_grows_reports_and_saves_the_grown_model(teacher_ckpt, teacher_lut,
                                                                  tmp_path):
-    from pruner.run import run_job
+    from hwprune.pruner.run import run_job
 
     lut_path = _stepped_lut(teacher_lut, tmp_path / "stepped.parquet")
     lut = Lut.load(lut_path)
@@ -158,7 +158,7 @@ def test_a_job_with_snap_grows_reports_and_saves_the_grown_model(teacher_ckpt, t
 
 def test_a_snapped_run_resumed_after_interruption_grows_the_same_filters(
         teacher_ckpt, teacher_lut, tmp_path, monkeypatch):
-    from pruner.run import run_job
+    from hwprune.pruner.run import run_job
     from tests.pruner.test_job import _assert_same_run, interrupt_prune_step
 
     lut_path = _stepped_lut(teacher_lut, tmp_path / "stepped.parquet")

@@ -6,12 +6,12 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
-import pruner.run as run_mod
+import hwprune.pruner.run as run_mod
 from hwprune.cli import cli
-from luts import Lut
-from pruner.measured_target import close_loop
-from pruner.run import measure_pair, summarize_pair
-from zoo import resolve_model
+from hwprune.luts import Lut
+from hwprune.pruner.measured_target import close_loop
+from hwprune.pruner.run import measure_pair, summarize_pair
+from hwprune.zoo import resolve_model
 
 
 class FakePruner:
@@ -152,7 +152,7 @@ def test_the_secant_through_two_measurements_finds_an_overhead_the_lut_lacks():
     """measured ratio = 0.2 + 0.08 x estimate (a fixed overhead): the proportional step
     from est 6 (ratio 0.68) under-corrects to 4.41; the secant through (8, 0.84) and
     (6, 0.68) lands on the estimate that measures the goal, 3.75."""
-    from pruner.measured_target import _next_target
+    from hwprune.pruner.measured_target import _next_target
 
     line = [{"estimated_ms": e, "measured_ratio": 0.2 + 0.08 * e} for e in (8.0, 6.0)]
     assert _next_target(line[:1], 0.5) == pytest.approx(8.0 * 0.5 / 0.84)

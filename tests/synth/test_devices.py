@@ -6,10 +6,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import synth.run
+import hwprune.synth.run
 from hwprune.cli import cli
-from synth import PRESETS, SynthConfig, SynthError, rank_device, synthesize, synthesize_batch
-from zoo import resolve_model
+from hwprune.synth import PRESETS, SynthConfig, SynthError, rank_device, synthesize, synthesize_batch
+from hwprune.zoo import resolve_model
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
@@ -60,8 +60,8 @@ def test_channels_last_reaches_the_teacher(tmp_path, monkeypatch, device, channe
         resolved.module.conv1.register_forward_pre_hook(record)
         return resolved
 
-    real_resolve = synth.run.resolve_model
-    monkeypatch.setattr(synth.run, "resolve_model", spy)
+    real_resolve = hwprune.synth.run.resolve_model
+    monkeypatch.setattr(hwprune.synth.run, "resolve_model", spy)
     args = ["synth", "resnet18", "--out", str(tmp_path / "o"), "--input-size", "32",
             "--n-images", "2", "--batch-size", "2", "--iterations", "3", "--device", device,
             "-q"] + (["--channels-last"] if channels_last else [])

@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from synth import PRESETS, BNStatsHook, ImageStepper, bn_targets, synthesize_batch
-from synth.deepinversion import _losses
+from hwprune.synth import PRESETS, BNStatsHook, ImageStepper, bn_targets, synthesize_batch
+from hwprune.synth.deepinversion import _losses
 from tests.synth.nets import tiny_bn_net
 
 # The BN term alone: CE and the image priors would hide what happens to it.
@@ -64,7 +64,7 @@ def test_only_fp16_is_scaled():
 
 
 def test_overflowed_steps_are_skipped_counted_and_leave_the_image(teacher_ckpt):
-    from zoo import resolve_model
+    from hwprune.zoo import resolve_model
 
     teacher = resolve_model(str(teacher_ckpt)).module
     for p in teacher.parameters():

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from synth import BNStatsHook, competition, js_divergence, l2_prior, tv_l1, tv_l2
+from hwprune.synth import BNStatsHook, competition, js_divergence, l2_prior, tv_l1, tv_l2
 
 
 def test_tv_terms_match_a_hand_computation():

@@ -6,8 +6,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from hwprune.cli import cli
-from synth import PRESETS, SynthConfig, SynthError, synthesize
-from zoo import resolve_model, save_checkpoint
+from hwprune.synth import PRESETS, SynthConfig, SynthError, synthesize
+from hwprune.zoo import resolve_model, save_checkpoint
 
 
 def _cfg(teacher, out, **kw):
@@ -45,7 +45,7 @@ def test_resume_gives_the_same_images_as_an_uninterrupted_run(teacher_ckpt, tmp_
     (part / "batches" / "batch-00002.pt").unlink()
     (part / "synthetic.pt").unlink()
     assert list((part / "images").glob("*/b00002-*.png"))
-    from pruner.data import DataError, load_images
+    from hwprune.pruner.data import DataError, load_images
 
     with pytest.raises(DataError, match="unfinished `hwprune synth` run"):
         load_images(str(part), 32)  # not read as an ImageFolder of half a run
@@ -64,12 +64,8 @@ def test_bad_inputs(teacher_ckpt, tmp_path):
     with pytest.raises(SynthError, match=r"class ids \[10\]"):
         synthesize(_cfg(teacher_ckpt, tmp_path / "a", classes=[1, 10]))
     assert not (tmp_path / "a").exists()  # nothing written for a refused run
-    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
-    plain(torch.zeros(1, 1, 32, 32))
-    torch.export.save(torch.export.export(plain.eval(), (torch.zeros(1, 1, 32, 32),)),
-                      str(tmp_path / "nobn.pt2"))
     with pytest.raises(SynthError, match="no BatchNorm2d"):
-        synthesize(_cfg(tmp_path / "nobn.pt2", tmp_path / "b"))
+        synthesize(_cfg("tests.zoo.custom_nets:build_no_bn", tmp_path / "b"))
     runner = CliRunner()
     res = runner.invoke(cli, ["synth", str(teacher_ckpt), "--out", str(tmp_path / "c"),
                               "--classes", "3,12", "-q"])
@@ -114,7 +110,7 @@ def test_torchrun_ranks_make_disjoint_batches_of_one_dataset(teacher_ckpt, tmp_p
 
 
 def test_multi_resolution_optimises_small_then_full_size(teacher_ckpt):
-    from synth import bn_targets, synthesize_batch
+    from hwprune.synth import bn_targets, synthesize_batch
 
     teacher = resolve_model(str(teacher_ckpt)).module
     cfg = PRESETS["demo"].with_(low_res_iterations=6, iterations=4, log_every=1)

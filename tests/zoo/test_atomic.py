@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from profiler.table import write_lut
-from zoo import DemoNet, save_checkpoint
-from zoo.atomic import atomic_write_bytes
+from hwprune.profiler.table import write_lut
+from hwprune.zoo import DemoNet, save_checkpoint
+from hwprune.zoo.atomic import atomic_write_bytes
 
 META = {"device_kind": "cpu", "device_name": "Test CPU", "dtype": "fp32", "batch": 1,
         "memory_format": "contiguous", "timing_mode": "eager", "algos": "auto", "threads": 1}

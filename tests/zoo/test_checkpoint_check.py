@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hwprune.cli import cli
-from pruner import DataError, load_images
-from zoo import DemoNet, ModelError, load_checkpoint, save_checkpoint
-from zoo.check import CheckpointError, num_classes
+from hwprune.pruner import DataError, load_images
+from hwprune.zoo import DemoNet, ModelError, load_checkpoint, save_checkpoint
+from hwprune.zoo.check import CheckpointError, num_classes
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def test_data_whose_classes_the_model_lacks_is_refused(ckpt, tmp_path):
 
 
 def test_a_damaged_batch_stops_a_resumed_synth_run_before_any_work(ckpt, tmp_path):
-    from synth import PRESETS, SynthConfig, SynthError, synthesize
+    from hwprune.synth import PRESETS, SynthConfig, SynthError, synthesize
 
     out = tmp_path / "syn"
     cfg = SynthConfig(str(ckpt[0]), out, 4, 2, PRESETS["demo"].with_(iterations=2),

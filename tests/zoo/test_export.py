@@ -10,9 +10,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from hwprune.cli import cli
-from zoo import build_demo, resolve_model, save_checkpoint, shrink_to
-from zoo.export import ExportError, export_model
-from zoo.runtimes import RuntimeMissing, open_session
+from hwprune.zoo import build_demo, resolve_model, save_checkpoint, shrink_to
+from hwprune.zoo.export import ExportError, export_model
+from hwprune.zoo.runtimes import RuntimeMissing, open_session
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")

@@ -3,7 +3,7 @@ import pickle
 import pytest
 import torch
 
-from zoo import DemoNet, ModelError, load_checkpoint, resolve_model, save_checkpoint
+from hwprune.zoo import DemoNet, ModelError, load_checkpoint, resolve_model, save_checkpoint
 
 
 def test_checkpoint_round_trip_loads_weights_only(tmp_path):
@@ -41,7 +41,7 @@ def test_import_weights_from_a_plain_or_ddp_state_dict(tmp_path):
     from click.testing import CliRunner
 
     from hwprune.cli import cli
-    from zoo import ModelError, import_weights, load_checkpoint
+    from hwprune.zoo import ModelError, import_weights, load_checkpoint
 
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=7).eval()

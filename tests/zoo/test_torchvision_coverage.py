@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 import torch
 
-from luts import Lut, LutError, build_variant, estimate_trace, macs, plan_variants
-from profiler import KeySpaceError, scan_keys, trace_model
-from profiler.coupling import dimensions
-from pruner import GroupError, build_graph, check_matches, find_dims
-from zoo import ModelError, resolve_model, torchvision_model_names
-from zoo.models import classifier_scope, small_input_size
+from hwprune.luts import Lut, LutError, build_variant, estimate_trace, macs, plan_variants
+from hwprune.profiler import KeySpaceError, scan_keys, trace_model
+from hwprune.profiler.coupling import dimensions
+from hwprune.pruner import GroupError, build_graph, check_matches, find_dims
+from hwprune.zoo import ModelError, resolve_model, torchvision_model_names
+from hwprune.zoo.models import classifier_scope, small_input_size
 
 CLEAN = (ModelError, KeySpaceError, LutError, GroupError)  # the CLI prints these on one line
 STEP = 128

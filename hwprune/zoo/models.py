@@ -1,8 +1,10 @@
-"""Turn a user's MODEL argument into a module: a torchvision name, 'demo', or a saved file.
+"""Turn a user's MODEL argument into a module: a builder spec or a saved checkpoint.
 
-Saved models never go through pickle's code execution: an hwprune checkpoint is
-a dict of plain data and tensors loaded with ``weights_only=True``, holding the
-architecture by name; a ``.pt2`` file is a ``torch.export`` program.
+A spec names what builds the network (``hwprune.zoo.builders``): a torchvision name,
+'demo', ``timm:NAME`` or ``package.module:callable``, optionally with the user's weights
+(a state dict). Saved models never go through pickle's code execution: an hwprune
+checkpoint is a dict of plain data and tensors loaded with ``weights_only=True``, holding
+the builder spec, its arguments, the channel layout and the weights.
 """
 
 from __future__ import annotations
@@ -16,19 +18,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoo.atomic import atomic_write_bytes
-from zoo.demo import DEMO_CHANNELS, DEMO_INPUT_SIZE, build_demo
+from hwprune.zoo.atomic import atomic_write_bytes
+from hwprune.zoo.builders import (ModelError, build_module, first_conv_channels, parse_spec,
+                                  require_allowed, torchvision_model_names)
+from hwprune.zoo.demo import DEMO_CHANNELS, DEMO_INPUT_SIZE, build_demo
 
 CHECKPOINT_FORMAT = "hwprune-checkpoint"
 CHECKPOINT_VERSION = 1
 
 
-class ModelError(ValueError):
-    """The model argument cannot be resolved or loaded."""
-
-
 @dataclass
 class ResolvedModel:
+    """A built module with what hwprune needs to know of it: ``name`` is its builder spec
+    (what a checkpoint stores), ``input_size`` and ``in_channels`` the input it takes."""
+
     module: nn.Module
     name: str
     in_channels: int = 3
@@ -38,6 +41,15 @@ class ResolvedModel:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+def model_label(model: str | ResolvedModel) -> str:
+    """A model argument as reports and resume checks record it: the spec or file as given,
+    or a resolved model's spec with where its weights came from."""
+    if isinstance(model, ResolvedModel):
+        built = model.source in ("torchvision", "demo", "timm", "callable")
+        return model.name if built else f"{model.name} ({model.source})"
+    return str(model)
+
+
 def set_training(module: nn.Module, mode: bool) -> nn.Module:
     """``module.train(mode)``, except for torch.export modules, which are frozen in their mode."""
     try:
@@ -45,12 +57,6 @@ def set_training(module: nn.Module, mode: bool) -> nn.Module:
     except NotImplementedError:
         pass
     return module
-
-
-def torchvision_model_names() -> list[str]:
-    import torchvision
-
-    return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 # Inputs smaller than 64 px still run most torchvision classifiers (stride 32); these need more:
@@ -91,8 +97,14 @@ def classifier_scope(arch: str, module: nn.Module | None = None) -> tuple[str | 
 
 
 def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
-    if arch == "demo":
+    builder = parse_spec(arch)
+    if builder.kind == "demo":
         return ResolvedModel(build_demo(**kwargs), "demo", DEMO_CHANNELS, DEMO_INPUT_SIZE, "demo",
+                             arch_kwargs=dict(kwargs))
+    if builder.kind in ("timm", "callable"):
+        module = build_module(builder, kwargs)
+        shape = _default_input(module)
+        return ResolvedModel(module, builder.spec, shape[0], shape[1], builder.kind,
                              arch_kwargs=dict(kwargs))
     names = torchvision_model_names()
     if arch not in names:
@@ -100,7 +112,7 @@ def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise ModelError(
             f"unknown model '{arch}': not a torchvision classification model, 'demo', "
-            f"or an existing file{hint}"
+            f"timm:NAME, package.module:callable or an existing file{hint}"
         )
     import torchvision
 
@@ -110,6 +122,16 @@ def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
     build = {"aux_logits": False, **kwargs} if arch in _AUX_HEADS else kwargs
     return ResolvedModel(torchvision.models.get_model(arch, weights=None, **build), arch, 3, size,
                          arch_kwargs=dict(kwargs))
+
+
+def _default_input(module: nn.Module) -> tuple[int, int]:
+    """(channels, size) of the input a built module expects: timm's pretrained config says;
+    otherwise the first conv's input channels at 224 px (override with input_size)."""
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    shape = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if shape and len(shape) == 3:
+        return int(shape[0]), int(shape[-1])
+    return first_conv_channels(module), 224
 
 
 # torchvision classifiers with auxiliary heads: their parameter-name prefixes.
@@ -122,24 +144,53 @@ def _without_aux(arch: str, state: dict) -> dict:
     return {k: v for k, v in state.items() if not k.startswith(prefixes)} if prefixes else state
 
 
-def resolve_model(spec: str, **arch_kwargs: Any) -> ResolvedModel:
-    """Build the model named by ``spec`` in eval mode (weights random unless loaded from a file)."""
+def resolve_model(spec: str | ResolvedModel, *, weights: str | os.PathLike | None = None,
+                  allow_builder: str | None = None, **arch_kwargs: Any) -> ResolvedModel:
+    """The model ``spec`` names, in eval mode.
+
+    Args:
+        spec: a builder spec (torchvision name, 'demo', 'timm:NAME',
+            'package.module:callable'), an hwprune checkpoint file, or a ResolvedModel
+            (returned as it is).
+        weights: a state dict file (``torch.save(model.state_dict())``) for a built spec,
+            read with ``weights_only=True``; without it a built model has random weights.
+        allow_builder: the one ``package.module:callable`` builder a checkpoint may name.
+        **arch_kwargs: the builder's arguments (e.g. ``num_classes=10``).
+
+    Returns:
+        ResolvedModel: the module with its spec, input channels and input size.
+
+    Example:
+        >>> net = resolve_model("resnet18", num_classes=10).module
+    """
+    if isinstance(spec, ResolvedModel):
+        return spec
     path = Path(spec)
-    if path.suffix in {".pt", ".pth", ".pt2", ".ckpt"} or path.exists():
-        resolved = load_checkpoint(path)
+    if path.suffix in _MODEL_SUFFIXES or path.exists():
+        if weights is not None:
+            raise ModelError(f"'{spec}' is a saved model with its own weights: --weights "
+                             f"goes with a builder spec (e.g. timm:NAME)")
+        resolved = load_checkpoint(path, allow_builder=allow_builder)
     else:
-        resolved = _build_arch(spec, arch_kwargs)
+        resolved = _build_arch(str(spec), arch_kwargs)
+        if weights is not None:
+            load_weights(resolved, weights)
     set_training(resolved.module, False)
     return resolved
 
 
+_MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".ckpt"}
+
+
 def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
                     arch_kwargs: dict[str, Any] | None = None,
-                    channels: dict[str, int] | None = None, **extra: Any) -> Path:
+                    channels: dict[str, int] | None = None,
+                    input_shape: tuple[int, int, int] | None = None, **extra: Any) -> Path:
     """Write an hwprune checkpoint atomically (temp file + rename).
 
     ``channels`` (output channels of pruned layers, by module name) makes the checkpoint
-    of a pruned network: loading builds ``arch``, shrinks those layers, then loads weights.
+    of a pruned network: loading builds ``arch``, shrinks those layers (tracing it at
+    ``input_shape``, (C, H, W), where given), then loads weights.
     The tensors are written from CPU copies wherever ``module`` lives, so that a plain
     ``torch.load(path, weights_only=True)`` works on a machine without the device
     (torch.save records each storage's device, and load restores it there by default).
@@ -151,7 +202,7 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
         raise ModelError(f"cannot save {arch} to '{path}': its tensors are on the meta device "
                          f"({on_meta[0]}{' and others' if len(on_meta) > 1 else ''}), which "
                          f"holds shapes but no weights; load or initialise the weights first")
-    from zoo.check import weights_digest  # zoo.check imports this module's constants
+    from hwprune.zoo.check import weights_digest  # zoo.check imports this module's constants
 
     cpu_state = {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
                  for k, v in state.items()}
@@ -162,7 +213,8 @@ def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,
         "arch_kwargs": dict(arch_kwargs or {}),
         "channels": dict(channels or {}),
         "state_dict": cpu_state,
-        "extra": extra,
+        "extra": {**extra, **({"input_shape": [int(d) for d in input_shape]}
+                               if input_shape else {})},
         "written_by": f"hwprune {_hwprune_version()}",
         # torch.load does not verify the zip's checksums: this lets loading tell a
         # damaged weight from a trained one (zoo.check).
@@ -177,16 +229,12 @@ def _hwprune_version() -> str:
     return __version__
 
 
-def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike,
-                   **arch_kwargs: Any) -> Path:
-    """Your own trained weights for a torchvision ``arch`` as an hwprune checkpoint.
+def read_state_dict(weights: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict saved with ``torch.save``, read with ``weights_only=True``.
 
-    ``weights`` is a state dict saved with ``torch.save`` (also one nested under
-    'state_dict' or 'model', and with DistributedDataParallel's 'module.' prefix); it is
-    read with ``weights_only=True`` (torch.compile's '_orig_mod.' prefix and the options
-    torchvision's reference scripts save beside the weights are accepted too) and must
-    match ``arch`` exactly (e.g. pass
-    ``num_classes`` for a model trained on your own classes).
+    Also one nested under 'state_dict' or 'model', with DistributedDataParallel's 'module.'
+    or torch.compile's '_orig_mod.' prefix, and with the options torchvision's reference
+    scripts save beside the weights.
     """
     path = Path(weights)
     if not path.is_file():
@@ -209,44 +257,80 @@ def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ModelError(f"'{path}' holds no state dict (a dict of tensors)")
     # DistributedDataParallel and torch.compile wrap the names of the weights they save.
-    sd = {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
-    resolved = _build_arch(arch, arch_kwargs)
-    if not arch_kwargs.get("aux_logits"):
+    return {k.removeprefix("module.").removeprefix("_orig_mod."): v for k, v in sd.items()}
+
+
+def load_weights(resolved: ResolvedModel, weights: str | os.PathLike) -> ResolvedModel:
+    """Load a state dict file into ``resolved.module``; it must match exactly."""
+    sd = read_state_dict(weights)
+    arch, kwargs = resolved.name, resolved.arch_kwargs
+    if not kwargs.get("aux_logits"):
         sd = _without_aux(arch, sd)
     try:
         resolved.module.load_state_dict(sd)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
-        raise ModelError(f"'{path}' does not match {arch}"
-                         f"{' ' + str(arch_kwargs) if arch_kwargs else ''}: "
+        raise ModelError(f"'{weights}' does not match {arch}"
+                         f"{' ' + str(kwargs) if kwargs else ''}: "
                          f"{' '.join(first[1:3]) if len(first) > 1 else first[0]}") from None
-    return save_checkpoint(resolved.module, out, arch, arch_kwargs, imported_from=str(path))
+    resolved.source = str(weights)
+    resolved.extra = {**resolved.extra, "imported_from": str(weights)}
+    return resolved
 
 
-def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
+def import_weights(arch: str, weights: str | os.PathLike, out: str | os.PathLike,
+                   **arch_kwargs: Any) -> Path:
+    """Your own trained weights for the model ``arch`` builds, as an hwprune checkpoint.
+
+    Args:
+        arch: a builder spec: torchvision name, 'demo', 'timm:NAME' or
+            'package.module:callable'.
+        weights: a state dict file (see ``read_state_dict``) that matches ``arch`` exactly.
+        out: the checkpoint to write (atomically).
+        **arch_kwargs: the builder's arguments (e.g. ``num_classes=10``).
+
+    Returns:
+        Path: the checkpoint written.
+
+    Example:
+        >>> import_weights("timm:resnet26d", "my_weights.pth", "teacher.pt", num_classes=10)
+    """
+    resolved = load_weights(_build_arch(arch, arch_kwargs), weights)
+    return save_checkpoint(resolved.module, out, resolved.name, arch_kwargs,
+                           imported_from=str(weights))
+
+
+def load_checkpoint(path: str | os.PathLike, allow_builder: str | None = None) -> ResolvedModel:
+    """An hwprune checkpoint: its builder's network, cut to its channel layout, with its
+    weights, in eval mode. A ``package.module:callable`` builder is imported and called only when
+    ``allow_builder`` names the same spec; otherwise the file is refused before anything
+    is imported."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file '{path}' does not exist")
     if path.suffix == ".pt2":
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:  # torch raises many types for a bad archive
-            raise ModelError(f"cannot load exported program '{path}': {exc}") from None
-        module = program.module()
-        shape = tuple(program.example_inputs[0][0].shape)
-        return ResolvedModel(module, path.stem, shape[1], shape[-1], "export")
+        # An exported program runs aten ops, not nn.Conv2d/BatchNorm2d modules, and has no
+        # layers Torch-Pruning could cut: none of hwprune's steps can use it.
+        raise ModelError(f"'{path}' is a torch.export program: hwprune needs the nn.Module "
+                         f"(its layers are what is profiled, matched and pruned); give the "
+                         f"builder instead, e.g. package.module:callable or timm:NAME with "
+                         f"--weights your_state_dict.pth")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ModelError(f"cannot load '{path}' as a weights-only checkpoint: "
                          f"{_first_line(exc)}") from None
-    from zoo.check import check_payload  # zoo.check imports this module's constants
+    from hwprune.zoo.check import check_payload  # zoo.check imports this module's constants
 
     check_payload(path, payload)
+    require_allowed(parse_spec(payload["arch"]), allow_builder, f"checkpoint '{path}'")
     try:
         resolved = _build_arch(payload["arch"], payload.get("arch_kwargs", {}))
     except TypeError as exc:  # arch_kwargs the architecture does not take
         raise ModelError(f"'{path}': arch_kwargs do not fit {payload['arch']}: {exc}") from None
+    shape = payload.get("extra", {}).get("input_shape")
+    if isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) for d in shape):
+        resolved.in_channels, resolved.input_size = shape[0], shape[-1]
     try:
         if payload.get("channels"):
             example = torch.zeros(1, resolved.in_channels, resolved.input_size,
@@ -261,6 +345,7 @@ def load_checkpoint(path: str | os.PathLike) -> ResolvedModel:
                          f"{_first_line(exc)}") from None
     resolved.source = str(path)
     resolved.extra = dict(payload.get("extra", {}))
+    set_training(resolved.module, False)  # as every other way in gives it
     return resolved
 
 

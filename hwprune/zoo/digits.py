@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.demo import DEMO_INPUT_SIZE
+from hwprune.zoo.demo import DEMO_INPUT_SIZE
 
 # Statistics of the upsampled digits in [0, 1] (computed once from the whole set, so the
 # normalisation is the same for every split; synthesis clips to this range).

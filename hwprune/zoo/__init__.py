@@ -1,12 +1,15 @@
-"""Models hwprune knows by name: torchvision classifiers, the embedded demo net, saved checkpoints."""
+"""Models by builder spec (torchvision, demo, timm:NAME, package.module:callable) and saved checkpoints."""
 
-from zoo.demo import DEMO_INPUT_SIZE, DemoNet, build_demo
-from zoo.models import (
+from hwprune.zoo.demo import DEMO_INPUT_SIZE, DemoNet, build_demo
+from hwprune.zoo.models import (
     CouplingError,
     ModelError,
     ResolvedModel,
     import_weights,
     load_checkpoint,
+    load_weights,
+    model_label,
+    read_state_dict,
     resolve_model,
     save_checkpoint,
     set_training,
@@ -23,6 +26,9 @@ __all__ = [
     "ResolvedModel",
     "import_weights",
     "load_checkpoint",
+    "load_weights",
+    "model_label",
+    "read_state_dict",
     "resolve_model",
     "save_checkpoint",
     "set_training",

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from zoo.models import ModelError, _first_line
-from zoo.runtimes import RuntimeMissing, open_session, require
+from hwprune.zoo.models import ModelError, _first_line
+from hwprune.zoo.runtimes import RuntimeMissing, open_session, require
 
 FORMATS = ("onnx", "openvino")
 # The runtime each format is checked in.

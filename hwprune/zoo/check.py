@@ -20,7 +20,7 @@ import os
 import torch
 from torch import nn
 
-from zoo.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelError
+from hwprune.zoo.models import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, ModelError
 
 
 class CheckpointError(ModelError):

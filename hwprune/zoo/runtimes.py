@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.models import ModelError, _first_line
+from hwprune.zoo.models import ModelError, _first_line
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 # The module each runtime is imported as, and the distribution that provides it.
