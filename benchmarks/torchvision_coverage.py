@@ -74,15 +74,19 @@ def _stage(fn) -> dict:
     return out
 
 
-def survey(name: str, args, tmp: Path) -> dict:
-    size = small_input_size(name, args.input_size)
+def survey(name: str, args, tmp: Path, state: dict | None = None,
+           input_size: int | None = None) -> dict:
+    """Every stage on model ``name`` (any builder spec); ``state`` (when given) is left
+    holding the model, its trace, the stand-in table and the pruned variant."""
+    size = input_size or small_input_size(name, args.input_size)
     rec: dict = {"model": name, "input_size": size}
     t_build = time.perf_counter()
     resolved = resolve_model(name)
     model = resolved.module
     rec["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     rec["build_seconds"] = round(time.perf_counter() - t_build, 2)
-    state: dict = {}
+    state = {} if state is None else state
+    state.update(model=model, variant=None, in_channels=resolved.in_channels)
     step = args.step
 
     def trace():
@@ -94,7 +98,7 @@ def survey(name: str, args, tmp: Path) -> dict:
 
     def profile():
         tc = TimingConfig(max_reps=args.max_reps, min_reps=2, warmup=1, threads=1)
-        res = profile_model(ProfileConfig(name, tmp / f"{name}.parquet", step, size,
+        res = profile_model(ProfileConfig(resolved, tmp / f"{name.replace(':', '_')}.parquet", step, size,
                                           max_keys=args.max_keys, timing=tc, progress=False,
                                           weights="hot"))
         kinds: dict[str, float] = {}
@@ -118,7 +122,7 @@ def survey(name: str, args, tmp: Path) -> dict:
         plans = plan_variants(dims, step, 3)  # the smallest variant, if the grid has one
         plan = next((p for p in plans if p.kind == "extreme-min"), plans[0])
         example = torch.randn(1, resolved.in_channels, size, size)
-        net = build_variant(model, t, dims, plan.channels, example)
+        state["variant"] = net = build_variant(model, t, dims, plan.channels, example)
         vt = trace_model(net, size, resolved.in_channels)
         est = estimate_trace(vt, state["lut"], strict=True)
         params = sum(p.numel() for p in net.parameters())

@@ -128,7 +128,8 @@ def test_bad_targets_and_uncovered_models_exit_2(demo_lut, tmp_path):
                "--target-latency", 1e6)
     assert res.exit_code == 2 and "not below the estimate now" in res.output
     res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "big", "--input-size", 64)
-    assert res.exit_code == 2 and res.output.startswith("error: ") and "LUT" in res.output
+    assert res.exit_code == 2 and res.output.startswith("error: ") and \
+        "profiled for demo at 32 px, not at the 64 px" in res.output
     assert not (tmp_path / "big").exists()
     res = _run("plan", "no-such-model", "--lut", demo_lut, "--out", tmp_path / "none")
     assert res.exit_code == 2 and not (tmp_path / "none").exists()
