@@ -177,6 +177,11 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
     click.echo(f"wrote {out / 'pruned.pt'}, " + (f"{out / 'pruned.onnx'}, " if "export" in rep
                                                  else "")
                + f"{out / 'report.json'}, {out / 'trajectory.png'}")
+    if "saved" in rep:
+        d = rep["saved"]["reload_max_abs_diff"]
+        click.echo(f"pruned.pt reloaded: outputs {'equal' if d == 0 else f'within {d:.1e}'} "
+                   f"on {rep['saved']['input']} (report.json: saved.outputs)",
+                   err=d > 1e-5)
 
 
 def _ratio_line(rep: dict) -> str:

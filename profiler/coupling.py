@@ -100,6 +100,9 @@ class ChannelTracker:
         return d_in, d_out
 
     def on_other(self, args: Sequence, out) -> None:
+        if isinstance(out, (list, tuple)):
+            self._on_split(args, out)
+            return
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             return
         flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
@@ -116,6 +119,26 @@ class ChannelTracker:
             for a in tensors:
                 self.frozen.add(self.dim(a))
             self._tag(out, d)
+
+    def _on_split(self, args: Sequence, parts: Sequence) -> None:
+        """``split``/``chunk``/``tensor_split``: pieces along another axis keep the input's
+        channels; pieces along the channels have sizes written in the model's code (a
+        pruned input would no longer split as the code says), so none of it is prunable."""
+        src = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        pieces = [p for p in parts if isinstance(p, torch.Tensor)]
+        if src is None or src.dim() < 2 or not pieces or \
+                any(p.dim() != src.dim() for p in pieces):
+            return
+        if all(p.shape[1] == src.shape[1] for p in pieces):
+            d = self.dim(src)
+            for p in pieces:
+                self._tag(p, d)
+            return
+        self.frozen.add(self.dim(src))
+        for p in pieces:
+            d = self.new()
+            self.frozen.add(d)
+            self._tag(p, d)
 
     def frozen_roots(self) -> set[int]:
         return {self.find(d) for d in self.frozen} | {FIXED}

@@ -52,6 +52,7 @@ from hwprune.pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from hwprune.pruner.snap import snap_line
 from hwprune.zoo import (ModelError, ResolvedModel, model_label, resolve_model, save_checkpoint,
                          shrink_to)
+from hwprune.zoo.models import reload_check
 from hwprune.zoo.check import num_classes
 from hwprune.zoo.export import export_model
 from hwprune.zoo.runtimes import check_runtime
@@ -421,9 +422,13 @@ def _run_job(job: PruneJob) -> dict:
     # seconds of this process's phases (pruning excludes the loop's measurements)
     report["phase_seconds"] = phases
     report["seconds"] = time.perf_counter() - t0
-    save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
-                    channels=pruner.channels(), input_shape=(in_ch, size, size),
-                    teacher=str(resolved.source))
+    path = save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
+                           channels=pruner.channels(), input_shape=(in_ch, size, size),
+                           teacher=str(resolved.source))
+    # Proof that the file rebuilds this very network (builder, channel layout, weights),
+    # with the outputs a reload elsewhere can be compared with. The builder is the
+    # teacher's, which this job already built: the user named it or allowed it.
+    report["saved"] = reload_check(path, student, in_ch, size, allow_builder=arch["arch"])
     if job.runtime != "torch":  # what the user will ship, checked against PyTorch
         report["export"] = export_model(student, job.out / "pruned.onnx", size,
                                         in_ch).as_dict()

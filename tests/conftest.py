@@ -25,6 +25,14 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def only_when_asked(request, seconds: int) -> None:
+    """Skip unless the run selects slow tests (``-m slow``): marked slow tests otherwise
+    run unless deselected (tests/zoo/test_torchvision_coverage.py), and these would take
+    `make test` past its minutes."""
+    if "slow" not in (request.config.getoption("markexpr") or ""):
+        pytest.skip(f"about {seconds} s on 2 cores: run with -m slow")
+
+
 def shared_file(tmp_path_factory, name: str, make: Callable[[Path], Path]) -> Path:
     """``make(path)`` once per test run, even under pytest-xdist: the workers of one run share
     the parent of their temp dirs, and the first to take the lock builds the file for all."""

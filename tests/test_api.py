@@ -44,8 +44,11 @@ def test_the_readme_example_runs_from_a_users_directory(tmp_path):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("mynets", None)
     code = _readme_example() + (
-        "\nx = torch.randn(2, 3, 32, 32)\n"
-        "torch.testing.assert_close(pruned(x), result.module(x), atol=1e-5, rtol=0)\n"
+        # the reloaded file computes what the job's own pruned network computed
+        "\nfrom hwprune.zoo.models import seeded_input\n"
+        "with torch.no_grad(): y = pruned(seeded_input(3, 32)).flatten()\n"
+        "torch.testing.assert_close(y, torch.tensor(result.report['saved']['outputs']), "
+        "atol=1e-5, rtol=0)\n"
         "import json; json.dump({'ratio': result.report['measured']['ratio'], "
         "'verdict': result.report['measured']['verdict'], "
         "'filters': [sum(m.out_channels for m in n.modules() if isinstance(m, torch.nn.Conv2d))"

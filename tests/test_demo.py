@@ -5,6 +5,7 @@ from click.testing import CliRunner
 
 from hwprune.cli import cli
 from hwprune.demo import DemoConfig, format_table, run_demo
+from tests.conftest import only_when_asked
 
 
 def _png(path):
@@ -89,20 +90,13 @@ def test_demo_help_explains_itself():
     assert r.exit_code == 0 and "--quick" in r.output and "DeepInversion" in r.output
 
 
-def _only_when_asked(request, seconds: int) -> None:
-    # Marked slow tests run unless deselected (tests/zoo/test_torchvision_coverage.py):
-    # these only with -m slow, to keep `make test` within minutes.
-    if "slow" not in (request.config.getoption("markexpr") or ""):
-        pytest.skip(f"about {seconds} s on 2 cores: run with -m slow")
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_demo_prunes_for_onnx_runtime(tmp_path, request):
     """The whole job with the LUT timed and every budget measured in ONNX Runtime, and each
     student's speed-up measured in PyTorch beside it (one budget: the rest is the same path;
     the runtime's own steps are tested fast in tests/luts/test_runtime_tables.py)."""
-    _only_when_asked(request, 110)
+    only_when_asked(request, 110)
     pytest.importorskip("onnxruntime")
     from hwprune.luts import Lut
 
@@ -128,7 +122,7 @@ def test_the_demo_prunes_for_onnx_runtime(tmp_path, request):
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_quick_demo_in_onnx_runtime_from_the_command_line(tmp_path, request):
-    _only_when_asked(request, 340)
+    only_when_asked(request, 340)
     pytest.importorskip("onnxruntime")
     r = CliRunner().invoke(cli, ["demo", "--quick", "--runtime", "onnxruntime", "--out",
                                  str(tmp_path / "d"), "-q"])

@@ -335,7 +335,9 @@ def load_checkpoint(path: str | os.PathLike, allow_builder: str | None = None) -
         if payload.get("channels"):
             example = torch.zeros(1, resolved.in_channels, resolved.input_size,
                                   resolved.input_size)
-            shrink_to(resolved.module.eval(), payload["channels"], example)
+            # Torch-Pruning traces with autograd: a caller's no_grad must not stop it
+            with torch.inference_mode(False), torch.enable_grad():
+                shrink_to(resolved.module.eval(), payload["channels"], example)
         state = payload["state_dict"]
         if not payload.get("arch_kwargs", {}).get("aux_logits"):
             state = _without_aux(payload["arch"], state)
@@ -347,6 +349,27 @@ def load_checkpoint(path: str | os.PathLike, allow_builder: str | None = None) -
     resolved.extra = dict(payload.get("extra", {}))
     set_training(resolved.module, False)  # as every other way in gives it
     return resolved
+
+
+def seeded_input(in_channels: int, size: int, seed: int = 0) -> torch.Tensor:
+    """The same (1, C, size, size) input on every machine and in every process."""
+    return torch.randn(1, in_channels, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def reload_check(path: str | os.PathLike, module: nn.Module, in_channels: int, size: int,
+                 allow_builder: str | None = None) -> dict:
+    """Load the checkpoint just written and compare its outputs with ``module``'s on the
+    seeded input: the figures a user needs to check a reload anywhere else."""
+    x = seeded_input(in_channels, size)
+    device = next(module.parameters()).device
+    was_training = module.training
+    with torch.no_grad():
+        want = module.eval()(x.to(device)).float().cpu()
+        got = load_checkpoint(path, allow_builder=allow_builder).module(x).float()
+    set_training(module, was_training)
+    return {"path": str(path), "input": f"seeded_input({in_channels}, {size}, seed=0)",
+            "outputs": [round(float(v), 7) for v in want.flatten()],
+            "reload_max_abs_diff": float((got - want).abs().max())}
 
 
 def _first_line(exc: Exception) -> str:

@@ -41,3 +41,37 @@ def test_residual_dimension_of_resnet18_couples_the_whole_stage():
                                        "layer4.1.conv2"}
     assert names(stage4.consumers) == {"layer4.1.conv1", "fc"}
     assert {"layer4.0.add", "layer4.1.add", "layer4.0.bn2"} <= names(stage4.passthrough)
+
+
+class _SplitNet(torch.nn.Module):
+    """FasterNet's partial convolution: a conv on the first 8 channels of a split with its
+    sizes in the code, the rest passed by, joined again."""
+
+    def __init__(self, axis: int = 1) -> None:
+        super().__init__()
+        self.axis = axis
+        self.a, self.bn = torch.nn.Conv2d(3, 32, 3), torch.nn.BatchNorm2d(32)
+        self.b = torch.nn.Conv2d(8 if axis == 1 else 32, 8 if axis == 1 else 32, 3, padding=1)
+        self.c, self.head = torch.nn.Conv2d(32, 16, 1), torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.a(x)))
+        if self.axis == 1:
+            x1, x2 = torch.split(x, [8, 24], dim=1)
+            x = torch.cat([self.b(x1), x2], 1)
+        else:  # along the width: every piece keeps the channels
+            x1, x2 = torch.split(x, [7, 7], dim=3)
+            x = self.b(x1) + x2
+        return self.head(self.c(x).mean((2, 3)))
+
+
+def test_a_split_along_channels_freezes_them_and_one_along_the_width_does_not():
+    def prunable(axis):
+        trace = trace_model(_SplitNet(axis), 16, 3)
+        return sorted(sorted(trace.layers[i].name for i in d.producers)
+                      for d in dimensions(trace.layers, trace.frozen_dims))
+
+    # its sizes are in the code: pruning conv a would break the split at run time
+    assert prunable(1) == [["c"]]
+    # b maps a's channels onto themselves (its output is added to a's other piece)
+    assert prunable(3) == [["a"], ["c"]]

@@ -1,0 +1,36 @@
+"""A fast subset of ``benchmarks/timm_coverage.py``: timm members through every stage of the
+whole job (trace, a few timed keys, estimate, a pruned variant measured, the pruner's
+groups, DeepInversion steps, save and reload in a fresh process, ONNX export), or refused
+naming the operator. The benchmark walks every timm family; this runs three."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("timm")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import timm_coverage  # noqa: E402
+
+ARGS = argparse.Namespace(input_size=64, step=64, max_keys=2, max_reps=3, no_profile=False)
+
+
+@pytest.mark.parametrize("family,name", [("resnet", "resnet10t"), ("ghostnet", "ghostnet_050")])
+def test_a_timm_member_goes_through_the_whole_job(family, name, tmp_path):
+    rec = timm_coverage.survey(family, name, ARGS, tmp_path)
+    failed = {s: rec[s] for s in (*timm_coverage.tvc.STAGES, *timm_coverage.EXTRA)
+              if not rec[s]["ok"]}
+    assert rec["outcome"] == "works", failed
+    assert rec["save"]["max_abs_diff"] <= 1e-5 and rec["save"]["pruned_layers"] > 0
+    assert rec["variant"]["params_m"] < rec["params_m"]
+
+
+def test_an_attention_member_is_refused_naming_its_operators(tmp_path):
+    rec = timm_coverage.survey("levit", "levit_128s", ARGS, tmp_path)
+    assert rec["outcome"] == "refused"
+    assert rec["input_size"] == 224  # its position biases fix the input: timm's own size
+    assert "matmul" in rec["trace"]["message"] and "softmax" in rec["trace"]["message"]
