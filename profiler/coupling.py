@@ -29,6 +29,12 @@ def is_depthwise(op: str, c_in: int, groups: int) -> bool:
     return op == "conv2d" and groups > 1 and groups == c_in
 
 
+def is_scalar(v) -> bool:
+    """A Python number or a one-element tensor: an operand that carries no channels."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) or \
+        isinstance(v, torch.Tensor) and v.numel() == 1
+
+
 class ChannelTracker:
     def __init__(self, net_input: torch.Tensor) -> None:
         self.parent: dict[int, int] = {FIXED: FIXED}
@@ -83,10 +89,14 @@ class ChannelTracker:
             if isinstance(out, torch.Tensor):
                 self._tag(out, d_out)
             return d_in, d_out
-        d_in = self.dim(args[0])
+        first, other = args[0], args[1] if len(args) > 1 else None
+        if op == "mul" and is_scalar(first) and isinstance(other, torch.Tensor):
+            first, other = other, first  # `scale * x`: the channels are x's
+        d_in = self.dim(first)
         if op in ("add", "mul"):
-            other = args[1] if len(args) > 1 else None
-            d_out = self.union(d_in, self.dim(other)) if isinstance(other, torch.Tensor) else d_in
+            # a scalar operand (x * 0.17, x / 2, a learnable scale) carries no channels
+            shared = isinstance(other, torch.Tensor) and not is_scalar(other)
+            d_out = self.union(d_in, self.dim(other)) if shared else d_in
         elif op == "linear" or (op == "conv2d" and not is_depthwise(op, c_in, groups)):
             d_out = self.new()
             if op == "conv2d" and groups > 1:

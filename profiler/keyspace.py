@@ -20,7 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from hwprune.errors import HwpruneError
-from hwprune.profiler.coupling import ChannelTracker
+from hwprune.profiler.coupling import ChannelTracker, is_scalar
 from hwprune.zoo.models import set_training
 
 CONV = "conv2d"
@@ -34,10 +34,14 @@ def is_conv(op: str) -> bool:
 ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu",
                "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "gelu": "gelu",
                "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "hardtanh": "hardtanh",
-               "hardtanh_": "hardtanh"}
+               "hardtanh_": "hardtanh", "leaky_relu": "leaky_relu",
+               "leaky_relu_": "leaky_relu"}
 ADDS = {"add": False, "__add__": False, "__radd__": False, "add_": True, "__iadd__": True}
 MULS = {"mul": False, "__mul__": False, "__rmul__": False, "mul_": True, "__imul__": True}
-_IN_PLACE_NAMES = {"relu_", "sigmoid_", "hardtanh_"}
+# Division by a scalar costs what a multiply by one does (x / 2, a mean of two heads).
+DIVS = {"div": False, "__truediv__": False, "true_divide": False, "div_": True,
+        "__itruediv__": True}
+_IN_PLACE_NAMES = {"relu_", "sigmoid_", "hardtanh_", "leaky_relu_"}
 # Functions that move no data worth timing (views, metadata); any other compute op the
 # table does not model makes the trace refuse the model (``UnmodelledOpError``).
 # ``contiguous`` of a non-contiguous tensor does copy: it is handled in ``_key_for``.
@@ -64,9 +68,11 @@ class OpKey:
     mean, pools) set c_in == c_out == channels; adaptive pools store their output size
     in kernel_h/kernel_w; linear has in_h == in_w == 0 (no spatial dims). ``mul``
     stores the spatial size of its smaller operand in kernel_h/kernel_w (1x1 for the
-    channel scale of a squeeze-excitation block); ``cat`` (along channels) the number
+    channel scale of a squeeze-excitation block, 0x0 for a scalar: ``x * 0.17``, a
+    learnable scalar scale, ``x / 2``); ``cat`` (along channels) the number
     of tensors joined in kernel_h; ``channel_shuffle`` its groups in kernel_h (not in
-    ``groups``, which a channel-wise key's config leaves out).
+    ``groups``, which a channel-wise key's config leaves out); ``pad`` (zeros),
+    ``pad_reflect`` and ``pad_replicate`` the rows and columns added in pad_h/pad_w.
     """
 
     op: str
@@ -202,6 +208,9 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         return OpKey("linear", w.shape[1], w.shape[0], bias=b is not None)
     if fname in MULS:
         return _mul_key(args, kwargs, MULS[fname])
+    if fname in DIVS:  # only by a scalar: x / y by a tensor is not modelled
+        return _scalar_mul_key(args[0], args[1] if len(args) > 1 else kwargs.get("other"),
+                               DIVS[fname])
     if fname == "cat":
         return _cat_key(args, kwargs)
     if fname == "mean" and args[0].dim() == 4:  # global average pooling written as x.mean
@@ -211,13 +220,44 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         return None
     if fname == "contiguous":
         return _shuffle_key(args[0])
+    if fname == "pad":
+        return _pad_key(args, kwargs)
     return None
+
+
+PAD_MODES = {"constant": "pad", "reflect": "pad_reflect", "replicate": "pad_replicate"}
+
+
+def _pad_key(args, kwargs) -> OpKey | None:
+    """F.pad of a 4-D tensor on its height and width ('same' padding of TF-ported nets,
+    the reflection before a blur pool): its cost is the padded copy, so the key holds the
+    rows and columns added (how they split between the sides does not change it)."""
+    names = ("input", "pad", "mode", "value")
+    a = dict(zip(names, args), **kwargs)
+    x, pads, op = a["input"], list(a["pad"]), PAD_MODES.get(a.get("mode") or "constant")
+    if op is None or x.dim() != 4 or len(pads) not in (2, 4) or any(p < 0 for p in pads):
+        return None
+    pads += [0] * (4 - len(pads))
+    return _channel_key(op, x, pad_h=pads[2] + pads[3], pad_w=pads[0] + pads[1])
+
+
+def _scalar_mul_key(x, y, inplace: bool) -> OpKey | None:
+    """``x * s`` (either order) or ``x / s`` of a 2-D or 4-D tensor by a scalar: kernel 0x0."""
+    if isinstance(y, torch.Tensor) and y.dim() in (2, 4) and is_scalar(x) and not inplace:
+        x, y = y, x
+    if not (isinstance(x, torch.Tensor) and x.dim() in (2, 4) and x.numel() > 1 and is_scalar(y)):
+        return None
+    return _channel_key("mul", x, inplace=inplace, kernel_h=0, kernel_w=0)
 
 
 def _mul_key(args, kwargs, inplace: bool) -> OpKey | None:
     """An element-wise multiply of same-channel tensors: equal shapes, or one of them a
-    per-channel scale (N, C, 1, 1), as in squeeze-excitation. Others are not modelled."""
+    per-channel scale (N, C, 1, 1), as in squeeze-excitation, or a scalar. Others are not
+    modelled."""
     x, y = args[0], args[1] if len(args) > 1 else kwargs.get("other")
+    scalar = _scalar_mul_key(x, y, inplace)
+    if scalar is not None:
+        return scalar
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.dim() != y.dim() \
             or x.dim() not in (2, 4) or x.shape[:2] != y.shape[:2]:
         return None

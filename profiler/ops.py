@@ -7,9 +7,10 @@ import itertools
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hwprune.profiler.keyspace import OpKey
+from hwprune.profiler.keyspace import PAD_MODES, OpKey
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -22,10 +23,12 @@ _ACT_MODULES: dict[str, Callable[[bool], nn.Module]] = {
     "hardsigmoid": lambda ip: nn.Hardsigmoid(inplace=ip),
     "gelu": lambda ip: nn.GELU(),
     "sigmoid": lambda ip: nn.Sigmoid(),
+    "leaky_relu": lambda ip: nn.LeakyReLU(inplace=ip),
 }
 
 # Ops without a module: built as the tensor expressions a network writes inline.
-_FUNCTIONAL = {"add", "mul", "cat", "mean", "channel_shuffle"}
+_FUNCTIONAL = {"add", "mul", "cat", "mean", "channel_shuffle", "pad", "pad_reflect",
+               "pad_replicate"}
 KNOWN_OPS = {"conv2d", "batch_norm2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
              "linear", *_ACT_MODULES, *_FUNCTIONAL}
 
@@ -64,7 +67,9 @@ def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tenso
     if key.op == "mul":
         # The other operand: same shape, or a per-channel scale (kernel 1x1, squeeze-
         # excitation). Close to 1, so repeated in-place products neither blow up nor vanish.
-        shape = x.shape if x.dim() == 2 else (*x.shape[:2], key.kernel_h, key.kernel_w)
+        # kernel 0x0: a scalar (x * 0.17, a learnable scale of one element, x / 2).
+        shape = () if key.kernel_h == 0 else x.shape if x.dim() == 2 else \
+            (*x.shape[:2], key.kernel_h, key.kernel_w)
         y = (1 + 1e-3 * torch.randn(shape, device=x.device)).to(x.dtype)
         y = y.contiguous(memory_format=fmt) if y.dim() == 4 else y
         if key.inplace:
@@ -77,6 +82,11 @@ def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tenso
         return lambda: torch.cat(parts, 1)
     if key.op == "mean":
         return lambda: x.mean((2, 3))
+    if key.op.startswith("pad"):
+        sides = (key.pad_w // 2, key.pad_w - key.pad_w // 2,
+                 key.pad_h // 2, key.pad_h - key.pad_h // 2)
+        mode = next(m for m, op in PAD_MODES.items() if op == key.op)
+        return lambda: F.pad(x, sides, mode)
     if key.op == "channel_shuffle":
         b, c, h, w = x.shape
         g = key.kernel_h  # torchvision's channel_shuffle, views included

@@ -26,7 +26,8 @@ from hwprune.profiler.ops import cat_sizes, input_shape, weight_copies
 from hwprune.zoo.runtimes import open_session, require
 
 OPSET = 17
-_ACT_NODES = {"relu": "Relu", "sigmoid": "Sigmoid", "hardswish": "HardSwish"}
+_ACT_NODES = {"relu": "Relu", "sigmoid": "Sigmoid", "hardswish": "HardSwish",
+              "leaky_relu": "LeakyRelu"}
 
 
 class _Graph:
@@ -151,11 +152,18 @@ def _channelwise(g: _Graph, key: OpKey, x: str, shape: tuple[int, ...], other: l
         if not other:
             other.append(_written(g, "x0", shape, shape))
         return g.node("Add", [x, other[0]])
+    if op == "mul" and key.kernel_h == 0:  # by a scalar, a constant as exported
+        return g.node("Mul", [x, g.const(np.array(1.001))])
     if op == "mul":
         if not other:
             scale = shape if len(shape) == 2 else (*shape[:2], key.kernel_h, key.kernel_w)
             other.append(_written(g, "x0", shape, scale) if scale == shape else g.input(scale))
         return g.node("Mul", [x, other[0]])
+    if op.startswith("pad"):  # as torch exports F.pad: begins then ends, per axis
+        top, left = key.pad_h // 2, key.pad_w // 2
+        pads = g.shape((0, 0, top, left, 0, 0, key.pad_h - top, key.pad_w - left))
+        mode = {"pad": "constant", "pad_reflect": "reflect", "pad_replicate": "edge"}[op]
+        return g.node("Pad", [x, pads], mode=mode)
     if op in ("max_pool2d", "avg_pool2d"):
         return _pool(g, key, x)
     if op == "adaptive_avg_pool2d":

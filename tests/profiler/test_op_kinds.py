@@ -83,6 +83,10 @@ def test_concatenation_shuffle_and_grouped_conv_freeze_their_channels():
     OpKey("mul", 24, 24, kernel_h=7, kernel_w=9, in_h=7, in_w=9),
     OpKey("mul", 24, 24, inplace=True, in_h=7, in_w=9),
     OpKey("mul", 24, 24),
+    OpKey("mul", 24, 24, kernel_h=0, kernel_w=0, in_h=7, in_w=9),  # by a scalar
+    OpKey("mul", 24, 24, kernel_h=0, kernel_w=0, inplace=True, in_h=7, in_w=9),
+    OpKey("mul", 24, 24, kernel_h=0, kernel_w=0),
+    OpKey("leaky_relu", 24, 24, inplace=True, in_h=7, in_w=9),
     OpKey("cat", 24, 24, kernel_h=5, in_h=7, in_w=9),
     OpKey("mean", 24, 24, in_h=7, in_w=9),
     OpKey("channel_shuffle", 24, 24, kernel_h=2, in_h=7, in_w=9),
@@ -96,6 +100,66 @@ def test_new_kinds_build_and_time(key, channels_last):
     assert tuple(out.shape) == expected
     stats = measure_key(key, TimingConfig(max_reps=3, min_reps=2, warmup=1, threads=1))
     assert stats.mean_ms > 0
+
+
+class Scaled(nn.Module):
+    """Scalar scales as timm's nets write them: a residual scaled by a constant
+    (Inception-ResNet), a learnable one-element scale (HGNet's LAB), a mean of two heads
+    (x / 2), and a leaky ReLU (TResNet)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.scale = nn.Parameter(torch.ones(1))
+        self.proj, self.head = nn.Conv2d(16, 8, 1), nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.leaky_relu(self.bn(self.conv(x)), 0.001, True)
+        x = x + 0.17 * x
+        x = self.scale * x
+        return self.head(self.proj(x / 2).mean([2, 3]))
+
+
+def test_scalar_scales_and_leaky_relu_are_traced_and_leave_channels_prunable():
+    trace = trace_model(Scaled().eval(), 8)
+    ops = [(r.key.op, r.key.kernel_h, r.key.inplace) for r in trace.layers]
+    assert ("leaky_relu", 1, True) in ops
+    assert ops.count(("mul", 0, False)) == 3  # 0.17 * x, scale * x, x / 2
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    assert sorted(d.channels for d in dims) == [8, 16]  # the scalars froze nothing
+
+
+class Padded(nn.Module):
+    """Padding as TF-ported nets write it ('same' padding, asymmetric at stride 2) and the
+    reflection before a blur pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 16, 3, stride=2), nn.BatchNorm2d(16)
+        self.proj, self.head = nn.Conv2d(16, 8, 3), nn.Linear(8, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(F.pad(x, (0, 1, 0, 1)))))
+        x = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), 2)
+        return self.head(self.proj(F.pad(x, (1, 1, 1, 1), mode="replicate")).mean([2, 3]))
+
+
+def test_padding_is_traced_timed_and_leaves_channels_prunable():
+    trace = trace_model(Padded().eval(), 15)
+    pads = [r.key for r in trace.layers if r.key.op.startswith("pad")]
+    assert pads == [OpKey("pad", 3, 3, pad_h=1, pad_w=1, in_h=15, in_w=15),
+                    OpKey("pad_reflect", 16, 16, pad_h=2, pad_w=2, in_h=7, in_w=7),
+                    OpKey("pad_replicate", 16, 16, pad_h=2, pad_w=2, in_h=4, in_w=4)]
+    assert sorted(d.channels for d in dimensions(trace.layers, trace.frozen_dims)) == [8, 16]
+    with torch.inference_mode():
+        assert tuple(build_op(pads[1], batch=2)().shape) == (2, 16, 9, 9)
+    assert measure_key(pads[2], TimingConfig(max_reps=3, min_reps=2, warmup=1,
+                                             threads=1)).mean_ms > 0
+    circular = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).eval()
+    circular.register_forward_pre_hook(lambda m, a: (F.pad(a[0], (1, 1, 1, 1),
+                                                           mode="circular"),))
+    with pytest.raises(UnmodelledOpError, match="pad x1"):  # not a modelled mode
+        trace_model(circular, 8)
 
 
 def test_a_model_with_operators_the_table_cannot_time_is_refused_naming_them():
