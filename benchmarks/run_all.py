@@ -33,6 +33,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "synth_speed": ([], ["--device", "cuda"]),
     "synth_digits": ([], None),
     "prune_digits": ([], None),
+    # every timm family's smallest member through the whole job (timm extra; ~9 minutes)
+    "timm_coverage": ([], None),
     # CPU: issue 4's check (resnet18 at 112 px, batch 1, one thread, whole step-32 grid,
     # calibrated, 32 variants; about 5 minutes); GPU: the H100 check of issue 4.
     "lut_validation": (["--device", "cpu", "--mode", "eager", "--batch", "1", "--dtype", "fp32",

@@ -47,6 +47,7 @@ from _common import machine, write_json  # noqa: E402
 from hwprune.zoo.models import classifier_scope, shrink_to  # noqa: E402
 
 EXTRA = ("validate", "synth", "save", "onnx")
+ALL_STAGES = (*tvc.STAGES, *EXTRA)
 # Inputs smaller than 64 px do not run these members (fixed pooling or attention windows).
 MIN_INPUT = {"inception_v3": 75, "inception_v4": 75, "inception_resnet_v2": 75,
              "nasnet": 96, "pnasnet": 96}
@@ -68,6 +69,13 @@ def smallest_member(module: str) -> tuple[str | None, int]:
         if best is None or params < best[0]:
             best = (params, name)
     return (best[1], best[0]) if best else (None, 0)
+
+
+def _module_of(name: str) -> str:
+    """The timm module (family) that defines model ``name``."""
+    import timm
+
+    return next((m for m in timm.list_modules() if name in timm.list_models(module=m)), "?")
 
 
 def input_size(name: str, family: str, args) -> int:
@@ -178,10 +186,7 @@ def survey(family: str, name: str, args, tmp: Path) -> dict:
     rec = tvc.survey(spec, args, tmp, state=state, input_size=input_size(name, family, args))
     rec["family"] = family
     extra_stages(spec, rec, state, tmp)
-    errors = [rec[s] for s in (*tvc.STAGES, *EXTRA)
-              if not rec[s]["ok"] and "skipped" not in rec[s]]
-    rec["outcome"] = ("works" if not errors else
-                      "refused" if all(e["clean"] for e in errors) else "fails")
+    rec["outcome"] = tvc.outcome(rec, ALL_STAGES)
     return rec
 
 
@@ -189,9 +194,8 @@ def _line(rec: dict) -> str:
     if rec["outcome"] in ("out of scope", "not built"):
         return f"{rec['family']:24s} {rec['outcome']}: {rec['reason']}"
     head = f"{rec['family']:24s} {rec['model']:28s} {rec['outcome']:8s} @{rec['input_size']}px"
-    bad = [f"{s}: {rec[s]['error']}: {rec[s]['message']}" for s in (*tvc.STAGES, *EXTRA)
-           if s in rec and not rec[s]["ok"] and "skipped" not in rec[s]]
-    return head + ("  " + " | ".join(bad) if bad else "")
+    bad = tvc.failure_text(rec, ALL_STAGES)
+    return head + ("  " + bad if bad else "")
 
 
 def main(argv=None) -> int:
@@ -200,6 +204,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="directory for the JSON")
     ap.add_argument("--families", default=None,
                     help="comma-separated timm modules [default: every one]")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated timm model names to run instead of each family's "
+                         "smallest member (e.g. the ones a user reported)")
     ap.add_argument("--input-size", type=int, default=64, help="input resolution, raised "
                     "for the families that need more")
     ap.add_argument("--step", type=int, default=64, help="coarse channel step of the grid")
@@ -209,12 +216,16 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import timm
 
-    families = args.families.split(",") if args.families else timm.list_modules()
+    if args.models:
+        picks = [(_module_of(n), n) for n in args.models.split(",")]
+    else:
+        picks = [(f, None) for f in (args.families.split(",") if args.families
+                                     else timm.list_modules())]
     torch.set_num_threads(1)
     results = []
     t0 = time.perf_counter()
-    for family in families:
-        name, params = smallest_member(family)
+    for family, chosen in picks:
+        name, params = (chosen, 0) if chosen else smallest_member(family)
         if name is None:
             rec = {"family": family, "outcome": "not built",
                    "reason": "no member builds without pretrained weights"}

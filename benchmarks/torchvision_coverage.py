@@ -164,10 +164,26 @@ def survey(name: str, args, tmp: Path, state: dict | None = None,
             rec[stage] = {"ok": True, "skipped": "--no-profile"}
             continue
         rec[stage] = _stage(fn)
-    errors = [rec[s] for s in STAGES if not rec[s]["ok"] and "skipped" not in rec[s]]
-    rec["outcome"] = ("works" if not errors else
-                      "refused" if all(e["clean"] for e in errors) else "fails")
+    rec["outcome"] = outcome(rec)
     return rec
+
+
+def failed(rec: dict, stages=STAGES) -> dict:
+    """The stages that failed (not those skipped), by name."""
+    return {s: rec[s] for s in stages
+            if s in rec and not rec[s]["ok"] and "skipped" not in rec[s]}
+
+
+def outcome(rec: dict, stages=STAGES) -> str:
+    """works; refused (every failure one of hwprune's own errors); fails (a bug)."""
+    errors = failed(rec, stages).values()
+    return "works" if not errors else \
+        "refused" if all(e["clean"] for e in errors) else "fails"
+
+
+def failure_text(rec: dict, stages=STAGES) -> str:
+    return " | ".join(f"{s}: {e['error']}: {e['message']}"
+                      for s, e in failed(rec, stages).items())
 
 
 def _line(rec: dict) -> str:
@@ -175,9 +191,8 @@ def _line(rec: dict) -> str:
         return f"{rec['model']:22s} out of scope: {rec['reason']}"
     head = f"{rec['model']:22s} {rec['outcome']:8s} @{rec['input_size']}px " \
            f"{rec.get('params_m', 0):6.1f}M"
-    bad = [f"{s}: {rec[s]['error']}: {rec[s]['message']}" for s in STAGES
-           if s in rec and not rec[s]["ok"] and "skipped" not in rec[s]]
-    return head + ("  " + " | ".join(bad) if bad else "")
+    bad = failure_text(rec)
+    return head + ("  " + bad if bad else "")
 
 
 def main(argv=None) -> int:

@@ -72,7 +72,8 @@ class OpKey:
     learnable scalar scale, ``x / 2``); ``cat`` (along channels) the number
     of tensors joined in kernel_h; ``channel_shuffle`` its groups in kernel_h (not in
     ``groups``, which a channel-wise key's config leaves out); ``pad`` (zeros),
-    ``pad_reflect`` and ``pad_replicate`` the rows and columns added in pad_h/pad_w.
+    ``pad_reflect`` and ``pad_replicate`` the rows and columns added in pad_h/pad_w;
+    ``upsample_nearest`` and ``upsample_bilinear`` their integer scale in kernel_h/kernel_w.
     """
 
     op: str
@@ -222,7 +223,31 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         return _shuffle_key(args[0])
     if fname == "pad":
         return _pad_key(args, kwargs)
+    if fname == "interpolate":
+        return _upsample_key(args, kwargs)
     return None
+
+
+UPSAMPLE_MODES = {"nearest": "upsample_nearest", "bilinear": "upsample_bilinear"}
+
+
+def _upsample_key(args, kwargs) -> OpKey | None:
+    """F.interpolate (nn.Upsample) of a 4-D tensor by whole factors, nearest or bilinear
+    (HRNet's and FPN-style fusions): other modes and fractional sizes are not modelled."""
+    names = ("input", "size", "scale_factor", "mode", "align_corners")
+    a = dict(zip(names, args), **kwargs)
+    x, op = a["input"], UPSAMPLE_MODES.get(a.get("mode") or "nearest")
+    if op is None or not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return None
+    out = _pair(a["size"]) if a.get("size") is not None else None
+    if out is None:
+        f = _pair(a.get("scale_factor") or 0)
+        out = (x.shape[2] * f[0], x.shape[3] * f[1])
+    if any(o % i or o < i for o, i in zip(out, x.shape[2:])) or \
+            any(float(o) != int(o) for o in out):
+        return None
+    return _channel_key(op, x, kernel_h=int(out[0]) // x.shape[2],
+                        kernel_w=int(out[1]) // x.shape[3])
 
 
 PAD_MODES = {"constant": "pad", "reflect": "pad_reflect", "replicate": "pad_replicate"}

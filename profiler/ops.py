@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hwprune.profiler.keyspace import PAD_MODES, OpKey
+from hwprune.profiler.keyspace import PAD_MODES, UPSAMPLE_MODES, OpKey
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -28,7 +28,7 @@ _ACT_MODULES: dict[str, Callable[[bool], nn.Module]] = {
 
 # Ops without a module: built as the tensor expressions a network writes inline.
 _FUNCTIONAL = {"add", "mul", "cat", "mean", "channel_shuffle", "pad", "pad_reflect",
-               "pad_replicate"}
+               "pad_replicate", "upsample_nearest", "upsample_bilinear"}
 KNOWN_OPS = {"conv2d", "batch_norm2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
              "linear", *_ACT_MODULES, *_FUNCTIONAL}
 
@@ -87,6 +87,10 @@ def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tenso
                  key.pad_h // 2, key.pad_h - key.pad_h // 2)
         mode = next(m for m, op in PAD_MODES.items() if op == key.op)
         return lambda: F.pad(x, sides, mode)
+    if key.op.startswith("upsample"):
+        mode = next(m for m, op in UPSAMPLE_MODES.items() if op == key.op)
+        scale = (float(key.kernel_h), float(key.kernel_w))
+        return lambda: F.interpolate(x, scale_factor=scale, mode=mode)
     if key.op == "channel_shuffle":
         b, c, h, w = x.shape
         g = key.kernel_h  # torchvision's channel_shuffle, views included

@@ -164,6 +164,13 @@ def _channelwise(g: _Graph, key: OpKey, x: str, shape: tuple[int, ...], other: l
         pads = g.shape((0, 0, top, left, 0, 0, key.pad_h - top, key.pad_w - left))
         mode = {"pad": "constant", "pad_reflect": "reflect", "pad_replicate": "edge"}[op]
         return g.node("Pad", [x, pads], mode=mode)
+    if op.startswith("upsample"):  # Resize, as torch exports nn.Upsample
+        scales = g.const(np.array([1.0, 1.0, key.kernel_h, key.kernel_w]))
+        if op == "upsample_nearest":
+            return g.node("Resize", [x, "", scales], mode="nearest", nearest_mode="floor",
+                          coordinate_transformation_mode="asymmetric")
+        return g.node("Resize", [x, "", scales], mode="linear",
+                      coordinate_transformation_mode="pytorch_half_pixel")
     if op in ("max_pool2d", "avg_pool2d"):
         return _pool(g, key, x)
     if op == "adaptive_avg_pool2d":

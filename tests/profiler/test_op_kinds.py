@@ -162,6 +162,34 @@ def test_padding_is_traced_timed_and_leaves_channels_prunable():
         trace_model(circular, 8)
 
 
+class Fused(nn.Module):
+    """HRNet's fusion: a low-resolution branch upsampled (nn.Upsample) and added."""
+
+    def __init__(self, mode: str = "nearest"):
+        super().__init__()
+        self.hi, self.lo = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.up, self.head = nn.Upsample(scale_factor=2, mode=mode), nn.Linear(8, 4)
+
+    def forward(self, x):
+        y = self.hi(x) + self.up(self.lo(x))
+        return self.head(F.interpolate(y, size=(24, 24), mode="bilinear").mean([2, 3]))
+
+
+def test_upsampling_by_whole_factors_is_traced_timed_and_couples_its_branches():
+    trace = trace_model(Fused().eval(), 12)
+    ups = [r.key for r in trace.layers if r.key.op.startswith("upsample")]
+    assert ups == [OpKey("upsample_nearest", 8, 8, kernel_h=2, kernel_w=2, in_h=6, in_w=6),
+                   OpKey("upsample_bilinear", 8, 8, kernel_h=2, kernel_w=2, in_h=12, in_w=12)]
+    dims = dimensions(trace.layers, trace.frozen_dims)
+    assert [sorted(trace.layers[i].name for i in d.producers) for d in dims] == [["hi", "lo"]]
+    with torch.inference_mode():
+        assert tuple(build_op(ups[0], batch=2)().shape) == (2, 8, 12, 12)
+    assert measure_key(ups[1], TimingConfig(max_reps=3, min_reps=2, warmup=1,
+                                            threads=1)).mean_ms > 0
+    with pytest.raises(UnmodelledOpError, match="interpolate x1"):  # bicubic: not modelled
+        trace_model(Fused("bicubic").eval(), 12)
+
+
 def test_a_model_with_operators_the_table_cannot_time_is_refused_naming_them():
     class Attn(nn.Module):
         def __init__(self):
