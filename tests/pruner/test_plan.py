@@ -119,12 +119,13 @@ def test_the_plan_command_prints_and_writes_the_plan(demo_lut, tmp_path):
 
 
 def test_bad_targets_and_uncovered_models_exit_2(demo_lut, tmp_path):
-    floor = json.loads((_plan(demo_lut, tmp_path)).read_text())["reach"]["floor_ms"]
-    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "low",
+    # refusals of the reach: the time plan (timed elsewhere) is left out, --no-cost
+    floor = json.loads((_plan(demo_lut, tmp_path, "--no-cost")).read_text())["reach"]["floor_ms"]
+    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "low", "--no-cost",
                "--target-latency", floor / 2)
     assert res.exit_code == 2 and "out of reach" in res.output  # after the plan that shows why
     assert (tmp_path / "low" / "plan.json").exists()
-    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "high",
+    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "high", "--no-cost",
                "--target-latency", 1e6)
     assert res.exit_code == 2 and "not below the estimate now" in res.output
     res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "big", "--input-size", 64)
@@ -135,8 +136,8 @@ def test_bad_targets_and_uncovered_models_exit_2(demo_lut, tmp_path):
     assert res.exit_code == 2 and not (tmp_path / "none").exists()
 
 
-def _plan(demo_lut, tmp_path):
-    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "base")
+def _plan(demo_lut, tmp_path, *extra):
+    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "base", *extra)
     assert res.exit_code == 0, res.output
     return tmp_path / "base" / "plan.json"
 
