@@ -20,9 +20,6 @@ from hwprune.zoo.runtimes import RUNTIMES
 USER_ERRORS = (ModelError, KeySpaceError, TimingError, LutError, ProfileError)
 
 
-_fail = fail
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="hwprune")
 def cli() -> None:
@@ -124,7 +121,7 @@ def profile(model, device, step, out, input_size, batch, dtype, channels_last, m
                             keys, time_budget, runtime)
         result = profile_model(cfg)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: measured keys are kept in {parts_dir(out)}; "
                    "rerun the same command to resume", err=True)
@@ -159,11 +156,11 @@ def _calibrate(model, lut_path, samples, input_size, max_reps, quiet, skip_if_do
         # Too coarse a grid, or a model whose variants cannot be built (ShuffleNet's channel
         # shuffle defeats Torch-Pruning): the table itself is complete and kept.
         if not optional:
-            _fail(exc)
+            fail(exc)
         click.echo(f"not calibrated: {exc}")
         return
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     f = cal["fits"][DEFAULT_STAT]
     click.echo(f"calibrated on {len(cal['variants'])} pruned variants measured end to end: "
                f"{describe_fit(f)} (R2 {f['r2']:.3f}, in-sample MAPE "
@@ -188,7 +185,7 @@ def info(path, all_ops) -> None:
     try:
         click.echo(format_summary(summarize(path), all_ops))
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @lut.command("check")
@@ -237,7 +234,7 @@ def merge(paths, out) -> None:
         dropped = calibrations_dropped(list(paths))  # before: OUT may be one of the inputs
         merged = merge_luts(list(paths), out)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"{merged}: merged {len(paths)} files")
     if dropped:
         which = ", ".join(f"{model} in {p.name}" for p, model in dropped)
@@ -281,7 +278,7 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
         size = table_input_size(table.meta, resolved.name, input_size, resolved.input_size)
         est = estimate(resolved.module, table, size, resolved.in_channels, strict)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     if not summary:
         df = est.layers.assign(how=est.layers["exact"].map({True: "exact", False: "interp"}))
         click.echo(df.drop(columns="exact").to_string(index=False, float_format="%.4f"))
@@ -333,7 +330,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
                                          allow_mismatch=allow_mismatch, runtime=runtime,
                                          progress=not quiet, recalibrate=recalibrate))
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     p, c = report, report["conv_only"]
     rt = p["runtime"]
     click.echo(f"{p['model']} @ {p['input_size']}px, {p['n_samples']} variants, measured "
@@ -405,7 +402,7 @@ def plot(path, layer, stat, out) -> None:
     try:
         click.echo(f"wrote {plot_layer(Lut.load(path, stat=stat), layer, out)}")
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @cli.command()
@@ -467,7 +464,7 @@ def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alp
         summary = synthesize(SynthConfig(model, out, n_images, batch_size, di, ids, seed, resume,
                                          device, input_size, student, real_images, not quiet))
     except (*USER_ERRORS, SynthError) as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished batches are kept in {out}; rerun with --resume",
                    err=True)
@@ -511,7 +508,7 @@ def demo(out, quick, threads, timing_threads, runtime, quiet) -> None:
     try:
         result = run_demo(cfg)
     except USER_ERRORS as exc:
-        _fail(exc)
+        fail(exc)
     click.echo("\n" + format_table(result))
     v = result["lut_validation"]
     click.echo(f"\nLUT vs measured on {v['n_samples']} pruned variants ({v['estimator']}): R² "

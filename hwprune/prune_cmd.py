@@ -12,8 +12,6 @@ from hwprune.options import (fail, lut_runtime, model_build_options, model_optio
                              parse_model_args, runtime_options)
 from hwprune.zoo import ModelError
 
-_fail = fail
-
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
     return tuple(float(v) for v in text.split(",")) if text else None
@@ -146,7 +144,7 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                                model_args=parse_model_args(model_args)))
     except (ModelError, LutError, DataError, GroupError, TargetError, JobError,
             ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: progress up to the last checkpoint (--checkpoint-every) "
                    f"is kept in {out / 'state'}; rerun to resume", err=True)
@@ -221,7 +219,7 @@ def evaluate(model, val, mean, std) -> None:
         click.echo(f"{model_label(model)}: top-1 {100 * top1(r.module, data):.2f}% on {len(data)} images "
                    f"of {data.source}")
     except (ModelError, DataError) as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @click.command("import")
@@ -254,5 +252,5 @@ def import_weights_cmd(arch, weights, out, num_classes, model_args) -> None:
     try:
         path = import_weights(arch, weights, out, **kwargs)
     except ModelError as exc:
-        _fail(exc)
+        fail(exc)
     click.echo(f"wrote {path} ({arch}{', ' + str(kwargs) if kwargs else ''})")

@@ -36,6 +36,7 @@ from hwprune.profiler.runtime_timing import RuntimeNets, time_session
 from hwprune.profiler.table import LutError, atomic_write_bytes
 from hwprune.profiler.timing import TimingConfig, model_input, prepare_model, time_model
 from hwprune.zoo import model_label, resolve_model
+from hwprune.zoo.models import MODEL_SUFFIXES
 from hwprune.zoo.runtimes import check_runtime
 
 
@@ -379,17 +380,14 @@ def describe_drift(report: dict) -> str | None:
             f"identity {d['r2_identity']:.3f}, MAPE {100 * d['mape']:.1f}%")
 
 
-_MODEL_FILE_SUFFIXES = {".pt", ".pth", ".pt2", ".ckpt"}  # as zoo.resolve_model reads them
-
-
 def plot_title(report: dict, n_variants: int) -> str:
     """What the scatter is evidence for: the model, the device, the timing regime.
 
     "demo · cpu 1 thread · fp32 b1 eager" over "32px, 30 variants". A MODEL given as a
     file shows as its name without directory or suffix: a plot is shared, a path is not.
     """
-    model = str(report["model"])
-    if Path(model).suffix in _MODEL_FILE_SUFFIXES or Path(model).name != model:
+    model = str(report["model"]).split(" (")[0]  # a builder spec less where its weights came from
+    if Path(model).suffix in MODEL_SUFFIXES or Path(model).name != model:
         model = Path(model).stem
     m = report.get("lut_meta") or {}
     kind = m.get("device_kind") or "?"

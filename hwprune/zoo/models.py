@@ -166,10 +166,11 @@ def resolve_model(spec: str | ResolvedModel, *, weights: str | os.PathLike | Non
     if isinstance(spec, ResolvedModel):
         return spec
     path = Path(spec)
-    if path.suffix in _MODEL_SUFFIXES or path.exists():
-        if weights is not None:
-            raise ModelError(f"'{spec}' is a saved model with its own weights: --weights "
-                             f"goes with a builder spec (e.g. timm:NAME)")
+    if path.suffix in MODEL_SUFFIXES or path.exists():
+        if weights is not None or arch_kwargs:
+            raise ModelError(f"'{spec}' is a saved model with its own weights and builder "
+                             f"arguments: --weights and --model-arg go with a builder spec "
+                             f"(e.g. timm:NAME)")
         resolved = load_checkpoint(path, allow_builder=allow_builder)
     else:
         resolved = _build_arch(str(spec), arch_kwargs)
@@ -179,7 +180,7 @@ def resolve_model(spec: str | ResolvedModel, *, weights: str | os.PathLike | Non
     return resolved
 
 
-_MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".ckpt"}
+MODEL_SUFFIXES = {".pt", ".pth", ".pt2", ".ckpt"}  # a MODEL with these is a file
 
 
 def save_checkpoint(module: nn.Module, path: str | os.PathLike, arch: str,

@@ -120,6 +120,9 @@ def test_import_accepts_a_builder_spec(tmp_path):
     back = load_checkpoint(out, allow_builder=SPEC).module
     x = torch.randn(1, 3, 32, 32)
     assert torch.equal(back(x), net.eval()(x))
+    for extra in ({"weights": tmp_path / "w.pth"}, {"num_classes": 3}):  # a file has its own
+        with pytest.raises(ModelError, match="go with a builder spec"):
+            resolve_model(str(out), allow_builder=SPEC, **extra)
 
 
 def test_an_export_is_refused_saying_what_to_use_instead(tmp_path):
