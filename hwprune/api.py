@@ -111,12 +111,13 @@ def profile(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
         **timing: more ``hwprune.profiler.TimingConfig`` fields (batch, dtype, mode, ...).
 
     Returns:
-        hwprune.luts.Lut: the table, calibrated when ``calibrate`` > 0.
+        hwprune.luts.Lut: the table, calibrated when ``calibrate`` > 0 and its grid gives
+        at least three pruned variants.
 
     Example:
         >>> lut = hwprune.profile(model, "lut.parquet", step=16, threads=1)
     """
-    from hwprune.luts import CalibrateConfig, Lut, TooFewVariants
+    from hwprune.luts import CalibrateConfig, Lut, TooFewVariants, read_meta
     from hwprune.luts import calibrate as fit_calibration
     from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
 
@@ -128,7 +129,7 @@ def profile(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
         raise HwpruneError(f"{path}: {result.keys_left} keys not measured yet; call again to "
                            f"continue")
     lut_path = result.merged or result.out
-    if calibrate and not Lut.load(lut_path).calibration:
+    if calibrate and not read_meta(lut_path).get("calibration"):
         try:
             fit_calibration(CalibrateConfig(model, lut_path, calibrate, size, progress=progress))
         except TooFewVariants as exc:  # as `hwprune profile`: the table itself is complete
