@@ -52,9 +52,9 @@ from hwprune.pruner.schedule import Pruner, PruneConfig, StepRecord, cpu_trace
 from hwprune.pruner.snap import snap_line
 from hwprune.zoo import (ModelError, ResolvedModel, model_label, resolve_model, save_checkpoint,
                          shrink_to)
-from hwprune.zoo.models import reload_check
 from hwprune.zoo.check import num_classes
 from hwprune.zoo.export import export_model
+from hwprune.zoo.models import BUILT_SOURCES, reload_check
 from hwprune.zoo.runtimes import check_runtime
 
 
@@ -269,7 +269,7 @@ def _run_job(job: PruneJob) -> dict:
     rank, world = _dist()
     resolved = resolve_model(job.teacher, weights=job.weights, allow_builder=job.allow_builder,
                              **job.model_args)
-    if resolved.source in ("torchvision", "timm", "callable", "demo"):
+    if resolved.source in BUILT_SOURCES:
         raise ModelError(f"'{model_label(job.teacher)}': the teacher needs trained weights: "
                          f"an hwprune checkpoint, or a builder spec with --weights (a builder "
                          f"alone has random weights)")

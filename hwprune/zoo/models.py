@@ -41,11 +41,16 @@ class ResolvedModel:
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
+# A ResolvedModel's source when its weights are its builder's own (random): no file,
+# weights or module of the user's was behind it.
+BUILT_SOURCES = ("torchvision", "demo", "timm", "callable")
+
+
 def model_label(model: str | ResolvedModel) -> str:
     """A model argument as reports and resume checks record it: the spec or file as given,
     or a resolved model's spec with where its weights came from."""
     if isinstance(model, ResolvedModel):
-        built = model.source in ("torchvision", "demo", "timm", "callable")
+        built = model.source in BUILT_SOURCES
         return model.name if built else f"{model.name} ({model.source})"
     return str(model)
 
