@@ -44,7 +44,7 @@ import torch  # noqa: E402
 
 import torchvision_coverage as tvc  # noqa: E402
 from _common import machine, write_json  # noqa: E402
-from hwprune.zoo.models import classifier_scope, shrink_to  # noqa: E402
+from hwprune.zoo.models import classifier_scope  # noqa: E402
 
 EXTRA = ("validate", "synth", "save", "onnx")
 ALL_STAGES = (*tvc.STAGES, *EXTRA)

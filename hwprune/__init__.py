@@ -14,7 +14,7 @@ from pathlib import Path as _Path
 
 __version__ = "0.1.0"
 
-from hwprune.errors import HwpruneError  # noqa: E402 - after the version, which setup.cfg reads
+from hwprune.errors import HwpruneError  # noqa: E402,F401 - re-exported, after the version
 
 # The subpackages profiler, luts, pruner and synth live in top-level folders of the
 # repository; an install maps them under this package (setup.cfg's package_dir). A source

@@ -3,7 +3,6 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
 
 from hwprune.cli import cli
 from hwprune.synth import PRESETS, SynthConfig, SynthError, synthesize
