@@ -15,6 +15,7 @@ directory, whose path the result names. Every error derives from ``hwprune.Hwpru
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import tempfile
@@ -26,8 +27,9 @@ from typing import Any
 from torch import nn
 
 from hwprune.errors import HwpruneError
+from hwprune.sizes import Size, canonical, hw
 from hwprune.zoo.builders import first_conv_channels, parse_spec
-from hwprune.zoo.models import ResolvedModel, load_checkpoint, save_checkpoint
+from hwprune.zoo.models import ResolvedModel, load_checkpoint, save_checkpoint, set_training
 
 Model = ResolvedModel
 
@@ -46,13 +48,14 @@ def _out(out: str | os.PathLike | None, what: str) -> Path:
     return Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"hwprune-{what}-"))
 
 
-def wrap(module: nn.Module, *, input_size: int, in_channels: int | None = None,
+def wrap(module: nn.Module, *, input_size: Size, in_channels: int | None = None,
          builder: str | None = None, **builder_kwargs: Any) -> ResolvedModel:
     """Your trained module as hwprune takes it.
 
     Args:
         module: the network (its weights are used as they are; it is not copied).
-        input_size: the square input resolution it runs at, in px.
+        input_size: the input resolution it runs at: one side in px (square), or
+            (height, width).
         in_channels: input channels [default: the first Conv2d's].
         builder: what rebuilds it when a pruned checkpoint is loaded, as
             'package.module:callable' [default: the module's own class, called with
@@ -71,7 +74,7 @@ def wrap(module: nn.Module, *, input_size: int, in_channels: int | None = None,
     spec = builder or f"{cls.__module__}:{cls.__qualname__}"
     parse_spec(spec)  # a malformed spec fails here, not when the pruned model is loaded
     return ResolvedModel(module.eval(), spec, in_channels or first_conv_channels(module),
-                         int(input_size), "module", arch_kwargs=dict(builder_kwargs))
+                         canonical(input_size), "module", arch_kwargs=dict(builder_kwargs))
 
 
 def load(path: str | os.PathLike, *, allow_builder: str | None = None) -> ResolvedModel:
@@ -91,7 +94,7 @@ def save(model: ResolvedModel, path: str | os.PathLike) -> Path:
         >>> hwprune.save(hwprune.wrap(net, input_size=32), "teacher.pt")
     """
     return save_checkpoint(model.module, path, model.name, model.arch_kwargs,
-                           input_shape=(model.in_channels, model.input_size, model.input_size))
+                           input_shape=(model.in_channels, *hw(model.input_size)))
 
 
 def profile(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
@@ -195,8 +198,9 @@ def synthesize(model: ResolvedModel | str, out: str | os.PathLike | None = None,
         di = replace(di, iterations=iterations)
     size = model.input_size if isinstance(model, ResolvedModel) else None
     out = _out(out, "synth")
-    run_synthesis(SynthConfig(model, out, n_images, batch_size, di, input_size=size,
-                              progress=progress, **options))
+    with _left_as_found(model):
+        run_synthesis(SynthConfig(model, out, n_images, batch_size, di, input_size=size,
+                                  progress=progress, **options))
     return load_images(str(out), size or 0)
 
 
@@ -247,6 +251,22 @@ def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None =
     allow = model.name if isinstance(model, ResolvedModel) else None
     pruned = load_checkpoint(out / "pruned.pt", allow_builder=allow)
     return PruneResult(pruned.module, report, out / "pruned.pt")
+
+
+@contextlib.contextmanager
+def _left_as_found(model):
+    """The caller's module as it was: synthesis freezes the teacher's parameters (and the
+    pruner finds its groups among trainable ones), which must not outlast the call."""
+    module = model.module if isinstance(model, ResolvedModel) else None
+    flags = [(p, p.requires_grad) for p in module.parameters()] if module is not None else []
+    mode = module.training if module is not None else None
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        if module is not None:
+            set_training(module, mode)
 
 
 def _lut_paths(lut) -> list[str]:

@@ -13,7 +13,8 @@ from hwprune.profiler import (KeySpaceError, ProfileConfig, ProfileError, Timing
                       parse_shard, profile_model)
 from hwprune.profiler.store import parts_dir
 from hwprune.profiler.table import calibrations_dropped
-from hwprune.options import fail, model_options, runtime_options
+from hwprune.options import SIZE, fail, model_options, runtime_options
+from hwprune.sizes import size_text
 from hwprune.zoo import ModelError, model_label, resolve_model
 from hwprune.zoo.runtimes import RUNTIMES
 
@@ -45,8 +46,8 @@ def cli() -> None:
               help="Channel step of the scan grid (the pruning group size; 1 = paper's full scan).")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="LUT file to write (Parquet). An existing compatible file is extended.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
-              help="Input resolution in px [default: the model's own, 224 for torchvision].")
+@click.option("--input-size", type=SIZE, default=None,
+              help="Input size: one side in px, or HEIGHTxWIDTH (48x80) [default: the model's own, 224 for torchvision].")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32",
               show_default=True)
@@ -195,8 +196,8 @@ def info(path, all_ops) -> None:
               help="Also check the LUT answers this model (a builder spec or a .pt checkpoint, "
                    "as MODEL elsewhere): every operator of it as it is, and how much of its "
                    "pruning grid the table holds.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
-              help="[default: the size the LUT was profiled at for this model]")
+@click.option("--input-size", type=SIZE, default=None,
+              help="One side in px, or HEIGHTxWIDTH [default: the size the LUT was profiled at for this model]")
 def check_cmd(paths, model, input_size) -> None:
     """Check LUT files before using them, e.g. a table received from someone else.
 
@@ -255,8 +256,8 @@ _STAT = click.option("--stat", type=click.Choice(["mean_ms", "median_ms", "min_m
 @model_options
 @_LUTS
 @_STAT
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
-              help="[default: the size the LUT was profiled at for this model]")
+@click.option("--input-size", type=SIZE, default=None,
+              help="One side in px, or HEIGHTxWIDTH [default: the size the LUT was profiled at for this model]")
 @click.option("--strict", is_flag=True, help="Every key must be measured exactly: no interpolation.")
 @click.option("--device", "target_device", type=click.Choice(["cpu", "cuda"]), default=None,
               help="Refuse a LUT measured on another device kind.")
@@ -283,7 +284,7 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
         df = est.layers.assign(how=est.layers["exact"].map({True: "exact", False: "interp"}))
         click.echo(df.drop(columns="exact").to_string(index=False, float_format="%.4f"))
         click.echo("")
-    click.echo(f"{resolved.name} @ {size}px on {table.meta.get('device_name')} "
+    click.echo(f"{resolved.name} @ {size_text(size)} on {table.meta.get('device_name')} "
                f"({table.meta.get('dtype')}, batch {table.meta.get('batch')}): {est.summary()}")
 
 
@@ -296,7 +297,7 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
               help="Pruned variants to build and measure.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Directory for report.json, variants.csv and estimate_vs_measured.png.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None)
+@click.option("--input-size", type=SIZE, default=None)
 @click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
               help="Interleaved measurement passes over all variants (median kept).")
 @click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
@@ -333,7 +334,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
         fail(exc)
     p, c = report, report["conv_only"]
     rt = p["runtime"]
-    click.echo(f"{p['model']} @ {p['input_size']}px, {p['n_samples']} variants, measured "
+    click.echo(f"{p['model']} @ {size_text(p['input_size'])}, {p['n_samples']} variants, measured "
                f"{p['measured_range_ms'][0]:.3f}-{p['measured_range_ms'][1]:.3f} ms"
                + (f" in {rt['runtime']} {rt.get('version', '')} ({rt.get('threads')} threads), "
                   f"table timed in {p['lut_runtime']}" if rt["runtime"] != "torch" else ""))
@@ -372,7 +373,7 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
               help="The LUT to calibrate (rewritten in place, atomically).")
 @click.option("--samples", type=click.IntRange(min=3), default=8, show_default=True,
               help="Random pruned variants to measure end to end.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None)
+@click.option("--input-size", type=SIZE, default=None)
 @click.option("--max-reps", type=click.IntRange(min=2), default=1000, show_default=True)
 @click.option("-q", "--quiet", is_flag=True)
 def calibrate_cmd(model, lut_path, samples, input_size, max_reps, quiet) -> None:
@@ -437,7 +438,7 @@ def plot(path, layer, stat, out) -> None:
                    "scaling so the small BatchNorm-statistics gradients survive.")
 @click.option("--channels-last", is_flag=True,
               help="Images and teacher in channels_last (NHWC) memory format.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None)
+@click.option("--input-size", type=SIZE, default=None)
 @click.option("-q", "--quiet", is_flag=True)
 def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alpha_tv,
           alpha_tv_l1, alpha_l2, first_bn_multiplier, jitter, adi_scale, student, real_images,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hwprune.options import model_options
+from hwprune.options import SIZE, model_options
 from hwprune.zoo import ModelError, resolve_model
 from hwprune.zoo.export import FORMATS, TOLERANCE, export_model
 
@@ -21,8 +21,8 @@ from hwprune.zoo.export import FORMATS, TOLERANCE, export_model
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Destination (.onnx, or .xml for openvino); replaced only once the export "
                    "passes its check.")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
-              help="Square input size in pixels [default: the model's own].")
+@click.option("--input-size", type=SIZE, default=None,
+              help="Input size: one side in px, or HEIGHTxWIDTH (48x80) [default: the model's own].")
 @click.option("--opset", type=click.IntRange(min=7), default=None,
               help="ONNX opset [default: the exporter's recommended one].")
 @click.option("--dynamic-batch", is_flag=True,

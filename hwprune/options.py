@@ -100,3 +100,22 @@ def cli_model(model: str, model_weights: str | None, model_args, builder: str | 
 
     return resolve_model(model, weights=model_weights, allow_builder=builder,
                          **parse_model_args(model_args))
+
+
+class SizeParam(click.ParamType):
+    """``--input-size 64`` or ``--input-size 48x80`` (height x width)."""
+
+    name = "SIZE"
+
+    def convert(self, value, param, ctx):
+        from hwprune.sizes import SizeError, parse_size
+
+        if value is None or isinstance(value, (int, tuple)):
+            return value
+        try:
+            return parse_size(value)
+        except SizeError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIZE = SizeParam()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from hwprune.options import model_options
+from hwprune.options import SIZE, model_options
 from hwprune.luts import LutError
 from hwprune.zoo import ModelError
 
@@ -24,8 +24,8 @@ from hwprune.zoo import ModelError
               help="Is a LUT estimate of MS reachable, and with what margin?")
 @click.option("--target-measured-ratio", type=float, default=None, metavar="R",
               help="Is R x the estimate now reachable? (prune then confirms it by measurement)")
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
-              help="Square input size in pixels [default: the model's own].")
+@click.option("--input-size", type=SIZE, default=None,
+              help="Input size: one side in px, or HEIGHTxWIDTH (48x80) [default: the model's own].")
 @click.option("--group-size", type=click.IntRange(min=1), default=None,
               help="Channels one removal takes away (prune's --group-size) [default: the "
                    "LUT's grid step: the counts of a finer group fall between its rows, and "

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hwprune.luts import LutError
-from hwprune.options import (fail, lut_runtime, model_build_options, model_options,
+from hwprune.options import (SIZE, fail, lut_runtime, model_build_options, model_options,
                              parse_model_args, runtime_options)
 from hwprune.zoo import ModelError
 
@@ -20,7 +20,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 @click.command()
 @click.argument("teacher")
 @model_build_options
-@click.option("--input-size", type=click.IntRange(min=1), default=None,
+@click.option("--input-size", type=SIZE, default=None,
               help="Input resolution to prune and measure at [default: the one the LUT was "
                    "profiled at for this model; without a LUT the model's own]. A size the "
                    "LUT was not profiled at is refused.")

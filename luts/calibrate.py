@@ -35,6 +35,7 @@ from hwprune.luts.estimate import estimate_trace
 from hwprune.luts.fit import (NOISY_FIT_R2, TooFewVariants, choose_calibration, describe_holdout,
                       fit_calibration, holdout_check)
 from hwprune.luts.lookup import DEFAULT_STAT, STATS, Lut, table_input_size
+from hwprune.sizes import Size, hw, to_json
 from hwprune.luts.variants import (VariantPlan, add_rounds, build_variant, lut_step, measure_interleaved,
                            on_table_speed, plan_variants, spread_depths, timing_of)
 from hwprune.profiler.coupling import dimensions
@@ -54,7 +55,7 @@ class CalibrateConfig:
     model: str
     lut: Path
     samples: int = 8             # random pruned variants measured end to end
-    input_size: int | None = None
+    input_size: Size | None = None
     seed: int = CALIBRATION_SEED
     rounds: int = 3              # interleaved passes over the variants
     max_reps: int = 1000
@@ -83,7 +84,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
     trace = trace_model(resolved.module, size, resolved.in_channels)
     dims = dimensions(trace.layers, trace.frozen_dims)
     plans = calibration_plans(dims, lut_step(raw), cfg.samples, cfg.seed, cfg.lut, resolved.name)
-    example = torch.randn(1, resolved.in_channels, size, size)
+    example = torch.randn(1, resolved.in_channels, *hw(size))
     # A runtime table is calibrated on its variants run in that runtime (exported, checked
     # against PyTorch and loaded once, like `lut validate --runtime`).
     runtime = RuntimeNets(raw.runtime, size, resolved.in_channels, tc.threads or 1) \
@@ -103,7 +104,7 @@ def calibrate(cfg: CalibrateConfig) -> dict:
             runtime.close()
 
 
-def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: int, nets: dict,
+def _measure_and_store(cfg: CalibrateConfig, raw: Lut, tc, resolved, size: Size, nets: dict,
                        sums: dict, n_ops: int, budget: float, t0: float, t_budget: float,
                        runtime: RuntimeNets | None) -> dict:
     # What is left of the budget after building the variants, shared by every measurement,
@@ -173,7 +174,7 @@ class CalibrationNets:
 
 
 def calibration_nets(table: Lut, module, trace, dims: list, plans: list[VariantPlan],
-                     example: torch.Tensor, size: int, in_channels: int,
+                     example: torch.Tensor, size: Size, in_channels: int,
                      prepare) -> CalibrationNets:
     """Each plan built, its operator sum looked up in ``table`` without any calibration,
     and ``prepare(tag, net)`` made of it (a loaded runtime model, or a prepared module)."""
@@ -192,10 +193,10 @@ def calibration_nets(table: Lut, module, trace, dims: list, plans: list[VariantP
     return CalibrationNets(nets, sums, n_ops)
 
 
-def calibration_record(model: str, size: int, seed: int, runtime: str, tags: list[str],
+def calibration_record(model: str, size: Size, seed: int, runtime: str, tags: list[str],
                        sums: dict, samples: dict, fits: dict, level: float | None) -> dict:
     """What a table stores of a calibration (``samples`` keyed by ``tags``)."""
-    return {"model": model, "input_size": size, "seed": seed, "runtime": runtime,
+    return {"model": model, "input_size": to_json(size), "seed": seed, "runtime": runtime,
             "measured": now_iso(), "variants": tags, "fits": fits,
             "stat": DEFAULT_STAT, "operator_sum_ms": sums[DEFAULT_STAT],
             "measured_ms": [float(np.median(on_table_speed(samples[t], DEFAULT_STAT, level)))

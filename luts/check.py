@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from hwprune.luts.estimate import estimate_trace
 from hwprune.luts.lookup import Lut, table_input_size
+from hwprune.sizes import Size, canonical, size_text
 from hwprune.profiler.keyspace import scan_keys, trace_model
 from hwprune.profiler.table import LutError, key_of_row
 
@@ -27,7 +28,7 @@ class CheckResult:
 @dataclass
 class Coverage:
     model: str
-    input_size: int
+    input_size: Size
     operators: int      # operators of the unpruned model, all answered
     interpolated: int   # of those, answered by interpolation
     estimate_ms: float
@@ -40,11 +41,11 @@ class Coverage:
                 else f"pruning grid at step {self.step}: {self.grid_present}/{self.grid_keys} "
                      "keys" + ("" if self.grid_present == self.grid_keys
                                else " (estimates only: the pruner needs the whole grid)"))
-        return (f"{self.model} @ {self.input_size}px: {self.operators} operators answered "
+        return (f"{self.model} @ {size_text(self.input_size)}: {self.operators} operators answered "
                 f"({self.interpolated} interpolated), estimate {self.estimate_ms:.3f} ms; {grid}")
 
 
-def coverage(lut: Lut, model: str, input_size: int | None = None) -> Coverage:
+def coverage(lut: Lut, model: str, input_size: Size | None = None) -> Coverage:
     """How far ``lut`` covers ``model``; a LutError (naming the layer) when it cannot
     estimate the model as it is."""
     from hwprune.zoo import resolve_model
@@ -54,7 +55,8 @@ def coverage(lut: Lut, model: str, input_size: int | None = None) -> Coverage:
     size = table_input_size(lut.meta, resolved.name, input_size, resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     est = estimate_trace(trace, lut)
-    step = next((int(s["step"]) for s in sources if s.get("input_size") == size), None)
+    step = next((int(s["step"]) for s in sources
+                 if s.get("input_size") and canonical(s["input_size"]) == size), None)
     grid = scan_keys(trace, step) if step else []
     present = {key_of_row(r) for r in lut.rows.to_dict("records")}
     return Coverage(resolved.name, size, len(est.layers), est.interpolated, est.total_ms, step,
@@ -62,7 +64,7 @@ def coverage(lut: Lut, model: str, input_size: int | None = None) -> Coverage:
 
 
 def check_file(path: str | os.PathLike, model: str | None = None,
-               input_size: int | None = None) -> CheckResult:
+               input_size: Size | None = None) -> CheckResult:
     """Read ``path`` under every load rule and, given ``model``, check it answers it."""
     from hwprune.zoo import ModelError
 

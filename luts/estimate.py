@@ -50,7 +50,7 @@ def estimate_trace(trace: Trace, lut: Lut, strict: bool = False) -> Estimate:
                     total, lut.calibration is not None, lut.cold_share(weights))
 
 
-def estimate(model: nn.Module, lut: Lut, input_size: int, in_channels: int = 3,
+def estimate(model: nn.Module, lut: Lut, input_size: "int | tuple[int, int]", in_channels: int = 3,
              strict: bool = False) -> Estimate:
     """Latency of ``model`` (pruned or not) at ``input_size`` according to ``lut``."""
     return estimate_trace(trace_model(model, input_size, in_channels), lut, strict)

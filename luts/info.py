@@ -11,6 +11,7 @@ from hwprune.luts.lookup import DEFAULT_STAT, config_of, describe_config, drift_
 from hwprune.profiler.keyspace import LayerRecord, OpKey, grid_for
 from hwprune.profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
 from hwprune.profiler.table import key_of_row, read_lut
+from hwprune.sizes import size_text
 
 
 @dataclass
@@ -130,7 +131,7 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
              f"  hosts    {', '.join(m.get('hosts', [m.get('host')]) or [])}   "
              f"created {m.get('created')}  updated {m.get('updated')}"]
     for src in m.get("sources", []):
-        lines.append(f"  source   {src['model']} @ {src['input_size']}px, step {src['step']}"
+        lines.append(f"  source   {src['model']} @ {size_text(src['input_size'])}, step {src['step']}"
                      + (f", layers {' '.join(src['layers'])}" if src.get("layers") else "")
                      + (f", keys of the validation variants only ({src['keys']})"
                         if src.get("keys") else ""))

@@ -19,6 +19,7 @@ import pandas as pd
 
 from hwprune.profiler.keyspace import OpKey, is_conv
 from hwprune.profiler.table import IDENTITY_FIELDS, LutError, check_compatible, read_joined
+from hwprune.sizes import Size, canonical, hw, size_text
 
 STATS = ("mean_ms", "median_ms", "min_ms")
 # The statistic summed unless another is asked for. The paper stores means; on a shared
@@ -33,21 +34,24 @@ class LutMissError(LutError):
     """A key the table cannot answer (outside its grid, or not measured in strict mode)."""
 
 
-def table_input_size(meta: dict, model: str, asked: int | None, default: int) -> int:
+def table_input_size(meta: dict, model: str, asked: Size | None, default: Size) -> Size:
     """The input size to estimate ``model`` at with a table: ``asked`` if given, else the
-    size the table profiled ``model`` at, else ``default`` (the model's own).
+    size the table profiled ``model`` at, else ``default`` (the model's own). Sizes are a
+    side or (height, width) (``hwprune.sizes``).
 
     A table profiled for ``model`` at other sizes only would miss every key of the asked
     one: refused, naming both sizes.
     """
-    sizes = sorted({int(s["input_size"]) for s in (meta or {}).get("sources", [])
-                    if s.get("model") == model and s.get("input_size")})
+    sizes = sorted({canonical(s["input_size"]) for s in (meta or {}).get("sources", [])
+                    if s.get("model") == model and s.get("input_size")}, key=hw)
     if asked is None:
-        return sizes[0] if sizes else default
+        return sizes[0] if sizes else canonical(default)
+    asked = canonical(asked)
     if sizes and asked not in sizes:
-        raise LutError(f"the table was profiled for {model} at {', '.join(map(str, sizes))} "
-                       f"px, not at the {asked} px asked for: profile at {asked} px, or use "
-                       f"--input-size {sizes[0]}")
+        had = ", ".join(size_text(s, " px") for s in sizes)
+        raise LutError(f"the table was profiled for {model} at {had}, not at the "
+                       f"{size_text(asked, ' px')} asked for: profile at "
+                       f"{size_text(asked, ' px')}, or use --input-size {size_text(sizes[0], '')}")
     return asked
 
 

@@ -41,7 +41,7 @@ class Recalibration:
     path: Path
     table: Lut
     model: str
-    size: int
+    size: "int | tuple[int, int]"
     seed: int
     stat: str
     cs: CalibrationNets
@@ -50,7 +50,7 @@ class Recalibration:
     before: dict = field(default_factory=dict)  # tag -> (estimate, held out of previous fit)
 
     @classmethod
-    def build(cls, cfg, lut: Lut, resolved, trace, dims: list, example, size: int, runtime,
+    def build(cls, cfg, lut: Lut, resolved, trace, dims: list, example, size: "int | tuple[int, int]", runtime,
               tc) -> "Recalibration":
         """The calibration variants built (and exported, for a runtime) beside the validation's."""
         if len(cfg.luts) != 1:

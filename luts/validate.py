@@ -23,6 +23,7 @@ import torch
 from hwprune.luts.estimate import estimate_trace
 from hwprune.luts.fit import describe_holdout
 from hwprune.luts.lookup import DEFAULT_STAT, STATS, Lut, table_input_size
+from hwprune.sizes import Size, canonical, hw, size_text, to_json
 from hwprune.luts.metrics import agreement, macs, proxy_agreement
 from hwprune.luts.recalibrate import Recalibration
 from hwprune.luts.variants import (add_rounds, build_variant, lut_step, measure_interleaved,
@@ -46,7 +47,7 @@ class ValidateConfig:
     luts: list[str]
     out: Path
     samples: int = 30
-    input_size: int | None = None
+    input_size: Size | None = None
     seed: int = 0
     stat: str = DEFAULT_STAT     # the statistic summed (luts.lookup: why not the paper's mean)
     max_reps: int = 1000
@@ -91,7 +92,7 @@ def validate(cfg: ValidateConfig) -> dict:
                                                          for p in plans}
             and r.get("measured_in", "torch") == cfg.runtime}
     calibrated = set((lut.meta.get("calibration") or {}).get("variants", []))
-    example = torch.randn(1, resolved.in_channels, size, size)
+    example = torch.randn(1, resolved.in_channels, *hw(size))
     x = model_input(tc, resolved.in_channels, size)
     old_threads = torch.get_num_threads()
     torch.set_num_threads(tc.threads)
@@ -157,7 +158,7 @@ def _estimates(vt, lut: Lut, others: dict, strict: bool) -> dict:
 
 
 def variant_keys(model: str, step: int, samples: int, seed: int = 0,
-                 input_size: int | None = None, runtime: str = "torch") -> list[OpKey]:
+                 input_size: Size | None = None, runtime: str = "torch") -> list[OpKey]:
     """Every operator key that ``validate`` with the same step, samples and seed will look up.
 
     For a model whose full grid takes too long to profile (resnet50 at step 16 has about
@@ -165,10 +166,10 @@ def variant_keys(model: str, step: int, samples: int, seed: int = 0,
     pruner still needs the whole grid.
     """
     resolved = resolve_model(model)
-    size = input_size or resolved.input_size
+    size = canonical(input_size or resolved.input_size)
     trace = trace_model(resolved.module, size, resolved.in_channels)
     dims = dimensions(trace.layers, trace.frozen_dims)
-    example = torch.randn(1, resolved.in_channels, size, size)
+    example = torch.randn(1, resolved.in_channels, *hw(size))
     keys: dict[OpKey, None] = {}
     for plan in plan_variants(dims, step, samples, seed):
         net = build_variant(resolved.module, trace, dims, plan.channels, example)
@@ -241,7 +242,7 @@ def interleave(a: dict, b: dict) -> dict:
             for k in (slots[i] if i in slots else next(rest) for i in range(n))}
 
 
-def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: int,
+def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: Size,
             seconds: float, where: dict | None = None, recalibration: dict | None = None) -> dict:
     meas = df["measured_ms"].to_numpy()
     drift = _drift(df, lut, cfg.stat)
@@ -250,7 +251,7 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
         np.ones(len(df), dtype=bool)
     cal = lut.meta.get("calibration") or {}
     report = {
-        "model": model_label(cfg.model), "input_size": size, "lut": lut.source, "stat": cfg.stat,
+        "model": model_label(cfg.model), "input_size": to_json(size), "lut": lut.source, "stat": cfg.stat,
         # where the variants were measured, and where the table's rows were timed
         "runtime": where or {"runtime": cfg.runtime}, "lut_runtime": lut.runtime,
         "estimator": ("in-network calibrated operator sum" if lut.calibration
@@ -401,7 +402,7 @@ def plot_title(report: dict, n_variants: int) -> str:
         m.get("dtype"), f"b{m['batch']}" if m.get("batch") else None, m.get("timing_mode"),
         "channels_last" if m.get("memory_format") == "channels_last" else None) if x)
     return (" · ".join(x for x in (model, device, regime) if x)
-            + f"\n{report['input_size']}px, {n_variants} variants")
+            + f"\n{size_text(report['input_size'])}, {n_variants} variants")
 
 
 def _scatter(df: pd.DataFrame, report: dict, path: Path) -> None:

@@ -20,6 +20,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from hwprune.errors import HwpruneError
+from hwprune.sizes import Size, hw
 from hwprune.profiler.coupling import ChannelTracker, is_scalar
 from hwprune.zoo.models import set_training
 
@@ -370,10 +371,11 @@ class _Recorder(TorchFunctionMode):
         return out
 
 
-def trace_model(model: nn.Module, input_size: int, in_channels: int = 3) -> Trace:
-    """Run one batch-1 forward pass at ``input_size`` and record every modelled operator."""
+def trace_model(model: nn.Module, input_size: Size, in_channels: int = 3) -> Trace:
+    """Run one batch-1 forward pass at ``input_size`` (a side, or (h, w)) and record every
+    modelled operator."""
     names = {id(m): n for n, m in model.named_modules()}
-    x = torch.randn(1, in_channels, input_size, input_size)
+    x = torch.randn(1, in_channels, *hw(input_size))
     leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
     rec = _Recorder(leaves, x)
 

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from hwprune.errors import HwpruneError
+from hwprune.sizes import Size, canonical, size_text, to_json
 from hwprune.profiler.clock import fmt_seconds
 from hwprune.profiler.device import cache_bytes, core_cache_bytes, describe_device
 from hwprune.profiler.drift import DriftReference, choose_reference, reference_config
@@ -45,7 +46,7 @@ class ProfileConfig:
     model: str
     out: Path
     step: int = 16                    # the pruning group size; 1 is the paper's full scan
-    input_size: int | None = None     # default: the model's own (224 for torchvision, 32 demo)
+    input_size: Size | None = None    # a side or (h, w); default: the model's own (224 torchvision)
     layers: Sequence[str] = ()        # glob patterns on layer names; empty = all
     max_keys: int | None = None       # measure at most this many missing keys, then stop
     shard: tuple[int, int] | None = None
@@ -223,7 +224,7 @@ def _log(msg: str, enabled: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
-def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Trace,
+def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: Size, trace: Trace,
               device_index: int) -> dict:
     tc = cfg.timing
     info = describe_device(tc.device, device_index)
@@ -234,7 +235,7 @@ def _run_meta(cfg: ProfileConfig, resolved_name: str, input_size: int, trace: Tr
     protocol["graph_calls"] = "graph_unroll, rounded up to whole rounds of the weight copies"
     return {**info, **tc.identity(), "device_name": info["device_name"], "protocol": protocol,
             "created": now_iso(), "updated": now_iso(),
-            "sources": [{"model": resolved_name, "input_size": input_size, "step": cfg.step,
+            "sources": [{"model": resolved_name, "input_size": to_json(input_size), "step": cfg.step,
                          "layers": list(cfg.layers),
                          **({"keys": f"{len(cfg.keys)} listed, not the grid"}
                             if cfg.keys is not None else {})}],
@@ -264,7 +265,7 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     out = Path(cfg.out)
     check_writable(out)
     resolved = resolve_model(cfg.model)
-    input_size = cfg.input_size or resolved.input_size
+    input_size = canonical(cfg.input_size or resolved.input_size)
     torch_trace = trace_model(resolved.module, input_size, resolved.in_channels)
     trace = runtime_trace(torch_trace, cfg.runtime).filtered(cfg.layers)
     tc.cold_bytes, llc, model_bytes = cold_bytes_for(resolved.module, tc, cfg.weights,
@@ -309,7 +310,7 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         eta = estimate_seconds(trace, todo, tc) if todo and cfg.runtime == "torch" else 0.0
         lap("pilot")
         where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
-        _log(f"{resolved.name} @ {input_size}px, step {cfg.step}{where}: {len(trace.layers)} "
+        _log(f"{resolved.name} @ {size_text(input_size)}, step {cfg.step}{where}: {len(trace.layers)} "
              f"layers, {len(keys)} keys in the grid, {len(keys) - len(missing)} already measured, "
              f"{len(todo)} to measure on {meta['device_name']} "
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads, "
@@ -336,7 +337,9 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         measured = 0
         with tqdm(total=len(todo), unit="key", disable=not show, dynamic_ncols=True) as bar:
             for key in todo:
-                if cfg.max_seconds is not None and \
+                # At least one key per run, so a budget spent in set-up on a slow machine
+                # still moves a resumed scan forward instead of redoing set-up for nothing.
+                if cfg.max_seconds is not None and measured and \
                         time.perf_counter() - t_start > cfg.max_seconds:
                     _log(f"time budget of {cfg.max_seconds:.0f} s spent: stopping", show)
                     break
@@ -410,7 +413,7 @@ class _Reference:
     """The whole model timed end to end before and after the scan: how much the machine's
     speed moved while the table was measured, and a yardstick for later validation."""
 
-    def __init__(self, module, in_channels: int, size: int, tc: TimingConfig,
+    def __init__(self, module, in_channels: int, size: Size, tc: TimingConfig,
                  seconds: float) -> None:
         import copy
 
@@ -423,7 +426,7 @@ class _Reference:
 
     def finish(self, name: str) -> dict:
         end = time_model(self.net, self.x, self.cfg)
-        return {"model": name, "input_size": self.size, "measured": now_iso(),
+        return {"model": name, "input_size": to_json(self.size), "measured": now_iso(),
                 **{f"start_{s}": getattr(self.start, s) for s in ("mean_ms", "median_ms",
                                                                   "min_ms")},
                 **{f"end_{s}": getattr(end, s) for s in ("mean_ms", "median_ms", "min_ms")}}

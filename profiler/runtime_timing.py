@@ -34,7 +34,8 @@ class RuntimeNets:
     ``add(tag, module)`` exports and loads; ``session(tag)`` is the loaded model. The
     directory goes with ``close()`` (or the ``with`` block)."""
 
-    def __init__(self, runtime: str, input_size: int, in_channels: int, threads: int = 1) -> None:
+    def __init__(self, runtime: str, input_size: "int | tuple[int, int]", in_channels: int,
+                 threads: int = 1) -> None:
         if check_runtime(runtime) == "torch":
             raise TimingError("RuntimeNets is for the deployment runtimes; torch modules are "
                               "timed with profiler.timing.time_model")

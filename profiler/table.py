@@ -22,6 +22,7 @@ from hwprune.profiler.check import (DIGEST_KEY, check_columns, check_rows, check
 from hwprune.profiler.errors import LutError  # re-exported: readers of tables import it from here
 from hwprune.profiler.keyspace import KEY_FIELDS, OpKey
 from hwprune.zoo.atomic import atomic_write_bytes  # re-exported: store, luts and pruner import it here
+from hwprune.sizes import canonical
 
 SCHEMA_VERSION = 1
 META_KEY = b"hwprune"
@@ -172,7 +173,8 @@ def _whole_grids(sources: list[dict]) -> list[dict]:
     """Drop a partial source (only listed keys) once a whole-grid scan of the same model,
     size and step (all layers) is in the table: the rows now cover the grid."""
     def tag(s: dict) -> tuple:
-        return s.get("model"), s.get("input_size"), s.get("step")
+        size = s.get("input_size")
+        return s.get("model"), canonical(size) if size else None, s.get("step")
 
     whole = {tag(s) for s in sources if not s.get("keys") and not s.get("layers")}
     return [s for s in sources if not (s.get("keys") and tag(s) in whole)]

@@ -26,6 +26,7 @@ from hwprune.profiler.clock import (ALGOS, DEVICES, MODES, Stats, TimingConfig, 
 from hwprune.profiler.cudnn_algos import count_conv_engines, time_conv_engines
 from hwprune.profiler.keyspace import CONV, OpKey
 from hwprune.profiler.ops import DTYPES, build_op, weight_copies
+from hwprune.sizes import Size, hw
 
 
 @contextmanager
@@ -105,8 +106,8 @@ def measure_key(key: OpKey, cfg: TimingConfig) -> Stats:
     return best
 
 
-def model_input(cfg: TimingConfig, in_channels: int, size: int) -> torch.Tensor:
-    x = torch.randn(cfg.batch, in_channels, size, size, device=cfg.device).to(DTYPES[cfg.dtype])
+def model_input(cfg: TimingConfig, in_channels: int, size: Size) -> torch.Tensor:
+    x = torch.randn(cfg.batch, in_channels, *hw(size), device=cfg.device).to(DTYPES[cfg.dtype])
     return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
 
 

@@ -14,6 +14,7 @@ from typing import Iterator
 import torch
 
 from hwprune.errors import HwpruneError
+from hwprune.sizes import Size, hw
 
 
 class DataError(HwpruneError):
@@ -79,7 +80,7 @@ def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> t
     return x
 
 
-def load_images(spec: "str | ImageSet", input_size: int, mean=None, std=None) -> ImageSet:
+def load_images(spec: "str | ImageSet", input_size: Size, mean=None, std=None) -> ImageSet:
     """Images from ``spec``: 'digits' (embedded train split), 'digits-test', a synth output
     directory or tensor file (``synthetic.pt``), an ImageFolder directory of real images,
     or an ImageSet already in memory (returned as it is)."""
@@ -140,7 +141,7 @@ def _tensor_file(path: Path) -> ImageSet:
     return ImageSet(images, labels, str(path), None if logits is None else logits.shape[1])
 
 
-def _image_folder(path: Path, size: int, mean, std) -> ImageSet:
+def _image_folder(path: Path, size: Size, mean, std) -> ImageSet:
     from torchvision import datasets, transforms
 
     if not any(path.iterdir()):
@@ -148,7 +149,10 @@ def _image_folder(path: Path, size: int, mean, std) -> ImageSet:
     if (path / "config.json").is_file() and (path / "batches").is_dir():
         raise DataError(f"'{path}' holds an unfinished `hwprune synth` run (no synthetic.pt "
                         f"yet): finish it by rerunning the same synth command with --resume")
-    tf = [transforms.Resize(size), transforms.CenterCrop(size), transforms.ToTensor()]
+    # The shorter side to the longer of the two sides asked for, then the centre cut out:
+    # a non-square input is cropped, never stretched.
+    h, w = hw(size)
+    tf = [transforms.Resize(max(h, w)), transforms.CenterCrop((h, w)), transforms.ToTensor()]
     if (mean is None) != (std is None):
         raise DataError("give both --mean and --std (or neither)")
     if mean is not None:

@@ -29,13 +29,14 @@ from hwprune.pruner.groups import PrunableDim, build_graph, remove_channels
 from hwprune.pruner.finetune import FineTuneConfig
 from hwprune.pruner.schedule import PruneConfig, Pruner
 from hwprune.synth.deepinversion import DIConfig, synthesize_batch
+from hwprune.sizes import Size, canonical, hw, size_text
 
 PROBE = (1, 3)  # iteration counts timed; their difference is what one iteration costs
 
 
 @dataclass
 class JobCost:
-    synth_iteration_s: dict          # {resolution: seconds per DeepInversion iteration}
+    synth_iteration_s: dict          # {'16' or '16x32': seconds per DeepInversion iteration}
     synth_batches: int
     synth_s: float
     minibatch_s: float               # one pruning minibatch of the model as it is
@@ -63,24 +64,26 @@ def _per_iteration(run, counts: tuple[int, int] = PROBE) -> float:
     return max(0.0, (times[1] - times[0]) / (counts[1] - counts[0]))
 
 
-def time_synth_iteration(teacher: nn.Module, di: DIConfig, batch: int, size: int,
+def time_synth_iteration(teacher: nn.Module, di: DIConfig, batch: int, size: Size,
                          channels: int, num_classes: int) -> dict[int, float]:
     """Seconds per DeepInversion iteration at ``batch`` images, at each phase's resolution."""
     targets = torch.arange(batch) % num_classes
-    sizes = ([size // di.low_res_factor] if di.low_res_iterations else []) + [size]
+    full = hw(size)
+    low = canonical([max(1, s // di.low_res_factor) for s in full])
+    sizes = ([low] if di.low_res_iterations else []) + [canonical(size)]
     out = {}
     for res in sizes:
         cfg = di.with_(low_res_iterations=0, log_every=1_000_000)
 
-        def run(n: int, res: int = res, cfg: DIConfig = cfg) -> None:
+        def run(n: int, res: Size = res, cfg: DIConfig = cfg) -> None:
             synthesize_batch(teacher, targets, cfg.with_(iterations=n), res, channels,
                              torch.Generator().manual_seed(0))
 
-        out[res] = _per_iteration(run)
+        out[size_text(res, "")] = _per_iteration(run)
     return out
 
 
-def time_minibatch(student: nn.Module, teacher: nn.Module, prune: PruneConfig, size: int,
+def time_minibatch(student: nn.Module, teacher: nn.Module, prune: PruneConfig, size: Size,
                    channels: int) -> float:
     """Seconds per pruning minibatch of ``student`` (a copy is trained, the model is not)."""
     student = copy.deepcopy(student)
@@ -89,7 +92,7 @@ def time_minibatch(student: nn.Module, teacher: nn.Module, prune: PruneConfig, s
     cfg = PruneConfig(criterion="taylor", target_ratio=0.5, batch_size=prune.batch_size,
                       temperature=prune.temperature, loss="kl")
     pruner = Pruner(student, teacher, cfg, size, channels, None)
-    pruner.data = ImageSet(torch.randn(prune.batch_size, channels, size, size))
+    pruner.data = ImageSet(torch.randn(prune.batch_size, channels, *hw(size)))
 
     def run(n: int) -> None:
         pruner.cfg.interval = n
@@ -122,12 +125,12 @@ def even_cut(latency: LatencyModel, dims: list[PrunableDim], group: int,
 
 
 def cut_model(model: nn.Module, dims: list[PrunableDim], removals: list[int], group: int,
-              size: int, channels: int) -> nn.Module:
+              size: Size, channels: int) -> nn.Module:
     """A copy of ``model`` with ``removals`` applied physically (the last channels of each),
     on the model's device (cut on the CPU, where the dependency graph is traced)."""
     device = next(model.parameters()).device
     model = copy.deepcopy(model).cpu()
-    graph = build_graph(model, torch.zeros(1, channels, size, size))
+    graph = build_graph(model, torch.zeros(1, channels, *hw(size)))
     mine = [copy.copy(d) for d in dims]
     for j in set(removals):
         k = removals.count(j) * group
@@ -136,7 +139,7 @@ def cut_model(model: nn.Module, dims: list[PrunableDim], removals: list[int], gr
     return model.to(device)
 
 
-def job_cost(teacher: nn.Module, latency: LatencyModel, dims: list[PrunableDim], size: int,
+def job_cost(teacher: nn.Module, latency: LatencyModel, dims: list[PrunableDim], size: Size,
              channels: int, num_classes: int, n_images: int, synth_batch: int, di: DIConfig,
              prune: PruneConfig, finetune: FineTuneConfig,
              target_ms: float | None) -> JobCost:

@@ -16,7 +16,7 @@ from hwprune.profiler.runtime_timing import RuntimeNets, time_session
 from hwprune.profiler.timing import model_input, prepare_model, time_model
 
 
-def measure_pair(teacher, student, lut: Lut, size: int, in_ch: int, rounds: int,
+def measure_pair(teacher, student, lut: Lut, size: "int | tuple[int, int]", in_ch: int, rounds: int,
                  max_reps: int = 1000, goal: float | None = None,
                  previous: dict | None = None, runtime: str = "torch") -> dict:
     """Both networks end to end in the LUT's mode, interleaved in ``rounds`` rounds.

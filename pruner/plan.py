@@ -33,6 +33,7 @@ from hwprune.luts import LatencyModel, Lut
 from hwprune.luts.delta import LatencyTable, is_sparse
 from hwprune.profiler.keyspace import macs, trace_model
 from hwprune.pruner.groups import PrunableDim, build_graph, check_matches, find_dims
+from hwprune.sizes import Size, hw, to_json
 
 # Savings under this share of the latency of the layers a dimension touches are noise: the
 # profiler times each row to a 95% CI of +-1% of its median (TimingConfig.rel_ci), so a
@@ -135,7 +136,7 @@ class Stairs:
 class Plan:
     model: str
     lut: str
-    input_size: int
+    input_size: Size
     group_size: int
     noise: float
     reach: Reach
@@ -155,7 +156,7 @@ class Plan:
         layers = [{**asdict(layer), "latency_share": float(t / ms.sum()),
                    "flops_share": float(f / flops.sum()) if flops.sum() else 0.0}
                   for layer, t, f in zip(self.layers, ms, flops)]
-        return {"model": self.model, "lut": self.lut, "input_size": self.input_size,
+        return {"model": self.model, "lut": self.lut, "input_size": to_json(self.input_size),
                 "group_size": self.group_size, "noise": self.noise,
                 "edge_factor": EDGE_FACTOR, "reach": self.reach.as_dict(),
                 "calibration": self.calibration, "untouched_ms": self.untouched_ms,
@@ -172,14 +173,14 @@ def floor_model(latency: LatencyModel, dims: list[PrunableDim], group: int) -> L
     return model
 
 
-def prunable_dims(model: nn.Module, input_size: int, in_channels: int,
+def prunable_dims(model: nn.Module, input_size: Size, in_channels: int,
                   lut: Lut | LatencyTable, sparse: bool = False
                   ) -> tuple[list[PrunableDim], LatencyModel]:
     """The dimensions the pruner would prune (Torch-Pruning's groups, matched to the LUT's
     latency model) and that model (``sparse``: of a table of validation keys, exact keys
     only)."""
     trace = trace_model(model, input_size, in_channels)
-    example = torch.zeros(1, in_channels, input_size, input_size)
+    example = torch.zeros(1, in_channels, *hw(input_size))
     dims = find_dims(model, build_graph(model, example), trace)
     latency = LatencyModel(trace, lut, allow_sparse=sparse)
     check_matches(dims, trace)
@@ -211,7 +212,7 @@ def staircases(latency: LatencyModel, dims: list[PrunableDim], group: int,
     return out
 
 
-def make_plan(model: nn.Module, lut: Lut | LatencyTable, input_size: int, in_channels: int,
+def make_plan(model: nn.Module, lut: Lut | LatencyTable, input_size: Size, in_channels: int,
               cfg: PlanConfig | None = None, name: str = "model") -> Plan:
     """The plan of ``model`` on the device ``lut`` was measured on (module docstring)."""
     cfg = (cfg or PlanConfig()).check()

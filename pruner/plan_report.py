@@ -9,6 +9,7 @@ import numpy as np
 from hwprune.profiler.clock import fmt_seconds
 from hwprune.pruner.plan import EDGE_FACTOR, Plan, Reach
 from hwprune.zoo.atomic import atomic_write_bytes
+from hwprune.sizes import size_text
 
 TOP_LAYERS = 12  # operators listed on the terminal (plan.json holds all)
 TOP_STAIRS = 3   # dimensions whose curves the figure draws
@@ -37,7 +38,7 @@ def reach_lines(r: Reach, group_size: int) -> list[str]:
 
 def format_plan(plan: Plan, top: int = TOP_LAYERS) -> str:
     d = plan.as_dict()
-    lines = [f"{plan.model} @ {plan.input_size}px, LUT {plan.lut}", *reach_lines(plan.reach, plan.group_size), ""]
+    lines = [f"{plan.model} @ {size_text(plan.input_size)}, LUT {plan.lut}", *reach_lines(plan.reach, plan.group_size), ""]
     layers = sorted(d["layers"], key=lambda x: -x["ms"])
     lines.append(f"where the time goes: LUT latency vs multiply-adds, the {min(top, len(layers))}"
                  f" slowest of {len(layers)} operators (plan.json has all)")
@@ -125,7 +126,7 @@ def plot_plan(plan: Plan, path: Path, top: int = TOP_LAYERS) -> Path:
     b.invert_xaxis()
     if plan.stairs:
         b.legend(fontsize=7)
-    fig.suptitle(f"{plan.model} @ {plan.input_size}px: now {plan.reach.now_ms:.3f} ms, floor "
+    fig.suptitle(f"{plan.model} @ {size_text(plan.input_size)}: now {plan.reach.now_ms:.3f} ms, floor "
                  f"{plan.reach.floor_ms:.3f} ms", fontsize=10)
     fig.tight_layout()
     atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -38,6 +38,7 @@ from tqdm import tqdm
 from hwprune.errors import HwpruneError
 from hwprune.luts import Lut, estimate_trace
 from hwprune.luts.lookup import table_input_size
+from hwprune.sizes import Size, hw, to_json
 from hwprune.luts.verdict import spread_warning
 from hwprune.profiler.table import LutError, atomic_write_bytes
 from hwprune.profiler.timing import cudnn_benchmark
@@ -100,7 +101,7 @@ class PruneJob:
     allow_mismatch: bool = False
     # Input size the teacher is pruned and measured at [default: the LUT's, for this model;
     # without a LUT the model's own]. One the LUT was not profiled at is refused.
-    input_size: int | None = None
+    input_size: Size | None = None   # a side or (height, width); default: the LUT's
     # The one package.module:callable builder a teacher checkpoint may name (trusted code).
     allow_builder: str | None = None
     # A state dict for a teacher given as a builder spec (timm:NAME, package.module:callable),
@@ -229,13 +230,13 @@ def _restore(p: Pruner, state: dict, optimizer: bool = True) -> None:
                     for r in state["trajectory"]]
 
 
-def _student(teacher_mod, channels: dict, size: int, in_ch: int, state: dict | None):
+def _student(teacher_mod, channels: dict, size: Size, in_ch: int, state: dict | None):
     student = copy.deepcopy(teacher_mod)
     for prm in student.parameters():  # the teacher's are frozen
         prm.requires_grad_(True)
     if channels:
         device = next(student.parameters()).device
-        shrink_to(student.eval(), channels, torch.zeros(1, in_ch, size, size, device=device))
+        shrink_to(student.eval(), channels, torch.zeros(1, in_ch, *hw(size), device=device))
     if state is not None:
         student.load_state_dict(state)
     return student
@@ -292,9 +293,9 @@ def _run_job(job: PruneJob) -> dict:
             job.prune = replace(job.prune, target_latency_ms=job.measured_ratio *
                                 _est(teacher, lut, size, in_ch))
     data = load_images(job.data, size, job.mean, job.std)
-    if tuple(data.images.shape[1:]) != (in_ch, size, size):
+    if tuple(data.images.shape[1:]) != (in_ch, *hw(size)):
         raise DataError(f"{data.source}: images are {tuple(data.images.shape[1:])}, the model "
-                        f"takes {(in_ch, size, size)}")
+                        f"takes {(in_ch, *hw(size))}")
     val = load_images(job.val, size, job.mean, job.std) if job.val else None
     for d in (data, val) if val is not None else (data,):
         d.check_classes(num_classes(teacher), model_label(job.teacher))
@@ -389,7 +390,7 @@ def _run_job(job: PruneJob) -> dict:
     report = {
         "teacher": model_label(job.teacher), "data": data.source, "n_images": len(data),
         "luts": job.luts,
-        "input_size": size, "prune": asdict(job.prune), "finetune": asdict(job.finetune),
+        "input_size": to_json(size), "prune": asdict(job.prune), "finetune": asdict(job.finetune),
         "before": before, "reach": reach.as_dict() if reach is not None else None,
         "after": {"estimated_ms": _est(student, lut, size, in_ch),
                   "channels": pruner.channels()},
@@ -423,7 +424,7 @@ def _run_job(job: PruneJob) -> dict:
     report["phase_seconds"] = phases
     report["seconds"] = time.perf_counter() - t0
     path = save_checkpoint(student, job.out / "pruned.pt", arch["arch"], arch["arch_kwargs"],
-                           channels=pruner.channels(), input_shape=(in_ch, size, size),
+                           channels=pruner.channels(), input_shape=(in_ch, *hw(size)),
                            teacher=str(resolved.source))
     # Proof that the file rebuilds this very network (builder, channel layout, weights),
     # with the outputs a reload elsewhere can be compared with. The builder is the
@@ -451,7 +452,7 @@ def _warnings(report: dict) -> list[str]:
     return [line] if line else []
 
 
-def _est(model, lut: Lut | None, size: int, in_ch: int) -> float | None:
+def _est(model, lut: Lut | None, size: Size, in_ch: int) -> float | None:
     if lut is None:
         return None
     return estimate_trace(cpu_trace(model, size, in_ch), lut).total_ms

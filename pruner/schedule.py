@@ -28,12 +28,13 @@ from hwprune.pruner.plan import floor_model
 from hwprune.pruner.snap import SnapResult, grow, snap_counts
 from hwprune.profiler.keyspace import trace_model
 from hwprune.profiler.timing import cudnn_benchmark
+from hwprune.sizes import Size, hw
 
 CRITERIA = ("taylor-latency", "taylor", "magnitude", "flops-aware")
 SELECTORS = ("greedy", "knapsack")
 
 
-def cpu_trace(model: nn.Module, input_size: int, in_channels: int):
+def cpu_trace(model: nn.Module, input_size: Size, in_channels: int):
     """The LUT's view of ``model``, traced on a CPU copy wherever the model lives."""
     if next(model.parameters()).device.type != "cpu":
         model = copy.deepcopy(model).cpu()
@@ -113,14 +114,14 @@ class Pruner:
     """
 
     def __init__(self, student: nn.Module, teacher: nn.Module, cfg: PruneConfig,
-                 input_size: int, in_channels: int, lut: Lut | None,
+                 input_size: Size, in_channels: int, lut: Lut | None,
                  original_filters: int | None = None, cudnn_benchmark: bool = False) -> None:
         self.cfg = cfg.check()
         self.cudnn_benchmark = cudnn_benchmark
         self.student, self.teacher = student, teacher.eval()
         self.size, self.in_ch = input_size, in_channels
         self.device = next(student.parameters()).device
-        example = torch.zeros(1, in_channels, input_size, input_size, device=self.device)
+        example = torch.zeros(1, in_channels, *hw(input_size), device=self.device)
         trace = cpu_trace(student, input_size, in_channels)
         self.graph = build_graph(student, example)
         self.dims: list[PrunableDim] = find_dims(student, self.graph, trace)
@@ -345,7 +346,7 @@ class Pruner:
                           if d.root in counts})
         if not counts:
             return res
-        example = torch.zeros(1, self.in_ch, self.size, self.size, device=self.device)
+        example = torch.zeros(1, self.in_ch, *hw(self.size), device=self.device)
         self.student = grow(self.student, self.teacher, cpu_trace(self.teacher, self.size,
                                                                   self.in_ch),
                             example, self.kept, self.removed, counts)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwprune.errors import HwpruneError
+from hwprune.sizes import Size, hw
 from hwprune.synth.losses import BNStatsHook, competition, l2_prior, tv_l1, tv_l2
 from hwprune.synth.step import ImageStepper, autocast_dtype
 from hwprune.zoo.models import set_training
@@ -144,12 +145,13 @@ def pixel_bounds(cfg: DIConfig, channels: int, device="cpu") -> tuple[torch.Tens
     return (0 - mean) / std, (1 - mean) / std
 
 
-def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, size: int,
+def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, size: Size,
                      channels: int, generator: torch.Generator,
                      features: list[FeatureTarget] | None = None,
                      student: nn.Module | None = None,
                      on_step: Callable[[int, int], None] | None = None) -> BatchResult:
-    """Optimise ``len(targets)`` images of class ``targets`` from N(0, 1) noise.
+    """Optimise ``len(targets)`` images of class ``targets`` from N(0, 1) noise, at ``size``
+    (a side, or (height, width)).
 
     With ``cfg.channels_last`` the images are kept in NHWC at every step; convert the
     teacher too (``synthesize`` does) so its convolutions need not reorder weights.
@@ -162,13 +164,14 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
     weights = [cfg.first_bn_multiplier] + [1.0] * (len(hooks) - 1)
     lo, hi = pixel_bounds(cfg, channels, device)
     targets = targets.to(device)
-    phases = [(size // cfg.low_res_factor, cfg.low_res_iterations)] if cfg.low_res_iterations \
-        else []
-    phases.append((size, cfg.iterations))
+    full = hw(size)
+    low = tuple(max(1, s // cfg.low_res_factor) for s in full)
+    phases = [(low, cfg.low_res_iterations)] if cfg.low_res_iterations else []
+    phases.append((full, cfg.iterations))
     total_steps = sum(n for _, n in phases)
     history: dict[str, list[float]] = {k: [] for k in ("step", "total", "ce", "bn", "tv_l2",
                                                        "l2", "adi")}
-    x = torch.randn(len(targets), channels, phases[0][0], phases[0][0], generator=generator)
+    x = torch.randn(len(targets), channels, *phases[0][0], generator=generator)
     stepper = ImageStepper(device.type, cfg.amp, cfg.lr, (lo, hi) if cfg.clip else None,
                            cfg.loss_scale)
     if stepper.scaling:  # so a run shows the scale it settled on and any dropped steps
@@ -178,11 +181,11 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
     try:
         for res, iters in phases:
             x = x.to(device)
-            if x.shape[-1] != res:
-                x = F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False)
+            if tuple(x.shape[-2:]) != res:
+                x = F.interpolate(x, size=res, mode="bilinear", align_corners=False)
             x = x.contiguous(memory_format=layout).detach().requires_grad_(True)
             stepper.start_phase(x)
-            jitter = max(0, round(cfg.jitter * res / size))
+            jitter = max(0, round(cfg.jitter * max(res) / max(full)))
             every = cfg.log_every or max(1, iters // 50)
             for it in range(iters):
                 if cfg.lr_schedule == "cosine":

@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from hwprune.profiler.table import atomic_write_bytes
+from hwprune.sizes import Size, canonical, hw, to_json
 from hwprune.synth.dataset import DatasetWriter
 from hwprune.synth.deepinversion import (PRESETS, DIConfig, FeatureTarget, SynthError, bn_targets,
                                  real_feature_targets, synthesize_batch)
@@ -37,7 +38,7 @@ class SynthConfig:
     seed: int = 0
     resume: bool = False
     device: str = "cpu"
-    input_size: int | None = None
+    input_size: Size | None = None        # a side or (height, width); default: the model's
     student: str | None = None            # for Adaptive DeepInversion (di.adi_scale > 0)
     real_images: str | None = None        # .pt tensor file: feature statistics from real data
     progress: bool = True
@@ -57,7 +58,7 @@ def _load_real(path: str) -> torch.Tensor:
 def _identity(cfg: SynthConfig) -> dict:
     return {"model": model_label(cfg.model), "n_images": cfg.n_images, "batch_size": cfg.batch_size,
             "classes": list(cfg.classes) if cfg.classes is not None else None,
-            "seed": cfg.seed, "input_size": cfg.input_size, "di": asdict(cfg.di),
+            "seed": cfg.seed, "input_size": to_json(cfg.input_size) if cfg.input_size else None, "di": asdict(cfg.di),
             "student": cfg.student, "real_images": cfg.real_images}
 
 
@@ -126,9 +127,9 @@ def synthesize(cfg: SynthConfig) -> dict:
     teacher = _to_device(resolved.module, device, cfg.di.channels_last)
     for p in teacher.parameters():
         p.requires_grad_(False)
-    size = cfg.input_size or resolved.input_size
+    size = canonical(cfg.input_size or resolved.input_size)
     with torch.no_grad():
-        num_classes = teacher(torch.zeros(1, resolved.in_channels, size, size,
+        num_classes = teacher(torch.zeros(1, resolved.in_channels, *hw(size),
                                           device=device)).shape[1]
     targets = targets_for(cfg, num_classes)
     features: list[FeatureTarget] = (real_feature_targets(teacher, _load_real(cfg.real_images)
@@ -177,7 +178,7 @@ def synthesize(cfg: SynthConfig) -> dict:
         if rank != 0:
             dist.destroy_process_group()
             return {"rank": rank, "batches": len(mine), "seconds": seconds}
-    summary = writer.finish({"model": resolved.name, "input_size": size,
+    summary = writer.finish({"model": resolved.name, "input_size": to_json(size),
                              "batches_this_run": len(mine), "seconds_this_run": seconds,
                              "config": _identity(cfg)})
     if world > 1:

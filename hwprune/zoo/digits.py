@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwprune.zoo.demo import DEMO_INPUT_SIZE
+from hwprune.sizes import hw
 
 # Statistics of the upsampled digits in [0, 1] (computed once from the whole set, so the
 # normalisation is the same for every split; synthesis clips to this range).
@@ -25,14 +26,15 @@ class DigitsSplit:
     y_test: torch.Tensor
 
 
-def load_digits(size: int = DEMO_INPUT_SIZE, test_fraction: float = 0.25,
+def load_digits(size: "int | tuple[int, int]" = DEMO_INPUT_SIZE, test_fraction: float = 0.25,
                 seed: int = 0) -> DigitsSplit:
-    """Normalised digits at ``size`` px, split into train and held-out test sets."""
+    """Normalised digits at ``size`` (a side in px, or (height, width)), split into train and
+    held-out test sets."""
     from sklearn.datasets import load_digits as _load
 
     data = _load()
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    x = F.interpolate(x, size=hw(size), mode="bilinear", align_corners=False).clamp(0, 1)
     x = (x - DIGITS_MEAN[0]) / DIGITS_STD[0]
     y = torch.tensor(data.target, dtype=torch.long)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from hwprune.sizes import Size, hw
 from hwprune.zoo.models import ModelError, _first_line
 from hwprune.zoo.runtimes import RuntimeMissing, open_session, require
 
@@ -67,7 +68,7 @@ class ExportResult:
                 f"max abs difference {self.max_abs_diff:.2e} (tolerance {self.tolerance:g})")
 
 
-def export_model(module: nn.Module, out: str | os.PathLike, input_size: int, in_channels: int,
+def export_model(module: nn.Module, out: str | os.PathLike, input_size: Size, in_channels: int,
                  fmt: str = "onnx", opset: int | None = None, dynamic_batch: bool = False,
                  tolerance: float = TOLERANCE, checks: int = 3, seed: int = 0) -> ExportResult:
     """Write ``module`` to ``out`` (``.onnx``, or ``.xml`` with its ``.bin`` for OpenVINO)."""
@@ -99,16 +100,16 @@ def export_model(module: nn.Module, out: str | os.PathLike, input_size: int, in_
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return ExportResult(out, fmt, [str(f) for f in files], opset_used, dynamic_batch,
-                        [1, in_channels, input_size, input_size], diff, tolerance, n,
+                        [1, in_channels, *hw(input_size)], diff, tolerance, n,
                         info.as_dict(), time.perf_counter() - t0)
 
 
-def _to_onnx(net: nn.Module, path: Path, size: int, in_ch: int, opset: int | None,
+def _to_onnx(net: nn.Module, path: Path, size: Size, in_ch: int, opset: int | None,
              dynamic_batch: bool) -> int:
     onnx = require("onnx")
     require("onnxscript")  # the torch.export-based exporter translates through it
     # A batch of 2 as the example: torch.export specialises a dimension of size 1.
-    x = torch.randn(2 if dynamic_batch else 1, in_ch, size, size)
+    x = torch.randn(2 if dynamic_batch else 1, in_ch, *hw(size))
     shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     try:
         # The exporter reports each stage on stdout: not this command's output.
@@ -135,7 +136,7 @@ def _to_openvino(onnx_path: Path, xml: Path) -> list[Path]:
     return [xml, xml.with_suffix(".bin")]
 
 
-def _check(net: nn.Module, path: Path, runtime: str, size: int, in_ch: int, dynamic: bool,
+def _check(net: nn.Module, path: Path, runtime: str, size: Size, in_ch: int, dynamic: bool,
            checks: int, seed: int):
     session = open_session(path, runtime, threads=max(1, torch.get_num_threads()))
     g = torch.Generator().manual_seed(seed)
@@ -145,7 +146,7 @@ def _check(net: nn.Module, path: Path, runtime: str, size: int, in_ch: int, dyna
     with torch.inference_mode():
         for i in range(checks):
             for b in batches:
-                x = torch.randn(b, in_ch, size, size, generator=g)
+                x = torch.randn(b, in_ch, *hw(size), generator=g)
                 want = net(x).numpy()
                 got = session.run(x.numpy())
                 if got.shape != want.shape:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from hwprune.sizes import Size, canonical, hw
 from hwprune.zoo.atomic import atomic_write_bytes
 from hwprune.zoo.builders import (ModelError, build_module, first_conv_channels, parse_spec,
                                   require_allowed, torchvision_model_names)
@@ -35,7 +36,7 @@ class ResolvedModel:
     module: nn.Module
     name: str
     in_channels: int = 3
-    input_size: int = 224
+    input_size: "int | tuple[int, int]" = 224  # a side, or (height, width)
     source: str = "torchvision"
     extra: dict[str, Any] = field(default_factory=dict)
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -129,13 +130,13 @@ def _build_arch(arch: str, kwargs: dict[str, Any]) -> ResolvedModel:
                          arch_kwargs=dict(kwargs))
 
 
-def _default_input(module: nn.Module) -> tuple[int, int]:
+def _default_input(module: nn.Module) -> tuple[int, Size]:
     """(channels, size) of the input a built module expects: timm's pretrained config says;
     otherwise the first conv's input channels at 224 px (override with input_size)."""
     cfg = getattr(module, "pretrained_cfg", None) or {}
     shape = cfg.get("input_size") if isinstance(cfg, dict) else None
     if shape and len(shape) == 3:
-        return int(shape[0]), int(shape[-1])
+        return int(shape[0]), canonical([int(d) for d in shape[1:]])
     return first_conv_channels(module), 224
 
 
@@ -336,11 +337,10 @@ def load_checkpoint(path: str | os.PathLike, allow_builder: str | None = None) -
         raise ModelError(f"'{path}': arch_kwargs do not fit {payload['arch']}: {exc}") from None
     shape = payload.get("extra", {}).get("input_shape")
     if isinstance(shape, list) and len(shape) == 3 and all(isinstance(d, int) for d in shape):
-        resolved.in_channels, resolved.input_size = shape[0], shape[-1]
+        resolved.in_channels, resolved.input_size = shape[0], canonical(shape[1:])
     try:
         if payload.get("channels"):
-            example = torch.zeros(1, resolved.in_channels, resolved.input_size,
-                                  resolved.input_size)
+            example = torch.zeros(1, resolved.in_channels, *hw(resolved.input_size))
             # Torch-Pruning traces with autograd: a caller's no_grad must not stop it
             with torch.inference_mode(False), torch.enable_grad():
                 shrink_to(resolved.module.eval(), payload["channels"], example)
@@ -357,12 +357,12 @@ def load_checkpoint(path: str | os.PathLike, allow_builder: str | None = None) -
     return resolved
 
 
-def seeded_input(in_channels: int, size: int, seed: int = 0) -> torch.Tensor:
-    """The same (1, C, size, size) input on every machine and in every process."""
-    return torch.randn(1, in_channels, size, size, generator=torch.Generator().manual_seed(seed))
+def seeded_input(in_channels: int, size: Size, seed: int = 0) -> torch.Tensor:
+    """The same (1, C, H, W) input on every machine and in every process."""
+    return torch.randn(1, in_channels, *hw(size), generator=torch.Generator().manual_seed(seed))
 
 
-def reload_check(path: str | os.PathLike, module: nn.Module, in_channels: int, size: int,
+def reload_check(path: str | os.PathLike, module: nn.Module, in_channels: int, size: Size,
                  allow_builder: str | None = None) -> dict:
     """Load the checkpoint just written and compare its outputs with ``module``'s on the
     seeded input: the figures a user needs to check a reload anywhere else."""

@@ -1,0 +1,81 @@
+"""A user's own module at a non-square input (height != width), through the whole job in
+Python: profile, validate, synthesize, prune, save and reload."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hwprune
+from hwprune.pruner.plan import PlanConfig, make_plan
+from hwprune.sizes import SizeError, canonical, hw, parse_size, size_text
+from tests.zoo.custom_nets import Branchy
+
+SIZE = (16, 24)  # height x width
+
+
+def test_sizes_read_and_print_both_ways():
+    assert canonical(32) == 32 and canonical((32, 32)) == 32 and canonical([16, 24]) == (16, 24)
+    assert hw(32) == (32, 32) and hw((16, 24)) == (16, 24)
+    assert parse_size("48x80") == (48, 80) and parse_size("64") == 64
+    assert size_text((48, 80)) == "48x80px" and size_text(64, " px") == "64 px"
+    for bad in ("0", "48x", "1x2x3", "-4", "ax4"):
+        with pytest.raises(SizeError):
+            parse_size(bad)
+
+
+@pytest.mark.timeout(600)
+def test_a_custom_module_at_a_non_square_input_goes_through_the_whole_job(tmp_path):
+    torch.manual_seed(0)
+    net = Branchy(num_classes=4, width=16).eval()
+    model = hwprune.wrap(net, input_size=SIZE, num_classes=4, width=16)
+    lut = hwprune.profile(model, tmp_path / "lut.parquet", step=8, threads=1, calibrate=0,
+                          progress=False, max_reps=20)
+    assert lut.meta["sources"][0]["input_size"] == list(SIZE)
+    # the table's keys hold the two sides apart: the stem reads 16 rows and 24 columns
+    stem = lut.rows[(lut.rows["op"] == "conv2d") & (lut.rows["c_in"] == 3)]
+    assert set(zip(stem["in_h"], stem["in_w"])) == {SIZE}
+    report = hwprune.validate(model, lut, tmp_path / "val", samples=3, rounds=1, max_reps=20,
+                              progress=False)
+    assert report["input_size"] == list(SIZE) and report["n_samples"] >= 2  # a small grid
+    images = hwprune.synthesize(model, tmp_path / "synth", n_images=8, batch_size=8,
+                                iterations=3, progress=False)
+    assert tuple(images.images.shape) == (8, 3, *SIZE)
+    assert all(p.requires_grad for p in net.parameters())  # the caller's module as it was
+    reach = make_plan(model.module, lut, model.input_size, 3, PlanConfig(group_size=8)).reach
+    result = hwprune.prune(model, images, lut, tmp_path / "pruned", epochs=1, progress=False,
+                           target_latency=(reach.now_ms + reach.floor_ms) / 2, measure_rounds=2,
+                           measure_max_reps=20)
+    assert result.report["input_size"] == list(SIZE)
+    back = hwprune.load(result.path, allow_builder=model.name)
+    assert back.input_size == SIZE
+    x = torch.randn(2, 3, *SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(back.module(x), result.module(x), atol=1e-5, rtol=0)
+    assert result.report["saved"]["reload_max_abs_diff"] <= 1e-5
+    convs = [m.out_channels for m in back.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sum(convs) < sum(m.out_channels for m in net.modules()
+                            if isinstance(m, torch.nn.Conv2d))
+
+
+def test_a_table_at_one_shape_refuses_another(tmp_path):
+    from hwprune.luts.lookup import LutError, table_input_size
+
+    meta = {"sources": [{"model": "m", "input_size": [16, 24]}]}
+    assert table_input_size(meta, "m", None, 224) == (16, 24)
+    assert table_input_size(meta, "m", (16, 24), 224) == (16, 24)
+    with pytest.raises(LutError, match="at 16x24 px, not at the 24x16 px asked for"):
+        table_input_size(meta, "m", (24, 16), 224)
+
+
+def test_the_cli_takes_height_x_width(tmp_path):
+    from click.testing import CliRunner
+
+    from hwprune.cli import cli
+
+    out = tmp_path / "demo.onnx"
+    res = CliRunner().invoke(cli, ["export", "demo", "--input-size", "16x24", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "input 1x16x24" in res.output and out.is_file()
+    bad = CliRunner().invoke(cli, ["export", "demo", "--input-size", "16x", "--out", str(out)])
+    assert bad.exit_code == 2 and "height x width (48x80)" in bad.output
