@@ -29,6 +29,7 @@ def test_the_example_is_at_most_ten_lines():
     assert len(_readme_example().strip().splitlines()) <= 10
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_the_readme_example_runs_from_a_users_directory(tmp_path):
     shutil.copy(ROOT / "tests" / "zoo" / "custom_nets.py", tmp_path / "mynets.py")

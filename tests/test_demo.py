@@ -28,6 +28,7 @@ def _small_quick(**kw) -> DemoConfig:
     return DemoConfig.quick_mode(**{k: min(v, getattr(base, k)) for k, v in SMALL.items()}, **kw)
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(900)
 def test_quick_demo_runs_end_to_end(tmp_path):
     cfg = _small_quick(out=tmp_path / "demo", progress=False, log=lambda *_: None)

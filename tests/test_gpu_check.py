@@ -8,12 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import only_when_asked
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.heavy
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_gpu_check_smoke_runs_every_step(tmp_path):
+def test_gpu_check_smoke_runs_every_step(tmp_path, request):
+    # A minute of make test's five: `make gpu-smoke` runs it, and before a GPU session
+    # it must pass (README, "Development").
+    only_when_asked(request, 60)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out",
                            str(out), "--work", str(tmp_path / "work")], cwd=ROOT,
@@ -47,6 +53,7 @@ def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
     assert proc.returncode == 2 and "no CUDA device" in proc.stderr
 
 
+@pytest.mark.heavy
 def test_a_step_past_its_deadline_is_killed_with_what_it_started(tmp_path):
     """The profile step runs `python -m hwprune profile` as a grandchild: at the step's
     timeout it must die too, not keep the device busy while later steps time."""

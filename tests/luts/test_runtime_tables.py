@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from hwprune.cli import cli
+from tests.conftest import only_when_asked
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -33,8 +34,13 @@ def _runtime_lut(tmp_path_factory, runtime):
     return shared_file(tmp_path_factory, f"demo-{runtime}.parquet", make)
 
 
-@pytest.fixture(scope="module", params=["onnxruntime", "openvino"])
+@pytest.fixture(scope="module", params=["onnxruntime", pytest.param("openvino",
+                                                                   marks=pytest.mark.slow)])
 def runtime_lut(request, tmp_path_factory):
+    if request.param == "openvino":
+        # The same code paths as ONNX Runtime's (each OpenVINO operator and whole-network
+        # timing have their own fast tests in tests/profiler); about 45 s more of make test.
+        only_when_asked(request, 45)
     return request.param, _runtime_lut(tmp_path_factory, request.param)
 
 

@@ -42,6 +42,7 @@ def _part_rows(parts: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_resume_after_sigkill_loses_nothing_and_measures_nothing_twice(tmp_path):
     out = tmp_path / "demo.parquet"
@@ -103,6 +104,7 @@ def test_shards_and_merge_give_the_same_keys_as_one_run(tmp_path):
     assert len(read_lut(merged)[0]) == one.keys_total
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_torchrun_two_cpu_ranks_profile_disjoint_shards_and_merge(tmp_path):
     out = tmp_path / "dist.parquet"

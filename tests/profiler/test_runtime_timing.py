@@ -13,6 +13,7 @@ from hwprune.profiler import TimingConfig
 from hwprune.profiler.clock import TimingError
 from hwprune.profiler.runtime_timing import RuntimeNets, time_session
 from hwprune.zoo import build_demo
+from tests.conftest import only_when_asked
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
@@ -43,7 +44,8 @@ def test_torch_is_not_a_runtime_here():
         RuntimeNets("torch", 32, 1)
 
 
-def test_runtime_gap_benchmark_runs_end_to_end(tmp_path):
+def test_runtime_gap_benchmark_runs_end_to_end(tmp_path, request):
+    only_when_asked(request, 20)  # benchmarks/run_all.py runs the benchmark itself
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "runtime_gap.py"), "--out",
                         str(tmp_path), "--models", "resnet18", "--samples", "2", "--input-size",
                         "32", "--rounds", "1", "--max-reps", "5", "-q"],

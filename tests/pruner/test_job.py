@@ -251,6 +251,7 @@ def test_bad_inputs_fail_clearly_and_write_nothing(teacher_ckpt, teacher_lut, de
         assert not out.exists(), why
 
 
+@pytest.mark.heavy
 def test_cli_prunes_and_prints_the_result(teacher_ckpt, teacher_lut, tmp_path,
                                           training_benchmark_flags):
     target = _target(teacher_ckpt, teacher_lut, 0.75)
@@ -269,6 +270,7 @@ def test_cli_prunes_and_prints_the_result(teacher_ckpt, teacher_lut, tmp_path,
     assert torch.backends.cudnn.benchmark is False and rep["cudnn_benchmark"] is True
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(600)
 def test_torchrun_two_cpu_ranks_prune_together(teacher_ckpt, teacher_lut, tmp_path):
     target = _target(teacher_ckpt, teacher_lut, 0.7)
@@ -385,6 +387,7 @@ def test_a_run_started_from_another_prunes_on_from_its_student(teacher_ckpt, tea
         assert not out.exists(), why
 
 
+@pytest.mark.heavy
 def test_a_budget_measured_in_onnx_runtime(teacher_ckpt, teacher_lut, tmp_path):
     """--runtime onnxruntime: the measured budget is taken in ONNX Runtime, the report says
     where, and pruned.onnx (checked against PyTorch) lies beside pruned.pt."""

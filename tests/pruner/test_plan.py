@@ -109,6 +109,7 @@ def _run(*args):
     return CliRunner().invoke(cli, list(map(str, args)))
 
 
+@pytest.mark.heavy
 def test_the_plan_command_prints_and_writes_the_plan(demo_lut, tmp_path):
     res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "p")
     assert res.exit_code == 0, res.output
@@ -177,6 +178,7 @@ def _plan_and_job(teacher, lut):
     return cost, {"synth": t1 - t0, "prune": t2 - t1, "finetune": t3 - t2}, pruner.step
 
 
+@pytest.mark.heavy
 def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property):
     """The plan times a few iterations of each part; the job runs them all. Plan and job
     run a few seconds apart, and on a shared machine (or beside another test worker) the

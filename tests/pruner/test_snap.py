@@ -156,6 +156,7 @@ def test_a_job_with_snap_grows_reports_and_saves_the_grown_model(teacher_ckpt, t
     assert "accuracy" in rep and "measured" in rep
 
 
+@pytest.mark.heavy
 def test_a_snapped_run_resumed_after_interruption_grows_the_same_filters(
         teacher_ckpt, teacher_lut, tmp_path, monkeypatch):
     from hwprune.pruner.run import run_job

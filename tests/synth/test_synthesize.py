@@ -15,6 +15,7 @@ def _cfg(teacher, out, **kw):
                        progress=False, **kw)
 
 
+@pytest.mark.heavy
 def test_teacher_recognises_its_images_and_bn_loss_falls(teacher_ckpt, tmp_path):
     summary = synthesize(_cfg(teacher_ckpt, tmp_path / "syn"))
     assert summary["n_images"] == 20 and summary["teacher_top1"] >= 0.9
@@ -84,6 +85,7 @@ def test_adaptive_deepinversion_and_real_feature_statistics(teacher_ckpt, digits
     assert real["n_images"] == 10
 
 
+@pytest.mark.heavy
 @pytest.mark.timeout(300)
 def test_torchrun_ranks_make_disjoint_batches_of_one_dataset(teacher_ckpt, tmp_path):
     import os

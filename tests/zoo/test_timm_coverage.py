@@ -19,8 +19,12 @@ import timm_coverage  # noqa: E402
 ARGS = argparse.Namespace(input_size=64, step=64, max_keys=2, max_reps=3, no_profile=False)
 
 
-@pytest.mark.parametrize("family,name", [("resnet", "resnet10t"), ("ghostnet", "ghostnet_050")])
-def test_a_timm_member_goes_through_the_whole_job(family, name, tmp_path):
+@pytest.mark.heavy
+@pytest.mark.parametrize("family,name", [("resnet", "resnet10t"), pytest.param(
+    "ghostnet", "ghostnet_050", marks=pytest.mark.slow)])
+def test_a_timm_member_goes_through_the_whole_job(family, name, tmp_path, request):
+    if family != "resnet":
+        only_when_asked(request, 12)  # the full survey (benchmarks/timm_coverage.py) has it
     rec = timm_coverage.survey(family, name, ARGS, tmp_path)
     assert rec["outcome"] == "works", timm_coverage.tvc.failed(rec, timm_coverage.ALL_STAGES)
     assert rec["save"]["max_abs_diff"] <= 1e-5 and rec["save"]["pruned_layers"] > 0
