@@ -28,7 +28,8 @@ from hwprune.zoo.export import FORMATS, TOLERANCE, export_model
 @click.option("--dynamic-batch", is_flag=True,
               help="Leave the batch dimension free (checked at batch 1 and 3).")
 @click.option("--tolerance", type=click.FloatRange(min=0), default=TOLERANCE, show_default=True,
-              help="Largest absolute difference from PyTorch's outputs accepted (fp32).")
+              help="Largest absolute difference from PyTorch's outputs accepted (fp32), times "
+                   "the outputs' largest magnitude where that exceeds 1.")
 def export_cmd(model, fmt, out, input_size, opset, dynamic_batch, tolerance) -> None:
     """Export MODEL (a torchvision name, 'demo', or an hwprune checkpoint, pruned or not).
 

@@ -84,3 +84,19 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch):
     r = run(cli, ["export", "demo", "--format", "openvino", "--out", str(tmp_path / "m.xml")])
     assert r.exit_code == 2 and "hwprune[runtimes]" in r.output
     assert not list(tmp_path.iterdir())
+
+
+def test_the_tolerance_scales_with_the_outputs_magnitude(tmp_path):
+    """Rounding grows with the values summed: outputs of order 1e4 are held to 1e-3 of
+    that, and a refusal names the scale it used."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.LazyLinear(4))
+    net(torch.zeros(1, 3, 8, 8))
+    with torch.no_grad():
+        net[2].weight.mul_(1e4)
+    r = export_model(net, tmp_path / "big.onnx", 8, 3)
+    assert r.output_scale > 100 and r.max_abs_diff <= 1e-3 * r.output_scale
+    assert "x outputs up to" in r.describe()
+    assert r.max_abs_diff > 0  # outputs of 1e4 in fp32: ORT's reordered sums round apart
+    with pytest.raises(ExportError, match=r"tolerance 0 x outputs up to \d"):
+        export_model(net, tmp_path / "never.onnx", 8, 3, tolerance=0.0)

@@ -15,6 +15,7 @@ pytest.importorskip("timm")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import timm_coverage  # noqa: E402
+from tests.conftest import only_when_asked  # noqa: E402
 
 ARGS = argparse.Namespace(input_size=64, step=64, max_keys=2, max_reps=3, no_profile=False)
 
