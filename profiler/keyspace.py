@@ -38,6 +38,9 @@ ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu"
                "hardtanh_": "hardtanh", "leaky_relu": "leaky_relu",
                "leaky_relu_": "leaky_relu"}
 ADDS = {"add": False, "__add__": False, "__radd__": False, "add_": True, "__iadd__": True}
+# A subtraction of two same-shape tensors is the same element-wise pass as their sum (and
+# couples their channels the same way): keyed as ``add``.
+SUBS = {"sub": False, "__sub__": False, "subtract": False, "sub_": True, "__isub__": True}
 MULS = {"mul": False, "__mul__": False, "__rmul__": False, "mul_": True, "__imul__": True}
 # Division by a scalar costs what a multiply by one does (x / 2, a mean of two heads).
 DIVS = {"div": False, "__truediv__": False, "true_divide": False, "div_": True,
@@ -194,12 +197,14 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         inplace = fname in _IN_PLACE_NAMES or bool(kwargs.get("inplace")) \
             or any(a is True for a in args[1:])
         return _channel_key(ACTIVATIONS[fname], args[0], inplace=inplace)
-    if fname in ADDS:
+    if fname in ADDS or fname in SUBS:
         x, y = args[0], args[1] if len(args) > 1 else kwargs.get("other")
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape \
                 and x.dim() in (2, 4):
-            return _channel_key("add", x, inplace=ADDS[fname])
+            return _channel_key("add", x, inplace={**ADDS, **SUBS}[fname])
         return None
+    if fname == "layer_norm":
+        return _layer_norm_key(args, kwargs)
     if fname in ("max_pool2d", "_max_pool2d", "avg_pool2d"):
         return _pool_key(fname.lstrip("_"), args, kwargs)
     if fname == "adaptive_avg_pool2d":
@@ -261,10 +266,26 @@ def _pad_key(args, kwargs) -> OpKey | None:
     names = ("input", "pad", "mode", "value")
     a = dict(zip(names, args), **kwargs)
     x, pads, op = a["input"], list(a["pad"]), PAD_MODES.get(a.get("mode") or "constant")
-    if op is None or x.dim() != 4 or len(pads) not in (2, 4) or any(p < 0 for p in pads):
+    if op is None or x.dim() != 4 or len(pads) not in (2, 4):
         return None
     pads += [0] * (4 - len(pads))
-    return _channel_key(op, x, pad_h=pads[2] + pads[3], pad_w=pads[0] + pads[1])
+    pad_h, pad_w = pads[2] + pads[3], pads[0] + pads[1]
+    # A negative side crops (NASNet's (-1, 1) shift of a path by one pixel): the copy of
+    # what is left is the cost, as for any other pad of the same output size.
+    if op != "pad" and min(pads) < 0 or x.shape[2] + pad_h < 1 or x.shape[3] + pad_w < 1:
+        return None
+    return _channel_key(op, x, pad_h=pad_h, pad_w=pad_w)
+
+
+def _layer_norm_key(args, kwargs) -> OpKey | None:
+    """F.layer_norm of (N, C) vectors over C (a classifier head's norm, as in
+    InceptionNeXt's MLP head); over the channels of a feature map it is not modelled."""
+    names = ("input", "normalized_shape", "weight", "bias", "eps")
+    a = dict(zip(names, args), **kwargs)
+    x, shape = a["input"], tuple(a["normalized_shape"])
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or shape != (x.shape[1],):
+        return None
+    return OpKey("layer_norm", x.shape[1], x.shape[1], bias=a.get("bias") is not None)
 
 
 def _scalar_mul_key(x, y, inplace: bool) -> OpKey | None:
@@ -278,12 +299,18 @@ def _scalar_mul_key(x, y, inplace: bool) -> OpKey | None:
 
 def _mul_key(args, kwargs, inplace: bool) -> OpKey | None:
     """An element-wise multiply of same-channel tensors: equal shapes, or one of them a
-    per-channel scale (N, C, 1, 1), as in squeeze-excitation, or a scalar. Others are not
-    modelled."""
+    per-channel scale (N, C, 1, 1), as in squeeze-excitation, or (C, 1, 1), a learnable
+    layer scale, or a scalar. Others are not modelled."""
     x, y = args[0], args[1] if len(args) > 1 else kwargs.get("other")
     scalar = _scalar_mul_key(x, y, inplace)
     if scalar is not None:
         return scalar
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 3 \
+            and y.dim() == 4 and not inplace:
+        x, y = y, x
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 4 \
+            and y.dim() == 3 and tuple(y.shape) == (x.shape[1], 1, 1):
+        y = y.unsqueeze(0)  # a learnable per-channel scale (C, 1, 1): FastViT's layer scale
     if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)) or x.dim() != y.dim() \
             or x.dim() not in (2, 4) or x.shape[:2] != y.shape[:2]:
         return None

@@ -30,7 +30,7 @@ _ACT_MODULES: dict[str, Callable[[bool], nn.Module]] = {
 _FUNCTIONAL = {"add", "mul", "cat", "mean", "channel_shuffle", "pad", "pad_reflect",
                "pad_replicate", "upsample_nearest", "upsample_bilinear"}
 KNOWN_OPS = {"conv2d", "batch_norm2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
-             "linear", *_ACT_MODULES, *_FUNCTIONAL}
+             "linear", "layer_norm", *_ACT_MODULES, *_FUNCTIONAL}
 
 
 def _module_for(key: OpKey) -> nn.Module:
@@ -53,6 +53,8 @@ def _module_for(key: OpKey) -> nn.Module:
         return nn.AdaptiveAvgPool2d((key.kernel_h, key.kernel_w))
     if op == "linear":
         return nn.Linear(key.c_in, key.c_out, key.bias)
+    if op == "layer_norm":
+        return nn.LayerNorm(key.c_in, bias=key.bias)
     raise ValueError(f"unknown operator '{op}' (known: {', '.join(sorted(KNOWN_OPS))})")
 
 

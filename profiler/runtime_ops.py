@@ -148,6 +148,9 @@ def _channelwise(g: _Graph, key: OpKey, x: str, shape: tuple[int, ...], other: l
     op = key.op
     if op == "batch_norm2d":
         return _batch_norm(g, x, key.c_in)
+    if op == "layer_norm":  # over the last axis, as torch exports nn.LayerNorm (opset 17)
+        ins = [x, g.weight(key.c_in)] + ([g.weight(key.c_in)] if key.bias else [])
+        return g.node("LayerNormalization", ins, axis=-1, epsilon=1e-5)
     if op == "add":
         if not other:
             other.append(_written(g, "x0", shape, shape))

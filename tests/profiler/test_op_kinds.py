@@ -202,3 +202,47 @@ def test_a_model_with_operators_the_table_cannot_time_is_refused_naming_them():
 
     with pytest.raises(UnmodelledOpError, match=r"layer_norm x1 \(first in norm\).*tanh"):
         trace_model(Attn().eval(), 8)
+
+
+class LayerScaled(nn.Module):
+    """FastViT's and InceptionNeXt's writing: a mixer's residual ``x + gamma * (mix(x) - x)``
+    with a learnable (C, 1, 1) layer scale, NASNet's one-pixel shift (a crop on one side,
+    a pad on the other), and an MLP head with a LayerNorm over its hidden vector."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16)
+        self.mix = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.gamma = nn.Parameter(torch.full((16, 1, 1), 0.01))
+        self.fc1, self.fc2 = nn.Conv2d(16, 32, 1), nn.Conv2d(32, 16, 1)
+        self.h1, self.norm, self.h2 = nn.Linear(16, 24), nn.LayerNorm(24), nn.Linear(24, 4)
+
+    def forward(self, x):
+        x = F.relu(self.bn(self.conv(x)))
+        x = x + self.gamma * (self.mix(x) - x)
+        x = F.pad(x, (-1, 1, -1, 1))
+        x = x + self.fc2(F.relu(self.fc1(x)))
+        return self.h2(self.norm(F.relu(self.h1(x.mean((2, 3))))))
+
+
+def test_layer_scales_differences_crops_and_a_head_layer_norm_are_traced_and_timed():
+    trace = trace_model(LayerScaled().eval(), (9, 11))
+    keys = [r.key for r in trace.layers]
+    assert OpKey("add", 16, 16, in_h=9, in_w=11) in keys  # mix(x) - x: keyed as an add
+    assert OpKey("mul", 16, 16, in_h=9, in_w=11) in keys  # the (C, 1, 1) layer scale
+    assert OpKey("pad", 16, 16, in_h=9, in_w=11) in keys  # (-1, 1, -1, 1): a shifted copy
+    assert OpKey("layer_norm", 24, 24, bias=True) in keys
+    # The layer scale is a parameter Torch-Pruning is not asked to cut: the block's 16
+    # channels stay; the MLP's hidden 32 and the head's 24 (through its LayerNorm) prune.
+    assert sorted(d.channels for d in dimensions(trace.layers, trace.frozen_dims)) == [24, 32]
+    for key in (OpKey("layer_norm", 24, 24, bias=True),
+                OpKey("pad", 16, 16, pad_h=-1, pad_w=-2, in_h=9, in_w=11)):
+        with torch.inference_mode():
+            out = build_op(key, batch=2)()
+        assert tuple(out.shape) == ((2, 24) if key.op == "layer_norm" else (2, 16, 8, 9))
+        assert measure_key(key, TimingConfig(max_reps=3, min_reps=2, warmup=1,
+                                             threads=1)).mean_ms > 0
+    crop_too_far = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    crop_too_far.register_forward_hook(lambda m, a, y: F.pad(y, (-3, -3, 0, 0)))
+    with pytest.raises(UnmodelledOpError, match="pad x1"):  # nothing left of the width
+        trace_model(crop_too_far, (4, 6))

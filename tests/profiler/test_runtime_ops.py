@@ -34,6 +34,8 @@ KINDS = [
     OpKey("pad", 8, 8, pad_h=1, pad_w=1, in_h=7, in_w=7),
     OpKey("pad_reflect", 8, 8, pad_h=2, pad_w=2, in_h=6, in_w=6),
     OpKey("pad_replicate", 8, 8, pad_h=1, pad_w=0, in_h=6, in_w=6),
+    OpKey("pad", 8, 8, pad_h=-1, pad_w=0, in_h=6, in_w=6),  # a crop on one side
+    OpKey("layer_norm", 24, 24, bias=True),
     OpKey("upsample_nearest", 8, 8, kernel_h=2, kernel_w=2, in_h=5, in_w=5),
     OpKey("upsample_bilinear", 8, 8, kernel_h=4, kernel_w=4, in_h=3, in_w=3),
     OpKey("cat", 12, 12, kernel_h=3, in_h=5, in_w=5),
