@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from torch import nn
 
 FIXED = 0  # the network input's channels and the classifier's outputs
 
@@ -33,6 +34,10 @@ def is_scalar(v) -> bool:
     """A Python number or a one-element tensor: an operand that carries no channels."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) or \
         isinstance(v, torch.Tensor) and v.numel() == 1
+
+
+def _weight(args: Sequence):
+    return args[1] if len(args) > 1 else None
 
 
 class ChannelTracker:
@@ -78,9 +83,10 @@ class ChannelTracker:
         return self.find(d)
 
     def on_modelled(self, op: str, c_in: int, groups: int, args: Sequence, out) -> tuple[int, int]:
-        if op in ("cat", "channel_shuffle"):
-            # Channels of the joined (or interleaved) inputs map onto other positions of
-            # the output: the latency model cannot follow them, so none is prunable.
+        if op in ("cat", "channel_shuffle", "sum", "softmax", "space_to_depth"):
+            # Channels of the joined (or interleaved, regrouped) inputs map onto other
+            # positions of the output: the latency model cannot follow them, so none is
+            # prunable.
             parts = args[0] if op == "cat" else [args[0]]
             for t in parts:
                 self.frozen.add(self.dim(t))
@@ -105,6 +111,10 @@ class ChannelTracker:
                 self.frozen.update((d_in, d_out))
         else:
             d_out = d_in
+        if op == "conv2d" and not isinstance(_weight(args), nn.Parameter):
+            # F.conv2d with a fixed filter (TResNet's anti-aliasing blur, a buffer): nothing
+            # Torch-Pruning would shrink along with the channels, so they stay.
+            self.frozen.update((d_in, d_out))
         if isinstance(out, torch.Tensor):
             self._tag(out, d_out)
         return d_in, d_out

@@ -220,13 +220,19 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
                                DIVS[fname])
     if fname == "cat":
         return _cat_key(args, kwargs)
+    if fname == "stack":
+        return _stack_key(args, kwargs)
+    if fname == "sum":
+        return _sum_key(args, kwargs)
+    if fname == "softmax":
+        return _softmax_key(args, kwargs)
     if fname == "mean" and args[0].dim() == 4:  # global average pooling written as x.mean
         dims = args[1] if len(args) > 1 else kwargs.get("dim")
         if isinstance(dims, (list, tuple)) and {d % 4 for d in dims} == {2, 3}:
             return _channel_key("mean", args[0])
         return None
     if fname == "contiguous":
-        return _shuffle_key(args[0])
+        return _shuffle_key(args[0]) or _space_to_depth_key(args[0])
     if fname == "pad":
         return _pad_key(args, kwargs)
     if fname == "interpolate":
@@ -305,6 +311,11 @@ def _mul_key(args, kwargs, inplace: bool) -> OpKey | None:
     scalar = _scalar_mul_key(x, y, inplace)
     if scalar is not None:
         return scalar
+    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == y.dim() == 5 \
+            and x.shape[:3] == y.shape[:3]:
+        # a stack of K maps of C channels weighted per map and channel (split attention):
+        # the same pass as K * C channels scaled
+        x, y = x.flatten(1, 2), y.flatten(1, 2)
     if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.dim() == 3 \
             and y.dim() == 4 and not inplace:
         x, y = y, x
@@ -334,6 +345,58 @@ def _cat_key(args, kwargs) -> OpKey | None:
         return None
     c = sum(int(t.shape[1]) for t in parts)
     return OpKey("cat", c, c, kernel_h=len(parts), in_h=parts[0].shape[2], in_w=parts[0].shape[3])
+
+
+def _stack_key(args, kwargs) -> OpKey | None:
+    """torch.stack of same-shape 4-D tensors on a new axis 1 (SKNet's paths): the same copy
+    as their concatenation along the channels, keyed as that ``cat``."""
+    parts = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not isinstance(parts, (list, tuple)) or not parts or dim != 1 or \
+            not all(isinstance(t, torch.Tensor) and t.dim() == 4 for t in parts) or \
+            len({tuple(t.shape) for t in parts}) != 1:
+        return None
+    c = len(parts) * int(parts[0].shape[1])
+    return OpKey("cat", c, c, kernel_h=len(parts), in_h=parts[0].shape[2], in_w=parts[0].shape[3])
+
+
+def _sum_key(args, kwargs) -> OpKey | None:
+    """``x.sum(1)`` of a (N, K, C, H, W) stack of K feature maps (split attention's radix
+    groups, SKNet's paths): K - 1 adds in one pass. c_in and c_out hold the K * C channels
+    read (as a ``cat`` key holds all it joins), kernel_h the K."""
+    x = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if isinstance(dim, (list, tuple)) and len(dim) == 1:
+        dim = dim[0]
+    if x.dim() != 5 or dim not in (1, -4) or kwargs.get("keepdim") or \
+            (len(args) > 2 and args[2]):
+        return None
+    k, c = int(x.shape[1]), int(x.shape[2])
+    return OpKey("sum", k * c, k * c, kernel_h=k, in_h=x.shape[3], in_w=x.shape[4])
+
+
+def _softmax_key(args, kwargs) -> OpKey | None:
+    """A softmax over axis 1 of a 3- to 5-D tensor (split attention's weights over its
+    radix groups or paths): ``kernel_h`` holds the axis' length, c_in the elements per
+    batch item. A softmax over a last axis (attention's scores) is not modelled."""
+    x = args[0]
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    if not 3 <= x.dim() <= 5 or dim not in (1, 1 - x.dim()):
+        return None
+    n = int(x[0].numel())
+    return OpKey("softmax", n, n, kernel_h=int(x.shape[1]))
+
+
+def _space_to_depth_key(x: torch.Tensor) -> OpKey | None:
+    """TResNet's space-to-depth, x.view(n, c, h/b, b, w/b, b).permute(0, 3, 5, 1, 2, 4)
+    .contiguous(): the copy is the cost. c_in and c_out hold the C channels read (the
+    b * b * C written follow), kernel_h and kernel_w the block b."""
+    if x.dim() != 6 or x.is_contiguous() or x.shape[1] != x.shape[2] or \
+            not x.permute(0, 3, 4, 1, 5, 2).is_contiguous():
+        return None
+    b, c = int(x.shape[1]), int(x.shape[3])
+    return OpKey("space_to_depth", c, c, kernel_h=b, kernel_w=b,
+                 in_h=x.shape[4] * b, in_w=x.shape[5] * b)
 
 
 def _shuffle_key(x: torch.Tensor) -> OpKey | None:
@@ -367,7 +430,7 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         fname = getattr(func, "__name__", str(func))
         key = None
-        if args and (isinstance(args[0], torch.Tensor) or fname == "cat"):
+        if args and (isinstance(args[0], torch.Tensor) or fname in ("cat", "stack")):
             key = _key_for(fname, args, kwargs)
         # contiguous() of a non-contiguous tensor copies it: a cost, unless a known pattern.
         copies = fname == "contiguous" and key is None and isinstance(args[0], torch.Tensor) \

@@ -28,7 +28,8 @@ _ACT_MODULES: dict[str, Callable[[bool], nn.Module]] = {
 
 # Ops without a module: built as the tensor expressions a network writes inline.
 _FUNCTIONAL = {"add", "mul", "cat", "mean", "channel_shuffle", "pad", "pad_reflect",
-               "pad_replicate", "upsample_nearest", "upsample_bilinear"}
+               "pad_replicate", "upsample_nearest", "upsample_bilinear", "sum", "softmax",
+               "space_to_depth"}
 KNOWN_OPS = {"conv2d", "batch_norm2d", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d",
              "linear", "layer_norm", *_ACT_MODULES, *_FUNCTIONAL}
 
@@ -93,6 +94,16 @@ def _functional_op(key: OpKey, x: torch.Tensor, fmt) -> Callable[[], torch.Tenso
         mode = next(m for m, op in UPSAMPLE_MODES.items() if op == key.op)
         scale = (float(key.kernel_h), float(key.kernel_w))
         return lambda: F.interpolate(x, scale_factor=scale, mode=mode)
+    if key.op == "sum":  # of K maps of C channels, stacked: x holds the K * C channels
+        b, _, h, w = x.shape
+        return lambda: x.reshape(b, key.kernel_h, key.c_in // key.kernel_h, h, w).sum(1)
+    if key.op == "softmax":
+        return lambda: x.reshape(x.shape[0], key.kernel_h, -1).softmax(1)
+    if key.op == "space_to_depth":
+        b, c, h, w = x.shape
+        k = key.kernel_h
+        return lambda: x.reshape(b, c, h // k, k, w // k, k).permute(0, 3, 5, 1, 2, 4) \
+            .contiguous()
     if key.op == "channel_shuffle":
         b, c, h, w = x.shape
         g = key.kernel_h  # torchvision's channel_shuffle, views included

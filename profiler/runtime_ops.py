@@ -192,6 +192,18 @@ def _channelwise(g: _Graph, key: OpKey, x: str, shape: tuple[int, ...], other: l
                          for c in cat_sizes(key)[1:])
         parts = other
         return g.node("Concat", [x, *parts], axis=1)
+    if op == "sum":  # as torch exports x.sum(1) of the (N, K, C, H, W) stack
+        b, _, h, w = shape
+        y = g.node("Reshape", [x, g.shape((b, key.kernel_h, key.c_in // key.kernel_h, h, w))])
+        return g.node("ReduceSum", [y, g.shape((1,))], keepdims=0)
+    if op == "softmax":
+        y = g.node("Reshape", [x, g.shape((shape[0], key.kernel_h, -1))])
+        return g.node("Softmax", [y], axis=1)
+    if op == "space_to_depth":  # as torch exports the view, permute and contiguous copy
+        b, c, h, w = shape
+        k = key.kernel_h
+        y = g.node("Reshape", [x, g.shape((b, c, h // k, k, w // k, k))])
+        return g.node("Transpose", [y], perm=[0, 3, 5, 1, 2, 4])
     if op == "channel_shuffle":  # as torch exports x.view(...).transpose(1, 2).contiguous()
         b, c, h, w = shape
         grp = key.kernel_h

@@ -246,3 +246,70 @@ def test_layer_scales_differences_crops_and_a_head_layer_norm_are_traced_and_tim
     crop_too_far.register_forward_hook(lambda m, a, y: F.pad(y, (-3, -3, 0, 0)))
     with pytest.raises(UnmodelledOpError, match="pad x1"):  # nothing left of the width
         trace_model(crop_too_far, (4, 6))
+
+
+class SplitAttention(nn.Module):
+    """ResNeSt's split attention (radix 2, as timm's SplitAttn writes it) and SKNet's
+    selective kernel (two paths stacked), after TResNet's space-to-depth stem."""
+
+    def __init__(self, c: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(48, 2 * c, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2 * c)
+        self.fc1, self.fc2 = nn.Conv2d(c, 4, 1), nn.Conv2d(4, 2 * c, 1)
+        self.paths = nn.ModuleList(nn.Conv2d(c, c, k, padding=k // 2) for k in (1, 3))
+        self.fc_red, self.fc_sel = nn.Conv2d(c, 4, 1), nn.Conv2d(4, 2 * c, 1)
+        self.head = nn.Linear(c, 4)
+
+    def forward(self, x):
+        n, ch, h, w = x.shape
+        x = x.view(n, ch, h // 4, 4, w // 4, 4).permute(0, 3, 5, 1, 2, 4).contiguous()
+        x = F.relu(self.bn(self.stem(x.view(n, ch * 16, h // 4, w // 4))))
+        b, rc, h, w = x.shape
+        x = x.reshape(b, 2, rc // 2, h, w)
+        gap = x.sum(dim=1).mean((2, 3), keepdim=True)
+        attn = self.fc2(F.relu(self.fc1(gap))).view(b, 1, 2, -1).transpose(1, 2)
+        attn = F.softmax(attn, dim=1).reshape(b, -1)
+        x = (x * attn.reshape(b, 2, rc // 2, 1, 1)).sum(dim=1)
+        x = torch.stack([p(x) for p in self.paths], dim=1)
+        sel = self.fc_sel(F.relu(self.fc_red(x.sum(1).mean((2, 3), keepdim=True))))
+        x = torch.sum(x * torch.softmax(sel.view(b, 2, rc // 2, 1, 1), dim=1), dim=1)
+        return self.head(x.mean((2, 3)))
+
+
+def test_split_attention_and_space_to_depth_are_traced_timed_and_frozen():
+    trace = trace_model(SplitAttention().eval(), 16)
+    keys = [r.key for r in trace.layers]
+    assert keys[0] == OpKey("space_to_depth", 3, 3, kernel_h=4, kernel_w=4, in_h=16, in_w=16)
+    assert OpKey("sum", 16, 16, kernel_h=2, in_h=4, in_w=4) in keys  # the radix groups
+    assert OpKey("softmax", 16, 16, kernel_h=2) in keys
+    assert OpKey("mul", 16, 16, in_h=4, in_w=4) in keys  # (N, 2, 8, H, W) x (N, 2, 8, 1, 1)
+    assert OpKey("cat", 16, 16, kernel_h=2, in_h=4, in_w=4) in keys  # the stacked paths
+    # Channels regrouped by reshapes and stacks cannot be followed: only the attentions'
+    # bottlenecks (fc1's and fc_red's 4) stay prunable.
+    assert [d.channels for d in dimensions(trace.layers, trace.frozen_dims)] == [4, 4]
+    for key, shape in ((keys[0], (2, 4, 4, 3, 4, 4)), (OpKey("sum", 16, 16, kernel_h=2,
+                       in_h=4, in_w=4), (2, 8, 4, 4)), (OpKey("softmax", 16, 16, kernel_h=2),
+                                                        (2, 2, 8))):
+        with torch.inference_mode():
+            assert tuple(build_op(key, batch=2)().shape) == shape
+        assert measure_key(key, TimingConfig(max_reps=3, min_reps=2, warmup=1,
+                                             threads=1)).mean_ms > 0
+
+
+def test_a_conv_with_a_fixed_filter_keeps_its_channels():
+    """TResNet's anti-aliasing: F.conv2d with a (C, 1, 3, 3) blur held in a buffer. Pruning
+    the channels would leave the buffer's C behind (the variant failed at run time)."""
+    class Blurred(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8)
+            self.register_buffer("filt", torch.ones(8, 1, 3, 3) / 9)
+            self.proj, self.head = nn.Conv2d(8, 6, 1), nn.Linear(6, 4)
+
+        def forward(self, x):
+            x = F.conv2d(F.relu(self.bn(self.conv(x))), self.filt, stride=2, padding=1, groups=8)
+            return self.head(F.relu(self.proj(x)).mean((2, 3)))
+
+    trace = trace_model(Blurred().eval(), 8)
+    assert [d.channels for d in dimensions(trace.layers, trace.frozen_dims)] == [6]

@@ -36,6 +36,9 @@ KINDS = [
     OpKey("pad_replicate", 8, 8, pad_h=1, pad_w=0, in_h=6, in_w=6),
     OpKey("pad", 8, 8, pad_h=-1, pad_w=0, in_h=6, in_w=6),  # a crop on one side
     OpKey("layer_norm", 24, 24, bias=True),
+    OpKey("sum", 16, 16, kernel_h=2, in_h=5, in_w=5),
+    OpKey("softmax", 12, 12, kernel_h=2),
+    OpKey("space_to_depth", 3, 3, kernel_h=4, kernel_w=4, in_h=8, in_w=8),
     OpKey("upsample_nearest", 8, 8, kernel_h=2, kernel_w=2, in_h=5, in_w=5),
     OpKey("upsample_bilinear", 8, 8, kernel_h=4, kernel_w=4, in_h=3, in_w=3),
     OpKey("cat", 12, 12, kernel_h=3, in_h=5, in_w=5),
