@@ -54,9 +54,11 @@ def test_gpu_check_refuses_to_run_without_a_gpu(tmp_path):
 
 
 @pytest.mark.heavy
-def test_a_step_past_its_deadline_is_killed_with_what_it_started(tmp_path):
+@pytest.mark.slow
+def test_a_step_past_its_deadline_is_killed_with_what_it_started(tmp_path, request):
     """The profile step runs `python -m hwprune profile` as a grandchild: at the step's
     timeout it must die too, not keep the device busy while later steps time."""
+    only_when_asked(request, 10)  # with the smoke run in `make gpu-smoke`
     work = tmp_path / "work"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out",
                            str(tmp_path / "out"), "--work", str(work), "--only", "profile",
