@@ -211,7 +211,12 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         out = _pair(args[1] if len(args) > 1 else kwargs["output_size"])
         return _channel_key("adaptive_avg_pool2d", args[0], kernel_h=out[0], kernel_w=out[1])
     if fname == "linear":
+        # Of (N, C) vectors only: on tokens or a channels-last map, (N, ..., C), the cost
+        # grows with the positions, which the key has no field for; keyed as a vector's,
+        # the estimate would leave out all but one of them.
         w, b = args[1], args[2] if len(args) > 2 else kwargs.get("bias")
+        if args[0].dim() != 2:
+            return None
         return OpKey("linear", w.shape[1], w.shape[0], bias=b is not None)
     if fname in MULS:
         return _mul_key(args, kwargs, MULS[fname])

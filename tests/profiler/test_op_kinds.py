@@ -313,3 +313,20 @@ def test_a_conv_with_a_fixed_filter_keeps_its_channels():
 
     trace = trace_model(Blurred().eval(), 8)
     assert [d.channels for d in dimensions(trace.layers, trace.frozen_dims)] == [6]
+
+
+def test_a_linear_layer_over_positions_is_refused_not_estimated_as_one_vector():
+    """A Linear on a channels-last map (ConvNeXt's pointwise conv written as nn.Linear) runs
+    once per position: keyed as one (N, C) vector it would be estimated at 1/(H*W) of its
+    cost."""
+    class Pointwise(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.pw = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.Linear(8, 16)
+
+        def forward(self, x):
+            x = self.pw(self.bn(self.conv(x)).permute(0, 2, 3, 1))
+            return x.permute(0, 3, 1, 2).mean((2, 3))
+
+    with pytest.raises(UnmodelledOpError, match=r"linear x1 \(first in pw\)"):
+        trace_model(Pointwise().eval(), 8)
