@@ -41,6 +41,7 @@ ADDS = {"add": False, "__add__": False, "__radd__": False, "add_": True, "__iadd
 # A subtraction of two same-shape tensors is the same element-wise pass as their sum (and
 # couples their channels the same way): keyed as ``add``.
 SUBS = {"sub": False, "__sub__": False, "subtract": False, "sub_": True, "__isub__": True}
+_ADDS_AND_SUBS = {**ADDS, **SUBS}  # name -> in place
 MULS = {"mul": False, "__mul__": False, "__rmul__": False, "mul_": True, "__imul__": True}
 # Division by a scalar costs what a multiply by one does (x / 2, a mean of two heads).
 DIVS = {"div": False, "__truediv__": False, "true_divide": False, "div_": True,
@@ -197,11 +198,11 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         inplace = fname in _IN_PLACE_NAMES or bool(kwargs.get("inplace")) \
             or any(a is True for a in args[1:])
         return _channel_key(ACTIVATIONS[fname], args[0], inplace=inplace)
-    if fname in ADDS or fname in SUBS:
+    if fname in _ADDS_AND_SUBS:
         x, y = args[0], args[1] if len(args) > 1 else kwargs.get("other")
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape \
                 and x.dim() in (2, 4):
-            return _channel_key("add", x, inplace={**ADDS, **SUBS}[fname])
+            return _channel_key("add", x, inplace=_ADDS_AND_SUBS[fname])
         return None
     if fname == "layer_norm":
         return _layer_norm_key(args, kwargs)
