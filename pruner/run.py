@@ -172,10 +172,11 @@ def _check_out(out: Path) -> None:
         raise JobError(f"{out} exists and is not a directory")
 
 
-def _inputs(job: PruneJob, arch: dict) -> dict:
+def _inputs(job: PruneJob, arch: dict, size: Size) -> dict:
     """What a resumed run must share with the interrupted one."""
     teacher = model_label(job.teacher)
     return {"teacher": str(Path(teacher).resolve()) if Path(teacher).exists() else teacher,
+            "input_size": to_json(size),
             "data": job.data.source if isinstance(job.data, ImageSet) else job.data,
             **({"weights": str(Path(job.weights).resolve())} if job.weights else {}),
             **({"model_args": job.model_args} if job.model_args else {}),
@@ -186,7 +187,7 @@ def _inputs(job: PruneJob, arch: dict) -> dict:
 
 
 # What a run continued with ``start_from`` must share with the run it starts from.
-_SHARED_WITH_START = ("teacher", "data", "luts", "arch")
+_SHARED_WITH_START = ("teacher", "input_size", "data", "luts", "arch")
 
 
 def _start_state(job: PruneJob, inputs: dict) -> dict:
@@ -305,7 +306,7 @@ def _run_job(job: PruneJob) -> dict:
     prune_state = state_dir / "prune.pt"
     state = (torch.load(prune_state, map_location=job.device, weights_only=True)
              if prune_state.is_file() else None)
-    inputs = json.loads(json.dumps(_inputs(job, arch)))  # tuples as lists, as stored
+    inputs = json.loads(json.dumps(_inputs(job, arch, size)))  # tuples as lists, as stored
     if state is not None and state.get("inputs") != inputs:
         old = state.get("inputs", {})
         diff = sorted(k for k in inputs if old.get(k) != inputs[k])

@@ -415,3 +415,20 @@ def test_a_budget_measured_in_onnx_runtime(teacher_ckpt, teacher_lut, tmp_path):
     got = sess.run(None, {sess.get_inputs()[0].name: x[:1].numpy()})[0]
     with torch.no_grad():
         assert np.abs(got - student(x[:1]).numpy()).max() <= 1e-3
+
+
+def test_a_run_resumes_only_at_the_input_size_it_was_cut_at(teacher_ckpt, tmp_path,
+                                                             monkeypatch):
+    """Without a LUT nothing else pins the size: the state records it."""
+    def job(size):
+        return PruneJob(str(teacher_ckpt), tmp_path / "cut", "digits", [],
+                        PruneConfig(criterion="taylor", target_ratio=0.6, groups_per_step=1,
+                                    **FAST),
+                        FineTuneConfig(epochs=1, batch_size=64), measure=False,
+                        progress=False, input_size=size, checkpoint_every=0)
+
+    interrupt_prune_step(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job(32))
+    with pytest.raises(ValueError, match=r"other settings \(input_size\)"):
+        run_job(job(24))
