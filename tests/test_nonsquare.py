@@ -43,9 +43,12 @@ def test_a_custom_module_at_a_non_square_input_goes_through_the_whole_job(tmp_pa
     assert tuple(images.images.shape) == (8, 3, *SIZE)
     assert all(p.requires_grad for p in net.parameters())  # the caller's module as it was
     reach = make_plan(model.module, lut, model.input_size, 3, PlanConfig(group_size=8)).reach
+    assert reach.floor_ms < reach.now_ms
+    # A filter target: a latency one between the plan's floor and now sat within the
+    # table's noise of the pruner's own estimate on a busy machine (refused: "not below
+    # the current estimate", in a clean-clone run).
     result = hwprune.prune(model, images, lut, tmp_path / "pruned", epochs=1, progress=False,
-                           target_latency=(reach.now_ms + reach.floor_ms) / 2, measure_rounds=2,
-                           measure_max_reps=20)
+                           target_ratio=0.75, measure_rounds=2, measure_max_reps=20)
     assert result.report["input_size"] == list(SIZE)
     back = hwprune.load(result.path, allow_builder=model.name)
     assert back.input_size == SIZE
