@@ -257,16 +257,17 @@ def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None =
 def _left_as_found(model):
     """The caller's module as it was: synthesis freezes the teacher's parameters (and the
     pruner finds its groups among trainable ones), which must not outlast the call."""
-    module = model.module if isinstance(model, ResolvedModel) else None
-    flags = [(p, p.requires_grad) for p in module.parameters()] if module is not None else []
-    mode = module.training if module is not None else None
+    if not isinstance(model, ResolvedModel):  # a spec or file: hwprune builds its own
+        yield
+        return
+    flags = [(p, p.requires_grad) for p in model.module.parameters()]
+    mode = model.module.training
     try:
         yield
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        if module is not None:
-            set_training(module, mode)
+        set_training(model.module, mode)
 
 
 def _lut_paths(lut) -> list[str]:

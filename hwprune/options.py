@@ -9,6 +9,7 @@ from typing import Callable
 import click
 
 from hwprune.errors import HwpruneError
+from hwprune.sizes import SizeError, parse_size
 from hwprune.zoo.runtimes import RUNTIMES
 
 
@@ -108,8 +109,6 @@ class SizeParam(click.ParamType):
     name = "SIZE"
 
     def convert(self, value, param, ctx):
-        from hwprune.sizes import SizeError, parse_size
-
         if value is None or isinstance(value, (int, tuple)):
             return value
         try:

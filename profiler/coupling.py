@@ -36,10 +36,6 @@ def is_scalar(v) -> bool:
         isinstance(v, torch.Tensor) and v.numel() == 1
 
 
-def _weight(args: Sequence):
-    return args[1] if len(args) > 1 else None
-
-
 class ChannelTracker:
     def __init__(self, net_input: torch.Tensor) -> None:
         self.parent: dict[int, int] = {FIXED: FIXED}
@@ -111,7 +107,7 @@ class ChannelTracker:
                 self.frozen.update((d_in, d_out))
         else:
             d_out = d_in
-        if op == "conv2d" and not isinstance(_weight(args), nn.Parameter):
+        if op == "conv2d" and not (len(args) > 1 and isinstance(args[1], nn.Parameter)):
             # F.conv2d with a fixed filter (TResNet's anti-aliasing blur, a buffer): nothing
             # Torch-Pruning would shrink along with the channels, so they stay.
             self.frozen.update((d_in, d_out))

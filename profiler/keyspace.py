@@ -284,7 +284,7 @@ def _pad_key(args, kwargs) -> OpKey | None:
     pad_h, pad_w = pads[2] + pads[3], pads[0] + pads[1]
     # A negative side crops (NASNet's (-1, 1) shift of a path by one pixel): the copy of
     # what is left is the cost, as for any other pad of the same output size.
-    if op != "pad" and min(pads) < 0 or x.shape[2] + pad_h < 1 or x.shape[3] + pad_w < 1:
+    if (op != "pad" and min(pads) < 0) or x.shape[2] + pad_h < 1 or x.shape[3] + pad_w < 1:
         return None
     return _channel_key(op, x, pad_h=pad_h, pad_w=pad_w)
 
