@@ -79,6 +79,17 @@ class ChannelTracker:
         return self.find(d)
 
     def on_modelled(self, op: str, c_in: int, groups: int, args: Sequence, out) -> tuple[int, int]:
+        if op.startswith("call:"):
+            # A call keyed by its exact shapes (``profiler.calls``): no operand may change.
+            flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+            for t in flat:
+                if isinstance(t, torch.Tensor) and t.dim() >= 2:
+                    self.frozen.add(self.dim(t))
+            d = self.new()
+            self.frozen.add(d)
+            if isinstance(out, torch.Tensor):
+                self._tag(out, d)
+            return d, d
         if op in ("cat", "channel_shuffle", "sum", "softmax", "space_to_depth"):
             # Channels of the joined (or interleaved, regrouped) inputs map onto other
             # positions of the output: the latency model cannot follow them, so none is

@@ -16,9 +16,11 @@ conv, [bn], [add], [activation]: the order in which the runtimes fold them.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import replace
 
-from hwprune.profiler.keyspace import ACTIVATIONS, CONV, LayerRecord, Trace, is_conv
+from hwprune.profiler import calls
+from hwprune.profiler.keyspace import ACTIVATIONS, CONV, KeySpaceError, LayerRecord, Trace, is_conv
 
 _ORDER = {"bn": 1, "add": 2, "act": 3}
 _ACTS = set(ACTIVATIONS.values())
@@ -80,8 +82,20 @@ def fuse_trace(trace: Trace) -> Trace:
 
 
 def runtime_trace(trace: Trace, runtime: str) -> Trace:
-    """The layers a table of ``runtime`` has rows for: the trace itself for torch."""
-    return trace if runtime == "torch" else fuse_trace(trace)
+    """The layers a table of ``runtime`` has rows for: the trace itself for torch.
+
+    A call keyed by its exact shapes (``profiler.calls``: attention, group norm, ...) is
+    replayed through torch only; a runtime table has no ONNX form for it, so such a model
+    is refused for runtimes, naming the calls."""
+    if runtime == "torch":
+        return trace
+    found = Counter(calls.kind(r.key.op) for r in trace.layers if calls.is_call(r.key.op))
+    if found:
+        named = ", ".join(f"{k.removeprefix(calls.PREFIX)} x{n}" for k, n in found.most_common(4))
+        raise KeySpaceError(f"--runtime {runtime}: the model runs operators keyed only as torch "
+                            f"calls ({named}{', ...' if len(found) > 4 else ''}), which a "
+                            f"runtime table has no form for; profile with --runtime torch")
+    return fuse_trace(trace)
 
 
 __all__ = ["is_conv", "chain_ops", "fuse_trace", "runtime_trace"]

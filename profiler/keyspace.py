@@ -21,6 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from hwprune.errors import HwpruneError
 from hwprune.sizes import Size, hw
+from hwprune.profiler import calls
 from hwprune.profiler.coupling import ChannelTracker, is_scalar
 from hwprune.zoo.models import set_training
 
@@ -53,7 +54,8 @@ _IN_PLACE_NAMES = {"relu_", "sigmoid_", "hardtanh_", "leaky_relu_"}
 _IGNORED = {"flatten", "view", "reshape", "dropout", "contiguous", "size", "dim", "__get__",
             "__getitem__", "__setitem__", "__len__", "__bool__", "numel", "unsqueeze",
             "squeeze", "to", "float", "detach", "clone", "type", "__format__", "__eq__",
-            "transpose", "permute", "swapaxes", "expand", "chunk", "split"}
+            "transpose", "permute", "swapaxes", "expand", "chunk", "split", "reshape_as",
+            "view_as", "expand_as", "unflatten", "movedim", "narrow", "unbind"}
 
 
 class KeySpaceError(HwpruneError):
@@ -203,7 +205,9 @@ def _key_for(fname: str, args, kwargs) -> OpKey | None:
         if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and x.shape == y.shape \
                 and x.dim() in (2, 4):
             return _channel_key("add", x, inplace=_ADDS_AND_SUBS[fname])
-        return None
+        # ``x + 3`` (a hard sigmoid written out), ``x + bias`` of (N, C, 1, 1) or (C, 1, 1):
+        # the same element-wise pass over x as a multiply by such an operand, keyed as it
+        return _mul_key(args, kwargs, _ADDS_AND_SUBS[fname])
     if fname == "layer_norm":
         return _layer_norm_key(args, kwargs)
     if fname in ("max_pool2d", "_max_pool2d", "avg_pool2d"):
@@ -415,7 +419,7 @@ def _shuffle_key(x: torch.Tensor) -> OpKey | None:
 
 
 class _Recorder(TorchFunctionMode):
-    def __init__(self, leaves: set[str], net_input: torch.Tensor) -> None:
+    def __init__(self, leaves: set[str], net_input: torch.Tensor, all_calls: bool = False) -> None:
         super().__init__()
         self.leaves, self.net_input = leaves, net_input
         self.channels = ChannelTracker(net_input)
@@ -423,6 +427,9 @@ class _Recorder(TorchFunctionMode):
         self.layers: list[LayerRecord] = []
         self.unmodelled: Counter = Counter()
         self.unmodelled_at: dict[str, str] = {}  # the first layer running each of them
+        self.calls: list[tuple[int, str, dict, int]] = []  # (layer, function, signature, index)
+        self.candidates: list[dict | None] = []
+        self.all_calls = all_calls  # keep every candidate's signature
         self._count: Counter = Counter()
         self.producer: dict[int, int] = {}  # id(tensor) -> index of the layer that wrote it
         self.uses: Counter = Counter()
@@ -445,14 +452,34 @@ class _Recorder(TorchFunctionMode):
         sources = self._sources(args)
         if isinstance(out, (torch.Tensor, list, tuple)):  # a size() or dim() reads no data
             self.uses.update(i for i in sources if i >= 0)
+        operands = list(args)
+        # Calls that may cost something, counted in order: the same call of a pass at
+        # another batch has the same index (``_mark_batch_axes``), whichever got a kind.
+        candidate = isinstance(out, torch.Tensor) and out.dim() >= 2 and \
+            (fname not in _IGNORED or fname == "contiguous") and not fname.startswith("_")
+        index = len(self.candidates)
+        if candidate:
+            self.candidates.append(calls.signature(func, args, kwargs) if self.all_calls else None)
+        if key is None and candidate and (copies or fname != "contiguous"):
+            # no kind for it: keyed as the exact call when it can be replayed
+            sig = calls.signature(func, args, kwargs)
+            if sig is None:
+                self.unmodelled[fname] += 1
+                self.unmodelled_at.setdefault(fname, self.stack[-1] if self.stack else "")
+            else:
+                c = max(1, int(out.shape[1]))
+                key = OpKey(calls.op_name(sig), c, c)
+                self.calls.append((len(self.layers), fname, sig, index))
+                operands += list(kwargs.values())
         if key is not None:
             owner = self.stack[-1] if self.stack else ""
             # A leaf module's call takes its name; ops inline in a forward() get a suffix.
-            base = owner if owner in self.leaves else f"{owner}.{key.op}".lstrip(".")
+            short = fname if calls.is_call(key.op) else key.op
+            base = owner if owner in self.leaves else f"{owner}.{short}".lstrip(".")
             n = self._count[base]
             self._count[base] += 1
             fixed_in = args[0] is self.net_input
-            d_in, d_out = self.channels.on_modelled(key.op, key.c_in, key.groups, args, out)
+            d_in, d_out = self.channels.on_modelled(key.op, key.c_in, key.groups, operands, out)
             self.layers.append(LayerRecord(base if n == 0 else f"{base}#{n}", key, fixed_in,
                                            in_dim=d_in, out_dim=d_out, inputs=sources))
             if isinstance(out, torch.Tensor):
@@ -460,20 +487,15 @@ class _Recorder(TorchFunctionMode):
                 self._alive.append(out)
         else:
             self.channels.on_other(args, out)
-            if isinstance(out, torch.Tensor) and out.dim() >= 2 and (copies or (
-                    fname not in _IGNORED and not fname.startswith("_") and fname not in ADDS)):
-                self.unmodelled[fname] += 1
-                self.unmodelled_at.setdefault(fname, self.stack[-1] if self.stack else "")
         return out
 
 
-def trace_model(model: nn.Module, input_size: Size, in_channels: int = 3) -> Trace:
-    """Run one batch-1 forward pass at ``input_size`` (a side, or (h, w)) and record every
-    modelled operator."""
+def _record(model: nn.Module, x: torch.Tensor,
+            all_calls: bool = False) -> tuple[_Recorder, object]:
+    """One forward pass of ``model`` on ``x`` under a recorder."""
     names = {id(m): n for n, m in model.named_modules()}
-    x = torch.randn(1, in_channels, *hw(input_size))
     leaves = {n for n, m in model.named_modules() if n and not any(True for _ in m.children())}
-    rec = _Recorder(leaves, x)
+    rec = _Recorder(leaves, x, all_calls)
 
     def pre(mod, _inp):
         rec.stack.append(names.get(id(mod), type(mod).__name__))
@@ -496,6 +518,34 @@ def trace_model(model: nn.Module, input_size: Size, in_channels: int = 3) -> Tra
         for h in handles:
             h.remove()
         set_training(model, was_training)
+    return rec, out
+
+
+def _mark_batch_axes(rec: _Recorder, model: nn.Module, x: torch.Tensor) -> None:
+    """Key each call (``profiler.calls``) with the batch axis of its operands, found by the
+    same pass at batch 2; a call whose shapes follow the batch in no such way is
+    unmodelled after all."""
+    if not rec.calls:
+        return
+    twice, _ = _record(model, torch.cat([x, x]), all_calls=True)
+    same = len(twice.candidates) == len(rec.candidates)
+    for i, fname, sig, index in rec.calls:
+        other = twice.candidates[index] if same else None
+        marked = calls.with_batch(sig, other) if other else None
+        if marked is None:
+            rec.unmodelled[fname] += 1
+            rec.unmodelled_at.setdefault(fname, rec.layers[i].name)
+            continue
+        rec.layers[i] = replace(rec.layers[i], key=replace(rec.layers[i].key,
+                                                           op=calls.op_name(marked)))
+
+
+def trace_model(model: nn.Module, input_size: Size, in_channels: int = 3) -> Trace:
+    """Run one batch-1 forward pass at ``input_size`` (a side, or (h, w)) and record every
+    modelled operator."""
+    x = torch.randn(1, in_channels, *hw(input_size))
+    rec, out = _record(model, x)
+    _mark_batch_axes(rec, model, x)
     layers = rec.layers
     tracker = rec.channels
     if isinstance(out, torch.Tensor) and id(out) in rec.producer:  # the output is read too

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hwprune.profiler import calls
 from hwprune.profiler.keyspace import PAD_MODES, UPSAMPLE_MODES, OpKey
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -187,6 +188,8 @@ def build_op(key: OpKey, batch: int = 1, dtype: str = "fp32", device: str = "cpu
     reads each layer's weights from memory, while its input was just written.
     """
     tdtype = DTYPES[dtype]
+    if calls.is_call(key.op):  # keyed as the exact call, operands of its recorded shapes
+        return calls.build_call(key.op, batch, tdtype, device)
     fmt = torch.channels_last if channels_last and key.in_h else torch.contiguous_format
     x = torch.randn(input_shape(key, batch), device=device).to(dtype=tdtype, memory_format=fmt)
     if key.op in _FUNCTIONAL:

@@ -19,6 +19,7 @@ import torch_pruning as tp
 from torch import nn
 
 from hwprune.errors import HwpruneError
+from hwprune.profiler.calls import is_call
 from hwprune.profiler.coupling import Dimension, all_producers, dimensions
 from hwprune.profiler.keyspace import Trace
 from hwprune.zoo.models import CouplingError, dependency_graph
@@ -43,14 +44,20 @@ def _is_depthwise(m: nn.Module) -> bool:
     return isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
 
 
+_WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
+
+
 def output_layers(model: nn.Module, trace: Trace) -> list[nn.Module]:
     """Layers whose output channels are never pruned: the classifier, and those whose
     outputs the latency model holds fixed (``profiler.coupling``: feeding a concatenation,
     a channel shuffle, a grouped conv or a flatten into features). Torch-Pruning could cut
     some of these, but the LUT could not then price the result."""
     modules = dict(model.named_modules())
+    # A layer keyed as an exact call (a linear over tokens, a conv1d: ``profiler.calls``)
+    # keeps its shapes, so its outputs stay too.
     return [modules[r.name] for r in trace.layers
-            if r.key.op in ("linear", "conv2d") and r.fixed_out and r.name in modules]
+            if (r.key.op in ("linear", "conv2d") or is_call(r.key.op)) and r.fixed_out
+            and r.name in modules and isinstance(modules[r.name], _WEIGHTED)]
 
 
 def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:

@@ -150,6 +150,29 @@ def synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, s
                      features: list[FeatureTarget] | None = None,
                      student: nn.Module | None = None,
                      on_step: Callable[[int, int], None] | None = None) -> BatchResult:
+    """Optimise ``len(targets)`` images of class ``targets`` from N(0, 1) noise (see
+    ``_synthesize_batch``). Only the images get gradients: the networks' parameters are
+    frozen for the call and left as found. Besides saving their gradients, this keeps
+    tensors that a model caches from its parameters in eval mode (timm's LeViT and
+    EfficientFormer-V2 attention biases) free of a graph that the next step's backward
+    would find already freed."""
+    nets = [teacher] + ([student] if student is not None else [])
+    trainable = [p for net in nets for p in net.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    try:
+        return _synthesize_batch(teacher, targets, cfg, size, channels, generator, features,
+                                 student, on_step)
+    finally:
+        for p in trainable:
+            p.requires_grad_(True)
+
+
+def _synthesize_batch(teacher: nn.Module, targets: torch.Tensor, cfg: DIConfig, size: Size,
+                      channels: int, generator: torch.Generator,
+                      features: list[FeatureTarget] | None = None,
+                      student: nn.Module | None = None,
+                      on_step: Callable[[int, int], None] | None = None) -> BatchResult:
     """Optimise ``len(targets)`` images of class ``targets`` from N(0, 1) noise, at ``size``
     (a side, or (height, width)).
 

@@ -135,3 +135,36 @@ def test_resume_reads_recipe_fields_newer_than_the_run_as_their_defaults(teacher
     (out / "config.json").write_text(json.dumps(config))
     with pytest.raises(SynthError, match="other settings"):
         synthesize(_cfg(teacher_ckpt, out, iterations=2, n_images=4, batch_size=2, resume=True))
+
+
+def test_a_teacher_caching_tensors_of_its_parameters_in_eval_mode_synthesizes():
+    """timm's LeViT and EfficientFormer-V2 cache their attention biases (a gather of a
+    parameter) on the first eval-mode call. With parameters that require gradients the
+    cached tensor held the first step's graph, and the second step's backward failed
+    ("Trying to backward through the graph a second time"). Only the images need
+    gradients: the parameters are frozen for the call, and left as found."""
+    import torch
+    from torch import nn
+
+    from hwprune.synth import PRESETS, synthesize_batch
+    from tests.synth.nets import tiny_bn_net
+
+    class CachedBias(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_bn_net(channels=1)
+            self.table = nn.Parameter(torch.randn(10))
+            self._cache = None
+
+        def forward(self, x):
+            if not self.training and self._cache is None:
+                self._cache = self.table[torch.arange(10)]  # as timm's attention_bias_cache
+            return self.net(x) + (self._cache if not self.training else self.table)
+
+    teacher = CachedBias().eval()
+    for p in teacher.parameters():
+        p.requires_grad_(True)
+    cfg = PRESETS["demo"].with_(low_res_iterations=0, iterations=3)
+    res = synthesize_batch(teacher, torch.arange(2), cfg, 16, 1, torch.Generator().manual_seed(0))
+    assert res.images.shape == (2, 1, 16, 16)
+    assert all(p.requires_grad for p in teacher.parameters())
