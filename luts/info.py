@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from hwprune.luts.fit import describe_fit, describe_holdout
 from hwprune.luts.lookup import DEFAULT_STAT, config_of, describe_config, drift_level_ms
+from hwprune.profiler.calls import kind
 from hwprune.profiler.keyspace import LayerRecord, OpKey, grid_for
 from hwprune.profiler.ops import MAX_WEIGHT_COPIES, cold_shortfall, weight_bytes
 from hwprune.profiler.table import key_of_row, read_lut
@@ -68,7 +69,7 @@ def summarize(path: str | os.PathLike) -> LutSummary:
         grid = grid_for(rec, int(c["step"]))
         configs.append(ConfigCoverage(c["layers"], rec.key, len(grid),
                                       sum(k in present for k in grid)))
-    per_op = df.groupby("op").size().sort_values(ascending=False)
+    per_op = df["op"].map(kind).value_counts()  # a kind per call function.sort_values(ascending=False)
     cold = cold_bytes_of(meta)
     shortfall = None
     if cold:

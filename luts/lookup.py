@@ -17,6 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from hwprune.profiler.calls import kind
 from hwprune.profiler.keyspace import OpKey, is_conv
 from hwprune.profiler.table import IDENTITY_FIELDS, LutError, check_compatible, read_joined
 from hwprune.sizes import Size, canonical, hw, size_text
@@ -71,6 +72,7 @@ def config_of(key: OpKey) -> tuple:
 
 def describe_config(cfg: tuple) -> str:
     op, kh, kw, sh, _, _, _, _, _, g, bias, inplace, h, w = cfg
+    op = kind(op)  # a call key's op holds its whole description (profiler.calls)
     extra = f" {kh}x{kw}/s{sh}" if is_conv(op) or "pool" in op else ""
     grp = " depthwise" if g == -1 and is_conv(op) else f" groups {g}" if g > 1 else ""
     return f"{op}{extra}{grp} at {h}x{w}" + (" in-place" if inplace else "")

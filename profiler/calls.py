@@ -101,51 +101,49 @@ def signature(func: Callable, args, kwargs) -> dict | None:
         return None
 
 
-def _pairs(a, b):
-    """Matching tensor specs of two argument specs, in order (None where they differ)."""
-    if isinstance(a, dict) and "t" in a:
-        yield a, b
-    elif isinstance(a, dict) and "l" in a:
-        if len(a["l"]) != len(b.get("l", ())):
-            yield None, None
-            return
-        for x, y in zip(a["l"], b["l"]):
-            yield from _pairs(x, y)
+class _Differs(Exception):
+    pass
 
 
-def _strip_shapes(spec):
-    if isinstance(spec, dict) and "t" in spec:
-        return {k: v for k, v in spec.items() if k not in ("t", "o")}
-    if isinstance(spec, dict) and "l" in spec:
-        return {**spec, "l": [_strip_shapes(x) for x in spec["l"]]}
-    return spec
+def _merge(a: dict, b: dict) -> dict:
+    """Argument spec ``a`` (batch 1) with its batch axes marked from ``b`` (batch 2)."""
+    if "t" in a:
+        if "t" not in b or a["d"] != b["d"] or len(a["t"]) != len(b["t"]):
+            raise _Differs
+        grew = [i for i, (x, y) in enumerate(zip(a["t"], b["t"])) if x != y]
+        if len(grew) > 1 or any(b["t"][i] != 2 * a["t"][i] for i in grew):
+            raise _Differs
+        out = dict(a, **({"b": grew[0]} if grew else {}))
+        if b.get("o"):  # memory order at batch 2 and more: size-1 axes leave it open at 1
+            out["o2"] = b["o"]
+        return out
+    if "l" in a:
+        if "l" not in b or len(a["l"]) != len(b["l"]) or a.get("tu") != b.get("tu"):
+            raise _Differs
+        return {**a, "l": [_merge(x, y) for x, y in zip(a["l"], b["l"])]}
+    if a == b:
+        return a
+    x, y = a.get("v"), b.get("v")
+    if type(x) is int and type(y) is int and x > 0 and y == 2 * x:
+        return {**a, "bv": True}  # a count of images: XCiT's pos.repeat(B, 1, 1, 1)
+    raise _Differs
 
 
 def with_batch(one: dict, two: dict) -> dict | None:
     """``one`` (traced at batch 1) with the batch axis of each tensor operand marked, from
-    the same call traced at batch 2: the one axis that doubled, or none. None when anything
-    else differs (other than the memory order, which views of size-1 axes decide
-    differently at batch 1: both are kept)."""
-    specs1 = [*one["args"], *one["kwargs"].values()]
-    specs2 = [*two["args"], *two["kwargs"].values()]
+    the same call traced at batch 2: the one axis that doubled, or none; an integer
+    argument that doubled is a count of images. None when anything else differs (other
+    than the memory order, which views of size-1 axes decide differently at batch 1:
+    both are kept)."""
     if one["fn"] != two["fn"] or list(one["kwargs"]) != list(two["kwargs"]) or \
-            len(specs1) != len(specs2) or \
-            [_strip_shapes(s) for s in specs1] != [_strip_shapes(s) for s in specs2]:
+            len(one["args"]) != len(two["args"]):
         return None
-    marked = json.loads(json.dumps(one))
-    flat1 = [p for s in [*marked["args"], *marked["kwargs"].values()] for p in _pairs(s, s)]
-    flat2 = [p for s1, s2 in zip(specs1, specs2) for p in _pairs(s1, s2)]
-    for (t1, _), (_, t2) in zip(flat1, flat2):
-        if t1 is None or t2 is None or len(t1["t"]) != len(t2["t"]):
-            return None
-        grew = [i for i, (a, b) in enumerate(zip(t1["t"], t2["t"])) if a != b]
-        if len(grew) > 1 or any(t2["t"][i] != 2 * t1["t"][i] for i in grew):
-            return None
-        if grew:
-            t1["b"] = grew[0]
-        if t2.get("o"):  # memory order at batch 2 and more: size-1 axes leave it open at 1
-            t1["o2"] = t2["o"]
-    return marked
+    try:
+        return {"fn": one["fn"],
+                "args": [_merge(a, b) for a, b in zip(one["args"], two["args"])],
+                "kwargs": {k: _merge(v, two["kwargs"][k]) for k, v in one["kwargs"].items()}}
+    except _Differs:
+        return None
 
 
 def op_name(sig: dict) -> str:
@@ -175,7 +173,7 @@ def _operand(spec, batch: int, dtype: torch.dtype, device: str):
         return tuple(items) if spec.get("tu") else items
     if "dt" in spec:
         return getattr(torch, spec["dt"])
-    return spec["v"]
+    return spec["v"] * batch if spec.get("bv") else spec["v"]
 
 
 def build_call(op: str, batch: int, dtype: torch.dtype, device: str) -> Callable[[], object]:

@@ -24,6 +24,7 @@ from hwprune.sizes import Size, canonical, size_text, to_json
 from hwprune.profiler.clock import fmt_seconds
 from hwprune.profiler.device import cache_bytes, core_cache_bytes, describe_device
 from hwprune.profiler.drift import DriftReference, choose_reference, reference_config
+from hwprune.profiler.calls import kind
 from hwprune.profiler.fusion import runtime_trace
 from hwprune.profiler.keyspace import LayerRecord, OpKey, is_conv, Trace, grid_for, scan_keys, trace_model
 from hwprune.profiler.ops import DTYPES, MAX_WEIGHT_COPIES, build_op, weight_copies
@@ -343,7 +344,7 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                         time.perf_counter() - t_start > cfg.max_seconds:
                     _log(f"time budget of {cfg.max_seconds:.0f} s spent: stopping", show)
                     break
-                bar.set_postfix_str(f"{key.op} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
+                bar.set_postfix_str(f"{kind(key.op)} {key.c_in}->{key.c_out} @{key.in_h}", refresh=False)
                 ref_ms = drift.current() if drift else float("nan")
                 row = _measure_row(key, tc, cfg.runtime, blend is not None)
                 stats = row.pop("stats")

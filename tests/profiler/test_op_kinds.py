@@ -195,8 +195,24 @@ def test_upsampling_by_whole_factors_is_traced_timed_and_couples_its_branches():
 
 def test_a_model_with_operators_the_table_cannot_time_is_refused_naming_them():
     """An operator without a kind is keyed as its exact call (``profiler.calls``) when its
-    shapes follow the batch; XCiT's ``pos.repeat(B, 1, 1, 1)`` takes the batch as an
-    argument, so no row recorded at one batch would replay it at another."""
+    shapes follow the batch along one axis per operand. A softmax over a batch-by-batch
+    similarity grows along two: no row recorded at one batch replays it at another."""
+    class BatchSimilarity(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x):
+            f = self.conv(x).mean((2, 3))
+            return (f @ f.T).softmax(-1)
+
+    with pytest.raises(UnmodelledOpError, match=r"softmax x1 \(first in softmax\)"):
+        trace_model(BatchSimilarity().eval(), 8)
+
+
+def test_an_argument_that_counts_images_is_replayed_at_the_batch():
+    """XCiT's ``pos.repeat(B, 1, 1, 1)`` takes the batch as an argument: keyed as a count
+    of images, replayed at the table's batch."""
     class Repeated(nn.Module):
         def __init__(self):
             super().__init__()
@@ -205,10 +221,11 @@ def test_a_model_with_operators_the_table_cannot_time_is_refused_naming_them():
 
         def forward(self, x):
             x = self.conv(x) + self.pos.repeat(x.shape[0], 1, 1, 1)
-            return torch.tanh(self.norm(x.permute(0, 2, 3, 1))).mean(1)
+            return self.norm(x.permute(0, 2, 3, 1)).mean(1)
 
-    with pytest.raises(UnmodelledOpError, match=r"repeat x1 \(first in repeat\)"):
-        trace_model(Repeated().eval(), 8)
+    trace = trace_model(Repeated().eval(), 8)
+    (rep,) = [r for r in trace.layers if kind(r.key.op) == "call:Tensor.repeat"]
+    assert tuple(build_op(rep.key, batch=3)().shape) == (3, 8, 6, 6)
 
 
 class LayerScaled(nn.Module):
