@@ -58,6 +58,9 @@ _IGNORED = {"flatten", "view", "reshape", "dropout", "contiguous", "size", "dim"
             "view_as", "expand_as", "unflatten", "movedim", "narrow", "unbind"}
 
 
+_MAY_COPY = {"contiguous", "reshape", "flatten", "reshape_as"}
+
+
 class KeySpaceError(HwpruneError):
     """The model cannot be turned into a key space (no conv, no matching layer, ...)."""
 
@@ -445,10 +448,13 @@ class _Recorder(TorchFunctionMode):
         key = None
         if args and (isinstance(args[0], torch.Tensor) or fname in ("cat", "stack")):
             key = _key_for(fname, args, kwargs)
-        # contiguous() of a non-contiguous tensor copies it: a cost, unless a known pattern.
-        copies = fname == "contiguous" and key is None and isinstance(args[0], torch.Tensor) \
-            and not args[0].is_contiguous()
         out = func(*args, **kwargs)
+        # contiguous() of a non-contiguous tensor copies it, and so may a reshape or flatten
+        # of one (attention's patches): a reshape that views at batch 1 (its size-1 axis
+        # lets it) can copy at batch 2. Keyed as a call, unless a known pattern: replayed
+        # in the memory order of each batch, it costs what it costs there.
+        copies = fname in _MAY_COPY and key is None and isinstance(args[0], torch.Tensor) \
+            and not args[0].is_contiguous()
         sources = self._sources(args)
         if isinstance(out, (torch.Tensor, list, tuple)):  # a size() or dim() reads no data
             self.uses.update(i for i in sources if i >= 0)
@@ -456,11 +462,11 @@ class _Recorder(TorchFunctionMode):
         # Calls that may cost something, counted in order: the same call of a pass at
         # another batch has the same index (``_mark_batch_axes``), whichever got a kind.
         candidate = isinstance(out, torch.Tensor) and out.dim() >= 2 and \
-            (fname not in _IGNORED or fname == "contiguous") and not fname.startswith("_")
+            (fname not in _IGNORED or fname in _MAY_COPY) and not fname.startswith("_")
         index = len(self.candidates)
         if candidate:
             self.candidates.append(calls.signature(func, args, kwargs) if self.all_calls else None)
-        if key is None and candidate and (copies or fname != "contiguous"):
+        if key is None and candidate and (copies or fname not in _MAY_COPY):
             # no kind for it: keyed as the exact call when it can be replayed
             sig = calls.signature(func, args, kwargs)
             if sig is None:

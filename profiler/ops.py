@@ -41,8 +41,8 @@ def _module_for(key: OpKey) -> nn.Module:
         return nn.Conv2d(key.c_in, key.c_out, (key.kernel_h, key.kernel_w),
                          (key.stride_h, key.stride_w), (key.pad_h, key.pad_w),
                          (key.dil_h, key.dil_w), key.groups, key.bias)
-    if op == "batch_norm2d":
-        return nn.BatchNorm2d(key.c_in)
+    if op == "batch_norm2d":  # over (N, C) vectors too (a BatchNorm1d head: EfficientViT)
+        return nn.BatchNorm2d(key.c_in) if key.in_h else nn.BatchNorm1d(key.c_in)
     if op in _ACT_MODULES:
         return _ACT_MODULES[op](key.inplace)
     if op == "max_pool2d":

@@ -127,3 +127,38 @@ def test_adds_of_a_scalar_or_a_per_channel_bias_are_element_wise_passes_not_call
     assert not _calls(trace)
     muls = [r.key for r in trace.layers if r.key.op == "mul"]
     assert [(k.kernel_h, k.kernel_w) for k in muls] == [(0, 0), (0, 0), (6, 6), (1, 1)]
+
+
+def test_a_reshape_of_a_transposed_tensor_is_keyed_as_the_copy_it_makes():
+    """MobileViT unfolds patches with a transpose and a reshape: the reshape of the
+    transposed tensor copies, a cost like ``contiguous()``'s. At batch 1 the size-1 axis
+    lets it view; at batch 2 it copies: replayed in each batch's memory order."""
+    class Patches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.head = nn.Conv2d(3, 8, 1), nn.Linear(8, 2)
+
+        def forward(self, x):
+            x = self.conv(x)
+            b, c, h, w = x.shape
+            t = x.reshape(b, c, h * w).transpose(1, 2).reshape(b * h * w, c)
+            return self.head(t).reshape(b, h * w * 2).mean(1, keepdim=True)
+
+    trace = trace_model(Patches().eval(), 4)
+    (copy,) = [r for r in _calls(trace) if kind(r.key.op) == "call:Tensor.reshape"]
+    spec = parse(copy.key.op)["args"][0]
+    assert spec["t"] == [1, 16, 8] and spec["o"] == spec["o2"] == [0, 2, 1] and spec["b"] == 0
+    one, two = (build_op(copy.key, batch=n)() for n in (1, 2))
+    assert one.shape == (16, 8) and not one.is_contiguous()  # a view, as in the network
+    assert two.shape == (32, 8) and two.is_contiguous()  # a copy, as in the network
+
+
+def test_a_batchnorm_over_vectors_is_built_as_one():
+    """EfficientViT (MSRA)'s head normalises (N, C) vectors with a BatchNorm1d: keyed as a
+    batch norm with no map, timed as that, not as a BatchNorm2d of a 4-D input."""
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Flatten(), nn.BatchNorm1d(8 * 4 * 4),
+                        nn.Linear(8 * 4 * 4, 2)).eval()
+    (bn,) = [r.key for r in trace_model(net, 6).layers if r.key.op == "batch_norm2d"]
+    assert (bn.in_h, bn.in_w, bn.c_in) == (0, 0, 128)
+    assert tuple(build_op(bn, batch=3)().shape) == (3, 128)
+    assert measure_key(bn, TimingConfig(max_reps=3, min_reps=2, warmup=1, threads=1)).median_ms > 0
