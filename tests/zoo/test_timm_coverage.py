@@ -32,8 +32,13 @@ def test_a_timm_member_goes_through_the_whole_job(family, name, tmp_path, reques
     assert rec["variant"]["params_m"] < rec["params_m"]
 
 
-def test_an_attention_member_is_refused_naming_its_operators(tmp_path):
-    rec = timm_coverage.survey("levit", "levit_128s", ARGS, tmp_path)
-    assert rec["outcome"] == "refused"
-    assert rec["input_size"] == 224  # its position biases fix the input: timm's own size
-    assert "matmul" in rec["trace"]["message"] and "softmax" in rec["trace"]["message"]
+@pytest.mark.heavy
+def test_an_attention_member_goes_through_the_whole_job_with_its_attention_held_fixed(tmp_path):
+    """MobileViT: LayerNorm, Linear over tokens and scaled_dot_product_attention are keyed
+    as exact calls (profiler.calls) and never pruned; its convolutional parts shrink."""
+    rec = timm_coverage.survey("mobilevit", "mobilevit_xxs", ARGS, tmp_path)
+    assert rec["outcome"] == "works", timm_coverage.tvc.failed(rec, timm_coverage.ALL_STAGES)
+    ops = rec["trace"]["ops"]
+    assert ops["call:F.scaled_dot_product_attention"] == 9 and ops["call:F.layer_norm"] == 21
+    assert rec["save"]["max_abs_diff"] <= 1e-5 and rec["save"]["pruned_layers"] > 0
+    assert rec["variant"]["params_m"] < rec["params_m"]
