@@ -37,9 +37,13 @@ demo: install
 # end-to-end tests, about a minute each, run side by side); TEST_WORKERS=0: one process.
 # worksteal: an idle worker takes queued tests from the busy one (tests marked heavy start
 # first, tests/conftest.py), so the two finish together.
+# OMP_NUM_THREADS=1: the tests run torch on one thread (tests/conftest.py), and so do the
+# processes they start (CLI runs in a fresh process, torchrun ranks), which would otherwise
+# spin two OpenMP threads each beside the other worker: 199 s against 212 s back to back
+# on a clean clone's venv (2026-12-06, one run each; runs of the same tree spread 194-249 s).
 TEST_WORKERS ?= 2
 test: install
-	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
+	@OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests"; exit 0; fi; exit $$rc
 
 # What `make test` leaves out to stay within its minutes: the tests marked slow (the larger
