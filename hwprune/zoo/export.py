@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -111,6 +112,23 @@ def export_model(module: nn.Module, out: str | os.PathLike, input_size: Size, in
                         info.as_dict(), time.perf_counter() - t0, scale)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _export_cause(exc: Exception) -> str:
+    """The exporter's first line, and the operator and exception its summary names (the
+    first line alone says only which stage failed)."""
+    text = _ANSI.sub("", str(exc))
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    summary = text.split("## Exception summary", 1)
+    if len(summary) < 2:
+        return first
+    cause = next((ln.strip() for ln in summary[1].splitlines() if ln.strip()), "")
+    op = re.search(r"target=([\w.]+)", summary[1])
+    where = f" at {op.group(1)}" if op else ""
+    return f"{first.rstrip(' .:')}{where}: {cause}" if cause else first
+
+
 def _to_onnx(net: nn.Module, path: Path, size: Size, in_ch: int, opset: int | None,
              dynamic_batch: bool) -> int:
     onnx = require("onnx")
@@ -128,7 +146,7 @@ def _to_onnx(net: nn.Module, path: Path, size: Size, in_ch: int, opset: int | No
     except RuntimeMissing:
         raise
     except Exception as e:
-        raise ExportError(f"torch.onnx.export failed: {_first_line(e)}") from None
+        raise ExportError(f"torch.onnx.export failed: {_export_cause(e)}") from None
     model = onnx.load(str(path))
     return int(next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0))
 

@@ -100,3 +100,19 @@ def test_the_tolerance_scales_with_the_outputs_magnitude(tmp_path):
     assert r.max_abs_diff > 0  # outputs of 1e4 in fp32: ORT's reordered sums round apart
     with pytest.raises(ExportError, match=r"tolerance 0 x outputs up to \d"):
         export_model(net, tmp_path / "never.onnx", 8, 3, tolerance=0.0)
+
+
+def test_an_export_failure_names_the_operator_and_cause_from_the_exporters_summary():
+    """torch.onnx's first line says only which stage failed (timm's MaxViT: "Failed to
+    decompose the FX graph ... Next steps:"); its summary names the operator."""
+    from hwprune.zoo.export import _export_cause
+
+    text = ("Failed to decompose the FX graph for ONNX compatibility. \x1b[96mThis is step 2/3"
+            "\x1b[0m of exporting the model to ONNX. Next steps:\n- Create an issue\n\n"
+            "## Exception summary\n\n<class 'ValueError'>: Cannot view a tensor with shape "
+            "torch.Size([16, 64, 2, 32])\n\nWhile executing %view_32 : [num_users=1] = "
+            "call_function[target=torch.ops.aten.view.default](args = (%t, [16, 8, 8, -1]))\n")
+    msg = _export_cause(RuntimeError(text))
+    assert "\x1b" not in msg and msg.startswith("Failed to decompose the FX graph")
+    assert "at torch.ops.aten.view.default: <class 'ValueError'>: Cannot view a tensor" in msg
+    assert _export_cause(RuntimeError("plain\nmore")) == "plain"
