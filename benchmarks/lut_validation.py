@@ -141,7 +141,28 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.out, "lut_validation.json", result)
     print(json.dumps({m: e.get("report", {}).get("r2_identity") for m, e in
                       result["models"].items()}))
+    failed = failures(result, models)
+    if failed:  # run_all.py and a shell read the exit status, not the JSON
+        print(f"not done: {'; '.join(failed)} (see {args.out})", file=sys.stderr)
+        return 1
     return 0
+
+
+def failures(result: dict, models: list[str]) -> list[str]:
+    """Each model whose profile or validation failed or did not run, and each failed
+    extension, saying which."""
+    out = []
+    for model in models:
+        e = result["models"].get(model, {})
+        if e.get("profile_rc") != 0:
+            out.append(f"{model}: profile exit {e.get('profile_rc')}")
+        elif "validate_rc" not in e:
+            out.append(f"{model}: not validated (no time left)")
+        elif e["validate_rc"] != 0 or "report" not in e:
+            out.append(f"{model}: validate exit {e['validate_rc']}")
+    out += [f"{m}: extend exit {e['extend']['rc']}" for m, e in result["models"].items()
+            if e.get("extend", {}).get("rc", 0) != 0]
+    return out
 
 
 if __name__ == "__main__":
