@@ -26,6 +26,11 @@ from torch import nn
 FIXED = 0  # the network input's channels and the classifier's outputs
 
 
+def flatten_args(args: Sequence) -> list:
+    """The arguments of a call with those inside lists and tuples (``torch.cat``'s) lifted out."""
+    return [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+
+
 def is_depthwise(op: str, c_in: int, groups: int) -> bool:
     return op == "conv2d" and groups > 1 and groups == c_in
 
@@ -81,7 +86,7 @@ class ChannelTracker:
     def on_modelled(self, op: str, c_in: int, groups: int, args: Sequence, out) -> tuple[int, int]:
         if op.startswith("call:"):
             # A call keyed by its exact shapes (``profiler.calls``): no operand may change.
-            flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+            flat = flatten_args(args)
             for t in flat:
                 if isinstance(t, torch.Tensor) and t.dim() >= 2:
                     self.frozen.add(self.dim(t))
@@ -132,7 +137,7 @@ class ChannelTracker:
             return
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             return
-        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+        flat = flatten_args(args)
         tensors = [a for a in flat if isinstance(a, torch.Tensor) and a.dim() >= 2]
         same = [a for a in tensors if a.shape[1] == out.shape[1] and a.shape[1] > 1]
         if same:

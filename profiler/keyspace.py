@@ -22,7 +22,7 @@ from torch.overrides import TorchFunctionMode
 from hwprune.errors import HwpruneError
 from hwprune.sizes import Size, hw
 from hwprune.profiler import calls
-from hwprune.profiler.coupling import ChannelTracker, is_scalar
+from hwprune.profiler.coupling import ChannelTracker, flatten_args, is_scalar
 from hwprune.zoo.models import set_training
 
 CONV = "conv2d"
@@ -439,7 +439,7 @@ class _Recorder(TorchFunctionMode):
         self._alive: list[torch.Tensor] = []  # ids stay unique while the tensors live
 
     def _sources(self, args) -> tuple[int, ...]:
-        flat = [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
+        flat = flatten_args(args)
         return tuple(self.producer.get(id(a), -1) for a in flat if isinstance(a, torch.Tensor))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -464,11 +464,13 @@ class _Recorder(TorchFunctionMode):
         candidate = isinstance(out, torch.Tensor) and out.dim() >= 2 and \
             (fname not in _IGNORED or fname in _MAY_COPY) and not fname.startswith("_")
         index = len(self.candidates)
+        unkeyed = key is None and candidate and (copies or fname not in _MAY_COPY)
+        sig = calls.signature(func, args, kwargs) if unkeyed or (candidate and self.all_calls) \
+            else None
         if candidate:
-            self.candidates.append(calls.signature(func, args, kwargs) if self.all_calls else None)
-        if key is None and candidate and (copies or fname not in _MAY_COPY):
+            self.candidates.append(sig)
+        if unkeyed:
             # no kind for it: keyed as the exact call when it can be replayed
-            sig = calls.signature(func, args, kwargs)
             if sig is None:
                 self.unmodelled[fname] += 1
                 self.unmodelled_at.setdefault(fname, self.stack[-1] if self.stack else "")

@@ -19,7 +19,6 @@ import torch_pruning as tp
 from torch import nn
 
 from hwprune.errors import HwpruneError
-from hwprune.profiler.calls import is_call
 from hwprune.profiler.coupling import Dimension, all_producers, dimensions
 from hwprune.profiler.keyspace import Trace
 from hwprune.zoo.models import CouplingError, dependency_graph
@@ -56,8 +55,7 @@ def output_layers(model: nn.Module, trace: Trace) -> list[nn.Module]:
     # A layer keyed as an exact call (a linear over tokens, a conv1d: ``profiler.calls``)
     # keeps its shapes, so its outputs stay too.
     return [modules[r.name] for r in trace.layers
-            if (r.key.op in ("linear", "conv2d") or is_call(r.key.op)) and r.fixed_out
-            and r.name in modules and isinstance(modules[r.name], _WEIGHTED)]
+            if r.fixed_out and r.name in modules and isinstance(modules[r.name], _WEIGHTED)]
 
 
 def build_graph(model: nn.Module, example: torch.Tensor) -> tp.DependencyGraph:
