@@ -309,11 +309,16 @@ def estimate_cmd(model, luts, stat, input_size, strict, target_device, dtype, ba
                    "on them and store it in the table; the report scores the new fit and "
                    "says how the previous one did. A calibration made minutes earlier meets "
                    "another machine than the validation on a shared VM.")
+@click.option("--fresh", is_flag=True,
+              help="Measure every variant again. Without it, variants measured into OUT "
+                   "by an earlier run are reused when measured the same way (device, dtype, "
+                   "batch, threads, mode, memory format, runtime, model, input size), and "
+                   "the output says how many and from when.")
 @runtime_options("the variants", "Compare a LUT with measurements in a runtime it was not "
                                  "timed in.")
 @click.option("-q", "--quiet", is_flag=True)
 def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, seed, strict,
-                 recalibrate, runtime, allow_mismatch, quiet) -> None:
+                 recalibrate, fresh, runtime, allow_mismatch, quiet) -> None:
     """Estimate and measure N pruned variants of MODEL; report R², MAPE, max error, Spearman.
 
     Variants take random per-dimension channel counts on the LUT's grid (plus the
@@ -329,7 +334,8 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
         report = validate(ValidateConfig(model, [str(p) for p in luts], out, samples, input_size,
                                          seed, stat, max_reps, rounds, strict,
                                          allow_mismatch=allow_mismatch, runtime=runtime,
-                                         progress=not quiet, recalibrate=recalibrate))
+                                         progress=not quiet, recalibrate=recalibrate,
+                                         fresh=fresh))
     except USER_ERRORS as exc:
         fail(exc)
     p, c = report, report["conv_only"]
@@ -338,6 +344,11 @@ def validate_cmd(model, luts, stat, samples, out, input_size, rounds, max_reps, 
                f"{p['measured_range_ms'][0]:.3f}-{p['measured_range_ms'][1]:.3f} ms"
                + (f" in {rt['runtime']} {rt.get('version', '')} ({rt.get('threads')} threads), "
                   f"table timed in {p['lut_runtime']}" if rt["runtime"] != "torch" else ""))
+    if p.get("reused"):
+        u = p["reused"]
+        click.echo(f"reused {u['rows']} of the {p['n_samples']} variants' measurements from an "
+                   f"earlier run into {out} (measured {u['measured_from']} to "
+                   f"{u['measured_to']}, the same way); --fresh measures them again")
     click.echo(f"{'':16}{'R2 identity':>12}{'R2 linear':>11}{'MAPE':>8}{'max err ms':>12}"
                f"{'Spearman':>10}")
     main = [("calibrated", p), ("operator sum", p["operator_sum"])] if p.get("calibration") \

@@ -65,6 +65,7 @@ class ValidateConfig:
     # check then see the same machine, which a calibration minutes older need not.
     recalibrate: bool = False
     calibration_samples: int = 8   # when the table has no calibration yet
+    fresh: bool = False  # measure every variant again, reusing nothing from ``out``
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -86,11 +87,14 @@ def validate(cfg: ValidateConfig) -> dict:
     plans = plan_variants(dims, lut_step(lut), cfg.samples, cfg.seed)
     cfg.out.mkdir(parents=True, exist_ok=True)
     csv = cfg.out / "variants.csv"
-    rows = _load_rows(csv)
-    # Measurements of an earlier run are reused only for the same variants in the same runtime.
-    rows = {tag: r for tag, r in rows.items() if tag in {" ".join(map(str, p.channels))
-                                                         for p in plans}
-            and r.get("measured_in", "torch") == cfg.runtime}
+    setting = measurement_setting(tc, cfg.runtime, resolved.name, size)
+    # Measurements of an earlier run are reused only for the same variants measured the
+    # same way (rows written before the setting was recorded are measured again).
+    rows = {} if cfg.fresh else {
+        tag: r for tag, r in _load_rows(csv).items()
+        if tag in {" ".join(map(str, p.channels)) for p in plans}
+        and r.get("setting") == setting}
+    reused = _reused(rows)
     calibrated = set((lut.meta.get("calibration") or {}).get("variants", []))
     example = torch.randn(1, resolved.in_channels, *hw(size))
     x = model_input(tc, resolved.in_channels, size)
@@ -109,6 +113,7 @@ def validate(cfg: ValidateConfig) -> dict:
             # Estimates are recomputed on every run (the table may have been extended or
             # calibrated since); measurements of an earlier run are reused.
             row = {"variant": i, "kind": plan.kind, "channels": tag, "measured_in": cfg.runtime,
+                   "setting": setting,
                    **_estimates(vt, lut, others, cfg.strict),
                    "in_calibration": tag in calibrated,
                    "macs": sum(macs(r.key) for r in vt.layers),
@@ -139,7 +144,26 @@ def validate(cfg: ValidateConfig) -> dict:
             runtime.close()
     df = pd.DataFrame(list(rows.values())).sort_values("variant")
     return _report(df, lut, cfg, tc, size, time.perf_counter() - t0, where,
-                   recal.summary(df) if recal else None)
+                   recal.summary(df) if recal else None, reused)
+
+
+def measurement_setting(tc: TimingConfig, runtime: str, model: str, size: Size) -> str:
+    """Everything besides the variant that determines its measurement, as one string: a
+    variant measured another way (another thread count, batch, dtype, runtime ...) is not
+    the same measurement."""
+    return json.dumps({"device": tc.device, "dtype": tc.dtype, "batch": tc.batch,
+                       "threads": tc.threads, "mode": tc.mode,
+                       "channels_last": tc.channels_last, "runtime": runtime,
+                       "model": model, "input_size": to_json(size)}, sort_keys=True)
+
+
+def _reused(rows: dict) -> dict | None:
+    """How many earlier measurements are reused, and when they were made."""
+    if not rows:
+        return None
+    when = sorted(str(r.get("measured_at")) for r in rows.values() if r.get("measured_at"))
+    return {"rows": len(rows), "measured_from": when[0] if when else None,
+            "measured_to": when[-1] if when else None}
 
 
 def _other_stats(lut: Lut, stat: str) -> dict:
@@ -220,6 +244,7 @@ def _measure(nets: dict, rows: dict, x: torch.Tensor, tc: TimingConfig, cfg: Val
                          **{f"measured_{s}": float(np.median(samples[tag][s])) for s in STATS
                             if s != cfg.stat},
                          measured_std_ms=float(np.median(stds[tag])),
+                         measured_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                          measured_round_spread=round_spread(mine),
                          rounds=len(mine), remeasured_after_spread=first_spread)
     _write_csv(pd.DataFrame(list(rows.values())).sort_values("variant"), csv)
@@ -243,7 +268,8 @@ def interleave(a: dict, b: dict) -> dict:
 
 
 def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, size: Size,
-            seconds: float, where: dict | None = None, recalibration: dict | None = None) -> dict:
+            seconds: float, where: dict | None = None, recalibration: dict | None = None,
+            reused: dict | None = None) -> dict:
     meas = df["measured_ms"].to_numpy()
     drift = _drift(df, lut, cfg.stat)
     # Variants the table's calibration was fitted on are not evidence for it: leave them out.
@@ -294,6 +320,7 @@ def _report(df: pd.DataFrame, lut: Lut, cfg: ValidateConfig, tc: TimingConfig, s
         consequence=f"median over {len(df)} variants; R² and MAPE carry that noise (more "
                     f"--rounds or a quieter machine narrow it)")
     report["noise"] = noise_line(report)
+    report["reused"] = reused  # earlier measurements of the same variants, measured alike
     for line in (report["spread_warning"], report["noise"]):
         if line:
             print(line, file=sys.stderr, flush=True)

@@ -40,6 +40,33 @@ def test_validate_end_to_end_on_the_demo(demo_lut, tmp_path):
     assert again.exit_code == 0
     assert pd.read_csv(out / "variants.csv")["measured_ms"].tolist() == \
         variants["measured_ms"].tolist()
+    assert "reused 5 of the 5 variants' measurements" in again.output, again.output
+    assert json.loads((out / "report.json").read_text())["reused"]["rows"] == 5
+
+
+def test_validate_reuses_only_what_was_measured_the_same_way(demo_lut, tmp_path):
+    """A table made at another thread count, validated into the same directory, measures
+    its variants again (the same variants at two threads are another measurement); --fresh
+    measures again whatever matches."""
+    from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
+
+    two = tmp_path / "demo-t2.parquet"
+    profile_model(ProfileConfig("demo", two, step=32, progress=False,
+                                timing=TimingConfig(max_reps=5, warmup=1, threads=2)))
+    out = tmp_path / "val"
+    args = ["--samples", "3", "--rounds", "1", "--max-reps", "5", "--out", out, "-q"]
+    first = _run("lut", "validate", "demo", "--lut", demo_lut, *args)
+    assert first.exit_code == 0 and "reused" not in first.output, first.output
+    at_one = pd.read_csv(out / "variants.csv")
+    other = _run("lut", "validate", "demo", "--lut", two, *args)
+    assert other.exit_code == 0 and "reused" not in other.output, other.output
+    at_two = pd.read_csv(out / "variants.csv")
+    assert at_two["channels"].tolist() == at_one["channels"].tolist()
+    assert all('"threads": 2' in s for s in at_two["setting"])
+    assert (at_two["measured_at"] >= at_one["measured_at"].max()).all()
+    fresh = _run("lut", "validate", "demo", "--lut", two, *args, "--fresh")
+    assert fresh.exit_code == 0 and "reused" not in fresh.output, fresh.output
+    assert json.loads((out / "report.json").read_text())["reused"] is None
 
 
 def test_estimate_and_plot_commands(demo_lut, tmp_path):
