@@ -69,7 +69,7 @@ def summarize(path: str | os.PathLike) -> LutSummary:
         grid = grid_for(rec, int(c["step"]))
         configs.append(ConfigCoverage(c["layers"], rec.key, len(grid),
                                       sum(k in present for k in grid)))
-    per_op = df["op"].map(kind).value_counts()  # a kind per call function.sort_values(ascending=False)
+    per_op = df["op"].map(kind).value_counts()  # most rows first; one kind per call function
     cold = cold_bytes_of(meta)
     shortfall = None
     if cold:

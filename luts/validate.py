@@ -90,10 +90,9 @@ def validate(cfg: ValidateConfig) -> dict:
     setting = measurement_setting(tc, cfg.runtime, resolved.name, size)
     # Measurements of an earlier run are reused only for the same variants measured the
     # same way (rows written before the setting was recorded are measured again).
-    rows = {} if cfg.fresh else {
-        tag: r for tag, r in _load_rows(csv).items()
-        if tag in {" ".join(map(str, p.channels)) for p in plans}
-        and r.get("setting") == setting}
+    wanted = {" ".join(map(str, p.channels)) for p in plans}
+    rows = {} if cfg.fresh else {tag: r for tag, r in _load_rows(csv).items()
+                                 if tag in wanted and r.get("setting") == setting}
     reused = _reused(rows)
     calibrated = set((lut.meta.get("calibration") or {}).get("variants", []))
     example = torch.randn(1, resolved.in_channels, *hw(size))

@@ -23,6 +23,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from hwprune.profiler.calls import is_call
+
 FIXED = 0  # the network input's channels and the classifier's outputs
 
 
@@ -84,29 +86,15 @@ class ChannelTracker:
         return self.find(d)
 
     def on_modelled(self, op: str, c_in: int, groups: int, args: Sequence, out) -> tuple[int, int]:
-        if op.startswith("call:"):
+        if is_call(op):
             # A call keyed by its exact shapes (``profiler.calls``): no operand may change.
-            flat = flatten_args(args)
-            for t in flat:
-                if isinstance(t, torch.Tensor) and t.dim() >= 2:
-                    self.frozen.add(self.dim(t))
-            d = self.new()
-            self.frozen.add(d)
-            if isinstance(out, torch.Tensor):
-                self._tag(out, d)
-            return d, d
+            return self._freeze([t for t in flatten_args(args)
+                                 if isinstance(t, torch.Tensor) and t.dim() >= 2], out)
         if op in ("cat", "channel_shuffle", "sum", "softmax", "space_to_depth"):
             # Channels of the joined (or interleaved, regrouped) inputs map onto other
             # positions of the output: the latency model cannot follow them, so none is
             # prunable.
-            parts = args[0] if op == "cat" else [args[0]]
-            for t in parts:
-                self.frozen.add(self.dim(t))
-            d_in = d_out = self.new()
-            self.frozen.add(d_out)
-            if isinstance(out, torch.Tensor):
-                self._tag(out, d_out)
-            return d_in, d_out
+            return self._freeze(args[0] if op == "cat" else [args[0]], out)
         first, other = args[0], args[1] if len(args) > 1 else None
         if op == "mul" and is_scalar(first) and isinstance(other, torch.Tensor):
             first, other = other, first  # `scale * x`: the channels are x's
@@ -130,6 +118,16 @@ class ChannelTracker:
         if isinstance(out, torch.Tensor):
             self._tag(out, d_out)
         return d_in, d_out
+
+    def _freeze(self, inputs: Sequence[torch.Tensor], out) -> tuple[int, int]:
+        """Freeze the inputs' dimensions and give ``out`` a new, frozen one."""
+        for t in inputs:
+            self.frozen.add(self.dim(t))
+        d = self.new()
+        self.frozen.add(d)
+        if isinstance(out, torch.Tensor):
+            self._tag(out, d)
+        return d, d
 
     def on_other(self, args: Sequence, out) -> None:
         if isinstance(out, (list, tuple)):
