@@ -2,15 +2,18 @@
 
     import hwprune
     model = hwprune.wrap(net, input_size=64)                    # your trained module
-    lut = hwprune.profile(model, "lut.parquet", step=16)        # -> hwprune.luts.Lut
+    lut = hwprune.profile(model, step=16)                       # -> hwprune.luts.Lut
     report = hwprune.validate(model, lut, samples=10)           # -> dict (R2, MAPE, ...)
     images = hwprune.synthesize(model, n_images=256)            # -> ImageSet
     result = hwprune.prune(model, images, lut, target_measured_ratio=0.7)
     result.module, result.report                                # the pruned net, measured
+    hwprune.save(result.model, "pruned.pt")                     # only if you want the file
 
 Each call is what the matching command runs (the CLI parses options and calls the same
-code). ``out`` arguments are optional: without one, files go to a new temporary
-directory, whose path the result names. Every error derives from ``hwprune.HwpruneError``.
+code). ``out`` arguments are optional: with one, the call keeps its files there (and an
+interrupted call given the same ``out`` resumes); without one, it works in a temporary
+directory that is removed before it returns, and everything it made comes back as
+objects. Every error derives from ``hwprune.HwpruneError``.
 """
 
 from __future__ import annotations
@@ -36,16 +39,29 @@ Model = ResolvedModel
 
 @dataclass
 class PruneResult:
-    """What ``prune`` made: the pruned module (loaded back from its checkpoint), the job's
-    report (measured latencies, verdict, accuracy, trajectory) and the checkpoint's path."""
+    """What ``prune`` made: the pruned model (loaded back from its checkpoint, so what a file
+    would give), the job's report (measured latencies, verdict, accuracy, trajectory) and
+    the checkpoint's path (None when ``prune`` was given no ``out``)."""
 
-    module: nn.Module
+    model: ResolvedModel
     report: dict
-    path: Path
+    path: Path | None
+
+    @property
+    def module(self) -> nn.Module:
+        """The pruned network."""
+        return self.model.module
 
 
-def _out(out: str | os.PathLike | None, what: str) -> Path:
-    return Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"hwprune-{what}-"))
+@contextlib.contextmanager
+def _workdir(out: str | os.PathLike | None, what: str):
+    """``out``, or a temporary directory removed when the call is done with it (whatever
+    the call needs afterwards is read into memory first)."""
+    if out is not None:
+        yield Path(out)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"hwprune-{what}-") as tmp:
+        yield Path(tmp)
 
 
 def wrap(module: nn.Module, *, input_size: Size, in_channels: int | None = None,
@@ -88,12 +104,14 @@ def load(path: str | os.PathLike, *, allow_builder: str | None = None) -> Resolv
 
 
 def save(model: ResolvedModel, path: str | os.PathLike) -> Path:
-    """Write ``model`` (weights, builder spec and arguments, input shape) atomically.
+    """Write ``model`` (weights, builder spec and arguments, input shape, and the channels
+    of its pruned layers) atomically.
 
     Example:
         >>> hwprune.save(hwprune.wrap(net, input_size=32), "teacher.pt")
+        >>> hwprune.save(hwprune.prune(model, images, lut, target_ratio=0.7).model, "p.pt")
     """
-    return save_checkpoint(model.module, path, model.name, model.arch_kwargs,
+    return save_checkpoint(model.module, path, model.name, model.arch_kwargs, model.channels,
                            input_shape=(model.in_channels, *hw(model.input_size)))
 
 
@@ -104,7 +122,7 @@ def profile(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
 
     Args:
         model: a Model (``wrap``), a builder spec or a checkpoint path.
-        out: the Parquet file [default: lut.parquet in a new temporary directory]. An
+        out: the Parquet file [default: none; the table is returned in memory]. An
             existing compatible file is extended (an interrupted run resumes).
         step: channel step of the grid (the pruning group size).
         device: 'cpu' or 'cuda'.
@@ -119,25 +137,32 @@ def profile(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
 
     Example:
         >>> lut = hwprune.profile(model, "lut.parquet", step=16, threads=1)
+        >>> lut.save("copy.parquet")  # a table made without ``out``, kept after all
     """
     from hwprune.luts import CalibrateConfig, Lut, TooFewVariants, read_meta
     from hwprune.luts import calibrate as fit_calibration
     from hwprune.profiler import ProfileConfig, TimingConfig, profile_model
 
-    path = Path(out) if out is not None else _out(None, "lut") / "lut.parquet"
     tc = TimingConfig(device=device, threads=threads, **timing)
     size = model.input_size if isinstance(model, ResolvedModel) else None
-    result = profile_model(ProfileConfig(model, path, step, size, timing=tc, progress=progress))
-    if result.keys_left:
-        raise HwpruneError(f"{path}: {result.keys_left} keys not measured yet; call again to "
-                           f"continue")
-    lut_path = result.merged or result.out
-    if calibrate and not read_meta(lut_path).get("calibration"):
-        try:
-            fit_calibration(CalibrateConfig(model, lut_path, calibrate, size, progress=progress))
-        except TooFewVariants as exc:  # as `hwprune profile`: the table itself is complete
-            warnings.warn(f"not calibrated: {exc}", stacklevel=2)
-    return Lut.load(lut_path)
+    with _workdir(out, "lut") as where:
+        path = where if out is not None else where / "lut.parquet"
+        result = profile_model(ProfileConfig(model, path, step, size, timing=tc,
+                                             progress=progress))
+        if result.keys_left:
+            raise HwpruneError(f"{path}: {result.keys_left} keys not measured yet; call again "
+                               f"to continue")
+        lut_path = result.merged or result.out
+        if calibrate and not read_meta(lut_path).get("calibration"):
+            try:
+                fit_calibration(CalibrateConfig(model, lut_path, calibrate, size,
+                                                progress=progress))
+            except TooFewVariants as exc:  # as `hwprune profile`: the table is complete
+                warnings.warn(f"not calibrated: {exc}", stacklevel=3)
+        lut = Lut.load(lut_path)
+        if out is None:
+            lut.source = "<memory>"  # its file goes with the temporary directory
+        return lut
 
 
 def validate(model: ResolvedModel | str, lut, out: str | os.PathLike | None = None, *,
@@ -148,13 +173,14 @@ def validate(model: ResolvedModel | str, lut, out: str | os.PathLike | None = No
 
     Args:
         model: a Model, builder spec or checkpoint path.
-        lut: a Lut (``profile``) or the path(s) of LUT files.
-        out: directory for variants.csv, report.json and the plot [default: temporary].
+        lut: a Lut (``profile``; in memory or read from a file) or the path(s) of LUT files.
+        out: directory for variants.csv, report.json and the plot [default: none kept];
+            measurements of the same variants made the same way are reused from it.
         samples: pruned variants measured.
         **options: more ``hwprune.luts.ValidateConfig`` fields (rounds, runtime, ...).
 
     Returns:
-        dict: the report (also out/report.json).
+        dict: the report (also out/report.json when ``out`` is given).
 
     Example:
         >>> report = hwprune.validate(model, lut, samples=10); report["r2_identity"]
@@ -162,10 +188,10 @@ def validate(model: ResolvedModel | str, lut, out: str | os.PathLike | None = No
     from hwprune.luts import ValidateConfig
     from hwprune.luts import validate as run_validation
 
-    paths = _lut_paths(lut)
     size = model.input_size if isinstance(model, ResolvedModel) else None
-    return run_validation(ValidateConfig(model, paths, _out(out, "validate"), samples, size,
-                                         progress=progress, **options))
+    with _workdir(out, "validate") as folder:
+        return run_validation(ValidateConfig(model, _as_table(lut), folder, samples, size,
+                                             progress=progress, **options))
 
 
 def synthesize(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
@@ -175,8 +201,8 @@ def synthesize(model: ResolvedModel | str, out: str | os.PathLike | None = None,
 
     Args:
         model: a Model, builder spec or checkpoint path.
-        out: directory of the image set [default: temporary]; an interrupted run resumes
-            with ``resume=True``.
+        out: directory of the image set [default: none kept; the images are returned in
+            memory]; an interrupted run resumes with ``resume=True``.
         n_images, batch_size: how many, and per optimisation batch.
         di: a ``hwprune.synth.DIConfig`` [default: the paper's ImageNet settings].
         iterations: overrides ``di.iterations``.
@@ -184,7 +210,7 @@ def synthesize(model: ResolvedModel | str, out: str | os.PathLike | None = None,
 
     Returns:
         hwprune.pruner.data.ImageSet: the images (normalised for the model) with the
-        classes they were made for; ``.source`` is the directory.
+        classes they were made for; ``.source`` is the directory ('<memory>' without one).
 
     Example:
         >>> images = hwprune.synthesize(model, n_images=256, iterations=500)
@@ -197,11 +223,13 @@ def synthesize(model: ResolvedModel | str, out: str | os.PathLike | None = None,
     if iterations is not None:
         di = replace(di, iterations=iterations)
     size = model.input_size if isinstance(model, ResolvedModel) else None
-    out = _out(out, "synth")
-    with _left_as_found(model):
-        run_synthesis(SynthConfig(model, out, n_images, batch_size, di, input_size=size,
+    with _workdir(out, "synth") as folder, _left_as_found(model):
+        run_synthesis(SynthConfig(model, folder, n_images, batch_size, di, input_size=size,
                                   progress=progress, **options))
-    return load_images(str(out), size or 0)
+        images = load_images(str(folder), size or 0)
+    if out is None:
+        images.source = "<memory>"
+    return images
 
 
 def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None = None, *,
@@ -215,8 +243,9 @@ def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None =
         model: a Model with trained weights, or a checkpoint path.
         data: training images: an ImageSet (``synthesize``), a synth output directory,
             an ImageFolder directory or 'digits'.
-        lut: a Lut or LUT path(s) of the target device.
-        out: directory for pruned.pt, report.json and state/ [default: temporary].
+        lut: a Lut (in memory or from a file) or LUT path(s) of the target device.
+        out: directory for pruned.pt, report.json and state/, from which an interrupted
+            call resumes [default: none kept; save the result with ``hwprune.save``].
         target_measured_ratio: prune on until the pruned model *measures* at most this
             fraction of the original's latency (the LUT target is the first guess).
         target_latency: LUT milliseconds to reach instead (or as the first guess).
@@ -226,31 +255,36 @@ def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None =
             ``PruneJob`` fields (device, measure_rounds, runtime, ...).
 
     Returns:
-        PruneResult: the pruned module, the report and the checkpoint path.
+        PruneResult: the pruned model (``.module``), the report, and the checkpoint path
+        when ``out`` was given.
 
     Example:
         >>> result = hwprune.prune(model, images, lut, target_measured_ratio=0.7)
     """
     from dataclasses import fields
 
+    from hwprune.luts.lookup import as_lut
+    from hwprune.luts.variants import lut_step
     from hwprune.pruner import PruneConfig
     from hwprune.pruner.finetune import FineTuneConfig
     from hwprune.pruner.run import PruneJob, run_job
 
-    paths = _lut_paths(lut)
+    table = _as_table(lut)
     prune_fields = {f.name for f in fields(PruneConfig)}
-    pc = PruneConfig(group_size=group_size or _step(paths), target_latency_ms=target_latency,
+    pc = PruneConfig(group_size=group_size or lut_step(as_lut(table)),
+                     target_latency_ms=target_latency,
                      **{k: v for k, v in options.items() if k in prune_fields})
     job_options = {k: v for k, v in options.items() if k not in prune_fields}
     if isinstance(model, ResolvedModel):  # pruning freezes the teacher: not the caller's own
         model = replace(model, module=copy.deepcopy(model.module))
-    out = _out(out, "prune")
-    report = run_job(PruneJob(model, out, data, paths, pc, FineTuneConfig(epochs=epochs),
-                              measured_ratio=target_measured_ratio, progress=progress,
-                              input_size=getattr(model, "input_size", None), **job_options))
     allow = model.name if isinstance(model, ResolvedModel) else None
-    pruned = load_checkpoint(out / "pruned.pt", allow_builder=allow)
-    return PruneResult(pruned.module, report, out / "pruned.pt")
+    with _workdir(out, "prune") as folder:
+        report = run_job(PruneJob(model, folder, data, table, pc, FineTuneConfig(epochs=epochs),
+                                  measured_ratio=target_measured_ratio, progress=progress,
+                                  input_size=getattr(model, "input_size", None),
+                                  **job_options))
+        pruned = load_checkpoint(folder / "pruned.pt", allow_builder=allow)
+    return PruneResult(pruned, report, None if out is None else Path(out) / "pruned.pt")
 
 
 @contextlib.contextmanager
@@ -270,23 +304,15 @@ def _left_as_found(model):
         set_training(model.module, mode)
 
 
-def _lut_paths(lut) -> list[str]:
+def _as_table(lut):
+    """A Lut as it is (in memory or not), or the path(s) of its files as a list."""
     from hwprune.luts import Lut
 
     if isinstance(lut, Lut):
-        if not lut.source:
-            raise HwpruneError("this Lut has no file behind it: pass the path it was read from")
-        return [str(p) for p in str(lut.source).split(", ")]
+        return lut
     if isinstance(lut, (str, os.PathLike)):
         return [str(lut)]
     return [str(p) for p in lut]
-
-
-def _step(paths: list[str]) -> int:
-    from hwprune.luts import Lut
-    from hwprune.luts.variants import lut_step
-
-    return lut_step(Lut.load(paths))
 
 
 __all__ = ["Model", "PruneResult", "wrap", "load", "save", "profile", "validate", "synthesize",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -145,6 +146,9 @@ def _index(keys: list[OpKey], values: np.ndarray, factors: np.ndarray | None
     return grids
 
 
+_STAMPS = ("updated", "written_by", "rows_sha256", "schema_version")
+
+
 class Lut:
     """An in-memory index over LUT rows, answering latency questions in milliseconds."""
 
@@ -191,6 +195,32 @@ class Lut:
         if target:
             lut.check_target(target, allow_mismatch)
         return lut
+
+    def fingerprint(self) -> str:
+        """A digest of the rows and metadata: what names a table held only in memory (a
+        resumed pruning run must use the same table as the interrupted one)."""
+        import hashlib
+        import json
+
+        # Not what writing or reading stamps on it (reading several files stamps 'updated').
+        meta = {k: v for k, v in self.meta.items() if k not in _STAMPS}
+        digest = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode())
+        digest.update(pd.util.hash_pandas_object(self.rows, index=False).to_numpy().tobytes())
+        return f"lut-sha256:{digest.hexdigest()[:16]}"
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the table as a LUT file (atomically); this Lut then reads from it."""
+        from hwprune.profiler.table import write_lut
+
+        path = write_lut(self.rows, self.meta, path)
+        self.source = str(path)
+        return path
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether no file is behind this table (made in memory, or its file was removed)."""
+        return not self.source or self.source == "<memory>" or \
+            not all(Path(p).is_file() for p in str(self.source).split(", "))
 
     @property
     def drift_level_ms(self) -> float | None:
@@ -326,3 +356,22 @@ class Lut:
         top = corners[0] * (1 - c_w) + corners[1] * c_w
         bottom = corners[2] * (1 - c_w) + corners[3] * c_w
         return top * (1 - r_w) + bottom * r_w, exact
+
+
+def as_lut(luts: "Lut | str | os.PathLike | Sequence[str | os.PathLike]",
+           stat: str = DEFAULT_STAT) -> Lut:
+    """A table given as a ``Lut`` (used as it is, re-indexed for another ``stat``) or as the
+    path(s) of its files (read)."""
+    if isinstance(luts, Lut):
+        return luts if luts.stat == stat else Lut(luts.rows, luts.meta, stat, luts.source)
+    return Lut.load(luts, stat=stat)
+
+
+def lut_label(luts: "Lut | str | os.PathLike | Sequence[str | os.PathLike]") -> list[str]:
+    """How reports and resume checks name a table: its files' absolute paths, or the digest
+    of one held in memory."""
+    if isinstance(luts, Lut):
+        return [luts.fingerprint()] if luts.in_memory else \
+            [str(Path(p).resolve()) for p in str(luts.source).split(", ")]
+    paths = [luts] if isinstance(luts, (str, os.PathLike)) else list(luts)
+    return [str(Path(p).resolve()) for p in paths]

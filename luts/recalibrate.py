@@ -53,20 +53,28 @@ class Recalibration:
     def build(cls, cfg, lut: Lut, resolved, trace, dims: list, example, size: "int | tuple[int, int]", runtime,
               tc) -> "Recalibration":
         """The calibration variants built (and exported, for a runtime) beside the validation's."""
-        if len(cfg.luts) != 1:
+        if isinstance(cfg.luts, Lut):
+            if cfg.luts.in_memory:
+                raise LutError("recalibrate stores the new fit in the table's file: this table "
+                               "is held in memory only (save it, or pass its path)")
+            paths = str(cfg.luts.source).split(", ")
+        else:
+            paths = list(cfg.luts)
+        if len(paths) != 1:
             raise LutError("--recalibrate stores the new fit in the table: give exactly one --lut")
-        require_grid(lut, cfg.luts[0])
+        path = paths[0]
+        require_grid(lut, path)
         previous = lut.meta.get("calibration")
         n = len(previous["variants"]) if previous else cfg.calibration_samples
         seed = (previous or {}).get("seed", CALIBRATION_SEED)
-        plans = calibration_plans(dims, lut_step(lut), n, seed, cfg.luts[0], resolved.name)
+        plans = calibration_plans(dims, lut_step(lut), n, seed, path, resolved.name)
 
         def prepare(tag, net):
             return runtime.add(PREFIX + tag, net) if runtime else prepare_model(net, tc)
 
         cs = calibration_nets(lut, resolved.module, trace, dims, plans, example, size,
                               resolved.in_channels, prepare)
-        return cls(Path(cfg.luts[0]), lut, resolved.name, size, seed, cfg.stat, cs, previous)
+        return cls(Path(path), lut, resolved.name, size, seed, cfg.stat, cs, previous)
 
     @property
     def nets(self) -> dict:

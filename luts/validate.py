@@ -22,7 +22,7 @@ import torch
 
 from hwprune.luts.estimate import estimate_trace
 from hwprune.luts.fit import describe_holdout
-from hwprune.luts.lookup import DEFAULT_STAT, STATS, Lut, table_input_size
+from hwprune.luts.lookup import DEFAULT_STAT, STATS, Lut, as_lut, table_input_size
 from hwprune.sizes import Size, canonical, hw, size_text, to_json
 from hwprune.luts.metrics import agreement, macs, proxy_agreement
 from hwprune.luts.recalibrate import Recalibration
@@ -44,7 +44,7 @@ from hwprune.zoo.runtimes import check_runtime
 @dataclass
 class ValidateConfig:
     model: str
-    luts: list[str]
+    luts: "list[str] | Lut"  # file path(s), or a table held in memory
     out: Path
     samples: int = 30
     input_size: Size | None = None
@@ -73,7 +73,7 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
 
 
 def validate(cfg: ValidateConfig) -> dict:
-    lut = Lut.load(cfg.luts, stat=cfg.stat)
+    lut = as_lut(cfg.luts, cfg.stat)
     cfg.runtime = cfg.runtime or lut.runtime
     lut.check_runtime(check_runtime(cfg.runtime), cfg.allow_mismatch)
     # One measurement serves every statistic: the report compares each with its own column.

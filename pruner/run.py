@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from hwprune.errors import HwpruneError
 from hwprune.luts import Lut, estimate_trace
-from hwprune.luts.lookup import table_input_size
+from hwprune.luts.lookup import lut_label, table_input_size
 from hwprune.sizes import Size, hw, to_json
 from hwprune.luts.verdict import spread_warning
 from hwprune.profiler.table import LutError, atomic_write_bytes
@@ -68,7 +68,7 @@ class PruneJob:
     teacher: "str | ResolvedModel"   # a checkpoint with weights, a builder spec, or a Model
     out: Path
     data: "str | ImageSet"           # images: synth output, tensor file, folder, digits, ImageSet
-    luts: list[str] = field(default_factory=list)
+    luts: "list[str] | Lut" = field(default_factory=list)  # file path(s) or a table in memory
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
     val: str | None = None           # labelled validation data (ImageFolder dir, digits-test)
@@ -143,9 +143,12 @@ class _Checkpoints:
 
 
 def _load_lut(job: PruneJob) -> Lut | None:
-    if not job.luts:
+    if isinstance(job.luts, Lut):
+        lut = job.luts
+    elif not job.luts:
         return None
-    lut = Lut.load(job.luts)
+    else:
+        lut = Lut.load(job.luts)
     lut.check_runtime(check_runtime(job.runtime), job.allow_mismatch)
     if lut.meta.get("device_kind") != "cpu" and not torch.cuda.is_available() and job.measure:
         raise LutError(f"LUT {lut.source} was measured on {lut.meta.get('device_kind')}, "
@@ -180,7 +183,8 @@ def _inputs(job: PruneJob, arch: dict, size: Size) -> dict:
             "data": job.data.source if isinstance(job.data, ImageSet) else job.data,
             **({"weights": str(Path(job.weights).resolve())} if job.weights else {}),
             **({"model_args": job.model_args} if job.model_args else {}),
-            "luts": [str(Path(p).resolve()) for p in job.luts], "arch": arch,
+            "luts": lut_label(job.luts) if isinstance(job.luts, Lut) or job.luts else [],
+            "arch": arch,
             "prune": asdict(job.prune), "finetune": asdict(job.finetune),
             **({"start_from": str(Path(job.start_from).resolve())} if job.start_from else {}),
             **({"runtime": job.runtime} if job.runtime != "torch" else {})}
@@ -390,7 +394,7 @@ def _run_job(job: PruneJob) -> dict:
     t_phase = time.perf_counter()
     report = {
         "teacher": model_label(job.teacher), "data": data.source, "n_images": len(data),
-        "luts": job.luts,
+        "luts": lut_label(job.luts) if isinstance(job.luts, Lut) else job.luts,
         "input_size": to_json(size), "prune": asdict(job.prune), "finetune": asdict(job.finetune),
         "before": before, "reach": reach.as_dict() if reach is not None else None,
         "after": {"estimated_ms": _est(student, lut, size, in_ch),

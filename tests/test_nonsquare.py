@@ -1,5 +1,5 @@
 """A user's own module at a non-square input (height != width), through the whole job in
-Python: profile, validate, synthesize, prune, save and reload."""
+Python, objects only: profile, validate, synthesize, prune, then save and reload."""
 
 from __future__ import annotations
 
@@ -25,33 +25,49 @@ def test_sizes_read_and_print_both_ways():
 
 
 @pytest.mark.timeout(600)
-def test_a_custom_module_at_a_non_square_input_goes_through_the_whole_job(tmp_path):
+def test_a_custom_module_at_a_non_square_input_goes_through_the_whole_job(tmp_path,
+                                                                          monkeypatch):
+    """Objects in, objects out, no file unless asked for: every call is given no ``out``,
+    and nothing of hwprune's is left in the temporary directory or the working one."""
+    import tempfile
+
+    from hwprune.luts import Lut
+
+    scratch, cwd = tmp_path / "tmp", tmp_path / "cwd"
+    scratch.mkdir(), cwd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.chdir(cwd)
     torch.manual_seed(0)
     net = Branchy(num_classes=4, width=16).eval()
     model = hwprune.wrap(net, input_size=SIZE, num_classes=4, width=16)
-    lut = hwprune.profile(model, tmp_path / "lut.parquet", step=8, threads=1, calibrate=0,
-                          progress=False, max_reps=20)
-    assert lut.meta["sources"][0]["input_size"] == list(SIZE)
+    lut = hwprune.profile(model, step=8, threads=1, calibrate=0, progress=False, max_reps=20)
+    assert lut.in_memory and lut.meta["sources"][0]["input_size"] == list(SIZE)
     # the table's keys hold the two sides apart: the stem reads 16 rows and 24 columns
     stem = lut.rows[(lut.rows["op"] == "conv2d") & (lut.rows["c_in"] == 3)]
     assert set(zip(stem["in_h"], stem["in_w"])) == {SIZE}
-    report = hwprune.validate(model, lut, tmp_path / "val", samples=3, rounds=1, max_reps=20,
-                              progress=False)
+    report = hwprune.validate(model, lut, samples=3, rounds=1, max_reps=20, progress=False)
     assert report["input_size"] == list(SIZE) and report["n_samples"] >= 2  # a small grid
-    images = hwprune.synthesize(model, tmp_path / "synth", n_images=8, batch_size=8,
-                                iterations=3, progress=False)
-    assert tuple(images.images.shape) == (8, 3, *SIZE)
+    with pytest.raises(hwprune.HwpruneError, match="held in memory only"):  # no file to refit
+        hwprune.validate(model, lut, samples=3, rounds=1, recalibrate=True, progress=False)
+    images = hwprune.synthesize(model, n_images=8, batch_size=8, iterations=3, progress=False)
+    assert tuple(images.images.shape) == (8, 3, *SIZE) and images.source == "<memory>"
     assert all(p.requires_grad for p in net.parameters())  # the caller's module as it was
     reach = make_plan(model.module, lut, model.input_size, 3, PlanConfig(group_size=8)).reach
     assert reach.floor_ms < reach.now_ms
     # A filter target: a latency one between the plan's floor and now sat within the
     # table's noise of the pruner's own estimate on a busy machine (refused: "not below
     # the current estimate", in a clean-clone run).
-    result = hwprune.prune(model, images, lut, tmp_path / "pruned", epochs=1, progress=False,
+    result = hwprune.prune(model, images, lut, epochs=1, progress=False,
                            target_ratio=0.75, measure_rounds=2, measure_max_reps=20)
-    assert result.report["input_size"] == list(SIZE)
-    back = hwprune.load(result.path, allow_builder=model.name)
-    assert back.input_size == SIZE
+    assert result.path is None and result.report["input_size"] == list(SIZE)
+    assert result.report["luts"] == [lut.fingerprint()]  # a table in memory, named by digest
+    assert not [p for p in scratch.iterdir() if p.name.startswith("hwprune-")]
+    assert not list(cwd.iterdir())
+    # Files only when asked: the table and the pruned model, each read back the same.
+    assert Lut.load(lut.save(tmp_path / "lut.parquet")).fingerprint() == lut.fingerprint()
+    back = hwprune.load(hwprune.save(result.model, tmp_path / "pruned.pt"),
+                        allow_builder=model.name)
+    assert back.input_size == SIZE and back.channels == result.model.channels != {}
     x = torch.randn(2, 3, *SIZE)
     with torch.no_grad():
         torch.testing.assert_close(back.module(x), result.module(x), atol=1e-5, rtol=0)

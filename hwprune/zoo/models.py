@@ -40,6 +40,9 @@ class ResolvedModel:
     source: str = "torchvision"
     extra: dict[str, Any] = field(default_factory=dict)
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Output channels of the pruned layers, by module name ({} for the builder's own
+    # widths): with the builder spec, what rebuilds this module's shape.
+    channels: dict[str, int] = field(default_factory=dict)
 
 
 # A ResolvedModel's source when its weights are its builder's own (random): no file,
@@ -353,6 +356,7 @@ def load_checkpoint(path: str | os.PathLike, allow_builder: str | None = None) -
                          f"{_first_line(exc)}") from None
     resolved.source = str(path)
     resolved.extra = dict(payload.get("extra", {}))
+    resolved.channels = dict(payload.get("channels") or {})
     set_training(resolved.module, False)  # as every other way in gives it
     return resolved
 
