@@ -108,7 +108,8 @@ def _row(name: str, rep: dict, budget: float | None, teacher_ms: float | None) -
     if budget and m:  # met / missed / uncertain from the per-round ratios (luts/verdict.py)
         v = verdict_of(m, budget)
         row.update(verdict=v.verdict, ratio_low=v.low, ratio_high=v.high,
-                   ratio_confidence=v.confidence)
+                   ratio_confidence=v.confidence, settled=m.get("settled"),
+                   settled_by=m.get("settled_by"))
     return row
 
 

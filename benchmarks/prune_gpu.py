@@ -129,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                        teacher_measured_ms=m["teacher_ms"], measured_spread=m["pruned_spread"],
                        measured_fraction=m["ratio"],
                        estimate_error=rep["after"]["estimated_ms"] / m["pruned_ms"] - 1,
-                       filters_kept=rep["filters_kept"], steps=len(rep["trajectory"]))
+                       filters_kept=rep["filters_kept"], steps=len(rep["trajectory"]),
+                       verdict=m.get("verdict"), settled=m.get("settled"),
+                       settled_by=m.get("settled_by"))
             if "measured_target" in rep:
                 loop = rep["measured_target"]["loop"]
                 row.update(loop_stopped=loop[-1].get("stopped"), corrections=len(loop) - 1)

@@ -235,6 +235,7 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
                          "ratio_high": m["ratio_high"],
                          "ratio_confidence": m["ratio_confidence"], "rounds": m["rounds"],
                          "verdict": m["verdict"], "verdict_text": m["verdict_text"],
+                         "settled": m.get("settled"), "settled_by": m.get("settled_by"),
                          "spread": m["spread"],
                          "speedup": m["speedup"], "accuracy": rep["accuracy"]["pruned"],
                          "filters_kept": rep["filters_kept"],
@@ -363,6 +364,8 @@ def format_table(result: dict) -> str:
                      f"rounds [interval, {conf} confidence each side]")
         lines.append("verdict: met = interval within the budget, missed = above it, "
                      "uncertain = it straddles the budget")
+        lines += [f"  {r['run']}: uncertain after {r['rounds']} rounds; {r['settled']} on its "
+                  f"median" for r in done if r.get("settled_by", "interval") != "interval"]
         lines += _speedups(done, rt)
     lines += result.get("warnings", [])
     return "\n".join(line.rstrip() for line in lines)

@@ -84,6 +84,10 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
                    "resnet50) at most this often, and when pruning ends; 0 = after every "
                    "step. An interrupted run resumes from it, losing at most this much work.")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
+@click.option("--measure-rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved rounds of teacher and student per latency measurement; one "
+                   "whose interval straddles the budget is measured up to twice as many, then "
+                   "settled by its median (and says so).")
 @runtime_options("teacher and student (for --target-measured-ratio and the report; writes "
                  "pruned.onnx too)", "Use a LUT timed in another runtime than --runtime (its "
                                      "estimates then only rank the groups; the measurement "
@@ -106,7 +110,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
           criterion, eta, selector,
           group_size, groups_per_step, interval, loss, temperature, batch_size, lr, epochs,
           decay_at, no_update, shift, flip, val, mean, std, device, cudnn_benchmark,
-          checkpoint_every, no_measure, runtime, allow_mismatch, start_from, snap, max_steps,
+          checkpoint_every, no_measure, measure_rounds, runtime, allow_mismatch, start_from,
+          snap, max_steps,
           seed, quiet, input_size, model_weights, model_args, builder) -> None:
     """Prune TEACHER to a latency or filter target.
 
@@ -134,7 +139,8 @@ def prune(teacher, data, luts, out, target_latency, target_ratio, target_measure
                             batch_size=batch_size, temperature=temperature, loss=loss,
                             shift=shift, flip=flip, seed=seed)
         rep = run_job(PruneJob(teacher, out, data, list(luts), pc, fc, val, _floats(mean),
-                               _floats(std), not no_measure, device=device,
+                               _floats(std), not no_measure, measure_rounds=measure_rounds,
+                               device=device,
                                progress=not quiet, measured_ratio=target_measured_ratio,
                                checkpoint_every=checkpoint_every,
                                cudnn_benchmark=cudnn_benchmark, start_from=start_from,
@@ -193,9 +199,12 @@ def _ratio_line(rep: dict) -> str:
     line = f"measured ratio {v.describe()}"
     if v.budget is not None:
         line += f"; budget {100 * v.budget:.0f}%: {v.text}"
+        if m.get("settled_by", "interval") != "interval":
+            line += f", {m['settled']} on its point estimate"
         loop = (rep.get("measured_target") or {}).get("loop") or []
-        if loop and loop[-1].get("stopped") != "met":
-            line += f" (measured-target loop: {loop[-1]['stopped']})"
+        if loop:  # what stopped the loop, beside the fresh measurement that is the result
+            at = 100 * loop[-1]["measured_ratio"]
+            line += f" (the measured-target loop stopped at {at:.0f}%: {loop[-1]['stopped']})"
     return line
 
 

@@ -4,6 +4,7 @@ and its verdict against a budget, in PyTorch or in a deployment runtime."""
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import numpy as np
 import torch
@@ -11,7 +12,7 @@ import torch
 from hwprune.luts import Lut
 from hwprune.luts.variants import timing_of
 from hwprune.luts.variants import measure_interleaved
-from hwprune.luts.verdict import ratio_verdict, spread_warning
+from hwprune.luts.verdict import ratio_verdict, spread_warning, verdict_of
 from hwprune.profiler.runtime_timing import RuntimeNets, time_session
 from hwprune.profiler.timing import model_input, prepare_model, time_model
 
@@ -89,4 +90,39 @@ def summarize_pair(teacher_rounds: list[float], pruned_rounds: list[float],
     return out
 
 
-__all__ = ["measure_pair", "summarize_pair"]
+def measure_until_settled(measure: Callable[[dict | None], dict], goal: float | None,
+                          max_rounds: int) -> dict:
+    """``measure(None)``, then ``measure(previous)`` (more rounds of the same two networks)
+    while the verdict against ``goal`` is "uncertain" and fewer than ``max_rounds`` rounds
+    were taken; the result is then ``settle``d.
+
+    More rounds narrow the interval (from 8 rounds on the sign test drops the extremes, so
+    one burst of a shared machine no longer decides it); a machine too noisy for even
+    ``max_rounds`` is decided on its point estimate, and the result says so.
+    """
+    m = measure(None)
+    v = verdict_of(m, goal)
+    while v.verdict == "uncertain" and v.rounds < max_rounds:
+        m = measure(m)
+        longer = verdict_of(m, goal)
+        if longer.rounds <= v.rounds:
+            raise RuntimeError("measure(previous) added no round")
+        v = longer
+    return settle(m, goal, max_rounds)
+
+
+def settle(m: dict, goal: float | None, max_rounds: int) -> dict:
+    """``m`` with ``settled`` (met or missed) and ``settled_by``: the interval's verdict
+    when it has one, else the point estimate (the median per-round ratio) against ``goal``,
+    which is what a quieter machine, whose interval would shrink around that median, says."""
+    if goal is None:
+        return m
+    v = verdict_of(m, goal)
+    if v.verdict != "uncertain":
+        return {**m, "settled": v.verdict, "settled_by": "interval"}
+    return {**m, "settled": "met" if v.ratio <= goal else "missed",
+            "settled_by": f"point estimate (the interval still straddled the budget after "
+                          f"{v.rounds} rounds, the limit being {max(max_rounds, v.rounds)})"}
+
+
+__all__ = ["measure_pair", "summarize_pair", "measure_until_settled", "settle"]

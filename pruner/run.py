@@ -45,7 +45,7 @@ from hwprune.profiler.timing import cudnn_benchmark
 from hwprune.pruner.data import DataError, ImageSet, evaluate, load_images
 from hwprune.pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from hwprune.pruner.groups import out_channels
-from hwprune.pruner.measure import measure_pair, summarize_pair
+from hwprune.pruner.measure import measure_pair, measure_until_settled, summarize_pair
 from hwprune.pruner.measured_target import close_loop
 from hwprune.pruner.plan import Reach
 from hwprune.pruner.plan_report import reach_lines
@@ -414,15 +414,21 @@ def _run_job(job: PruneJob) -> dict:
                               "data": val.source, "n": len(val)}
     phases["evaluating"] = time.perf_counter() - t_phase
     t_phase = time.perf_counter()
-    if loop and last and not (snap and snap.grown):
-        # The loop's last measurement is of this very architecture; fine-tuning changes
-        # weights, not shapes, and a dense kernel's time does not depend on the values.
-        # Measuring again cost the demo 6 x 5 rounds of two networks for the same answer.
-        report["measured"] = {**last[0], "measured_at": "end of pruning (same shapes)"}
-    elif job.measure and lut is not None:
-        report["measured"] = measure_pair(teacher, student, lut, size, in_ch,
-                                          job.measure_rounds, job.measure_max_reps,
-                                          job.measured_ratio, runtime=job.runtime)
+    if job.measure and lut is not None:
+        # A fresh measurement in new rounds gives the verdict: the loop stopped on its own
+        # last one, which a lucky round can have decided (issue 31), so that one is kept
+        # beside it, labelled, and not reported as the result.
+        report["measured"] = {**measure_until_settled(
+            lambda prev: measure_pair(teacher, student, lut, size, in_ch, job.measure_rounds,
+                                      job.measure_max_reps, job.measured_ratio, previous=prev,
+                                      runtime=job.runtime),
+            job.measured_ratio, 2 * job.measure_rounds), "measured_at": "after fine-tuning, "
+            "in new rounds (the reported verdict)"}
+    if loop and last:
+        report["measured_by_loop"] = {
+            **last[0], "settled": loop[-1]["settled"], "settled_by": loop[-1]["settled_by"],
+            "measured_at": "the measured-target loop's last measurement (it decided when to "
+                           "stop)"}
     phases["measuring"] += time.perf_counter() - t_phase
     report["warnings"] = _warnings(report)
     # seconds of this process's phases (pruning excludes the loop's measurements)

@@ -16,7 +16,7 @@ from hwprune.pruner import PruneConfig, Pruner
 from hwprune.pruner.data import load_images
 from hwprune.pruner.finetune import FineTuneConfig, finetune
 from hwprune.pruner.measured_target import close_loop
-from hwprune.pruner.run import PruneJob, measure_pair, run_job
+from hwprune.pruner.run import PruneJob, measure_pair, run_job, summarize_pair
 from hwprune.zoo import resolve_model
 
 FAST = dict(group_size=8, interval=2, batch_size=32)
@@ -321,6 +321,34 @@ def test_measured_target_prunes_on_until_the_measurement_meets_it(teacher_ckpt, 
     assert all(a > b for a, b in zip(ests, ests[1:])), why  # each correction pruned further
 
 
+def test_the_reported_verdict_is_a_fresh_measurement_not_the_loops_lucky_stop(
+        teacher_ckpt, teacher_lut, tmp_path, monkeypatch):
+    """A scripted timer: the loop's measurement meets the budget on lucky rounds, the fresh
+    one afterwards misses it. The report's verdict is the fresh one; the loop's is kept
+    beside it, labelled."""
+    calls = []
+
+    def scripted(t, s, lut, size, in_ch, rounds, max_reps, goal, previous=None, **kw):
+        lucky = not calls  # the loop measures first, once: it stops on a met verdict
+        calls.append(lucky)
+        ratios = [0.60] * 5 if lucky else [0.90, 0.92, 0.91, 0.93, 0.90]
+        return summarize_pair([1.0] * 5, ratios, goal, device="cpu", stat="median")
+
+    monkeypatch.setattr(run_mod, "measure_pair", scripted)
+    job = _job(teacher_ckpt, teacher_lut, tmp_path / "m", None, "cpu",
+               {"finetune": FineTuneConfig(epochs=0)})
+    job.measured_ratio = 0.8
+    rep = run_job(job)
+    assert calls == [True, False]
+    loop = rep["measured_target"]["loop"]
+    assert len(loop) == 1 and loop[0]["stopped"] == "met" and loop[0]["verdict"] == "met"
+    assert rep["measured_by_loop"]["verdict"] == "met"
+    assert "loop's last measurement" in rep["measured_by_loop"]["measured_at"]
+    assert rep["measured"]["verdict"] == rep["measured"]["settled"] == "missed"
+    assert rep["measured"]["ratio"] == pytest.approx(0.91)
+    assert "new rounds" in rep["measured"]["measured_at"]
+
+
 def test_measured_target_job_reports_its_loop(teacher_ckpt, device, device_lut, tmp_path):
     teacher_lut = device_lut
     job = _job(teacher_ckpt, teacher_lut, tmp_path / "m", None, device)
@@ -393,7 +421,8 @@ def test_a_budget_measured_in_onnx_runtime(teacher_ckpt, teacher_lut, tmp_path):
     where, and pruned.onnx (checked against PyTorch) lies beside pruned.pt."""
     onnx_rt = pytest.importorskip("onnxruntime")
     base = ("--data", "digits", "--lut", teacher_lut, "--target-measured-ratio", 0.8,
-            "--group-size", 8, "--interval", 2, "--epochs", 0, "--runtime", "onnxruntime", "-q")
+            "--group-size", 8, "--interval", 2, "--epochs", 0, "--runtime", "onnxruntime",
+            "--measure-rounds", 3, "-q")
     r = _cli(teacher_ckpt, *base, "--out", tmp_path / "refused")
     assert r.exit_code == 2 and "timed in torch, not onnxruntime" in r.output
     assert not (tmp_path / "refused").exists()
