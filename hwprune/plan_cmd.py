@@ -140,5 +140,8 @@ def _grid_step(lut) -> int:
 
     try:
         return lut_step(lut)
-    except LutError:  # a table joined from grids of several steps
-        return 16
+    except LutError:  # a table joined from grids of several steps: no one group to assume
+        steps = sorted({int(s["step"]) for s in lut.meta.get("sources", [])})
+        raise LutError(f"LUT {lut.source} joins grids of steps {steps}: give --group-size "
+                       f"(the group prune will remove; a group finer than a layer's grid "
+                       f"falls between its rows)") from None

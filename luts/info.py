@@ -111,6 +111,19 @@ def _runtime_line(m: dict) -> str:
             f"{rt.get('threads')} threads, optimisation {rt.get('optimization')}")
 
 
+def _skipped_lines(tally: dict | None) -> list[str]:
+    """'  skipped  12 engine runs failed on 5 keys (fastest of the rest kept): ...'."""
+    if not tally or not tally.get("errors"):
+        return []
+    errors = sorted(tally["errors"].items(), key=lambda e: -e[1])
+    lines = [f"  skipped  {sum(n for _, n in errors)} engine runs failed on {tally['keys']} "
+             f"keys (each key kept the fastest of the rest):"]
+    lines += [f"           {n} x {err}" for err, n in errors[:3]]
+    if len(errors) > 3:
+        lines.append(f"           and {len(errors) - 3} other errors (metadata: engines_skipped)")
+    return lines
+
+
 def format_summary(s: LutSummary, all_ops: bool = False) -> str:
     m = s.meta
     lines = [f"LUT {s.path}  (schema v{m.get('schema_version')})",
@@ -128,6 +141,8 @@ def format_summary(s: LutSummary, all_ops: bool = False) -> str:
                 if m.get("cache_blend") else "")
              + (f" (model {m['model_weight_bytes'] / 2**20:.1f} MiB, cache "
                 f"{m['cache_bytes'] / 2**20:.1f} MiB)" if m.get("cache_bytes") else ""),
+             *[f"  GUESSED  {g}" for g in m.get("cache_guessed") or []],
+             *_skipped_lines(m.get("engines_skipped")),
              *_cold_notes(s),
              f"  hosts    {', '.join(m.get('hosts', [m.get('host')]) or [])}   "
              f"created {m.get('created')}  updated {m.get('updated')}"]

@@ -127,9 +127,15 @@ class Stats:
     converged: bool
     algo: str
     seconds: float  # wall time spent on this key, warm-up and every algorithm included
+    # Candidates that failed while timing this key ("engine: error"), e.g. cuDNN plans
+    # that built but could not execute or be captured; not a row column (the profile
+    # counts them in the table's metadata).
+    skipped: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("skipped")
+        return d
 
 
 def ci95_rel(times_ms: np.ndarray, of: str = "median") -> float:

@@ -160,7 +160,7 @@ def time_conv_engines(key: OpKey, cfg: TimingConfig) -> list[Stats]:
     conv = _ConvGraph(key, cfg, stream, copies)
     # A plan that builds but cannot run this shape raises at execute (or ends the capture).
     failed = (RuntimeError, getattr(conv.cudnn, "cudnnGraphNotSupportedError", RuntimeError))
-    results = []
+    results, skipped = [], []
     try:
         for i in range(conv.plan_count()):
             try:  # building a plan's workspace can fail too (out of memory): skip that plan
@@ -168,10 +168,21 @@ def time_conv_engines(key: OpKey, cfg: TimingConfig) -> list[Stats]:
                 if run is not None:
                     results.append(time_callable(run, cfg, f"cudnn:{conv.plan_name(i)}",
                                                  copies, stream))
-            except failed:
-                continue
+            except failed as exc:  # counted in the table (profiler.run), not dropped unseen
+                skipped.append(f"{_plan_name(conv, i)}: {type(exc).__name__}: "
+                               f"{(str(exc).strip().splitlines() or [''])[0][:160]}")
     finally:
         conv.close()
     if not results:
-        raise TimingError(f"no cuDNN engine supports {key}")
+        raise TimingError(f"no cuDNN engine supports {key}"
+                          + (f" ({len(skipped)} failed: {skipped[0]})" if skipped else ""))
+    for r in results:
+        r.skipped = tuple(skipped)
     return results
+
+
+def _plan_name(conv, index: int) -> str:
+    try:
+        return conv.plan_name(index)
+    except Exception:  # the failure may have left the plan unnamed
+        return f"plan {index}"

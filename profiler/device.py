@@ -54,7 +54,7 @@ def core_cache_bytes() -> int:
     """Size of the CPU's level-2 cache (each core's own on most CPUs), 0 when unknown."""
     import os
 
-    base = "/sys/devices/system/cpu/cpu0/cache"
+    base = CPU_CACHE_DIR
     try:
         for entry in sorted(os.listdir(base)):
             if not entry.startswith("index"):
@@ -71,12 +71,41 @@ def core_cache_bytes() -> int:
     return 0
 
 
+# Where Linux describes the first CPU's caches (a module attribute: tests point it elsewhere).
+CPU_CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+# What ``cache_bytes`` assumes for a CPU whose caches it cannot read (a common L3 size; the
+# development VM's own). Recorded as a guess in the table (``cache_guesses``).
+ASSUMED_LLC_BYTES = 32 << 20
+
+
 def cache_bytes(device: str, index: int = 0) -> int:
-    """Size of the last-level cache that weights compete for (CPU L3, or the GPU's L2)."""
+    """Size of the last-level cache that weights compete for (CPU L3, or the GPU's L2);
+    ``ASSUMED_LLC_BYTES`` for a CPU whose caches cannot be read."""
+    return _read_llc(device, index) or (0 if device == "cuda" else ASSUMED_LLC_BYTES)
+
+
+def cache_guesses(device: str, index: int = 0, blend: bool = False) -> list[str]:
+    """The cache facts a table's cold/hot timing rests on that could not be read and were
+    assumed instead (empty when all were read); ``blend``: the per-core cache too (runtime
+    tables blend hot and cold timings by it)."""
+    guesses = []
+    if not _read_llc(device, index):
+        guesses.append("GPU L2 size unreadable: taken as 0 (weights timed hot)" if
+                       device == "cuda" else
+                       f"last-level cache size unreadable: assumed "
+                       f"{ASSUMED_LLC_BYTES >> 20} MiB")
+    if blend and not core_cache_bytes():
+        guesses.append("per-core (L2) cache size unreadable: taken as 0 (every network "
+                       "blended toward its cold timings)")
+    return guesses
+
+
+def _read_llc(device: str, index: int = 0) -> int:
+    """The last-level cache's size as the device reports it, 0 when it cannot be read."""
     if device == "cuda":
         return int(getattr(torch.cuda.get_device_properties(index), "L2_cache_size", 0))
     best = (0, 0)
-    base = "/sys/devices/system/cpu/cpu0/cache"
+    base = CPU_CACHE_DIR
     try:
         import os
 
@@ -92,4 +121,4 @@ def cache_bytes(device: str, index: int = 0) -> int:
             best = max(best, (level, size))
     except (OSError, ValueError):
         pass
-    return best[1] or 32 << 20  # unknown: assume a common 32 MiB L3
+    return best[1]

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from hwprune.errors import HwpruneError
 from hwprune.sizes import Size, canonical, size_text, to_json
 from hwprune.profiler.clock import fmt_seconds
-from hwprune.profiler.device import cache_bytes, core_cache_bytes, describe_device
+from hwprune.profiler.device import cache_bytes, cache_guesses, core_cache_bytes, describe_device
 from hwprune.profiler.drift import DriftReference, choose_reference, reference_config
 from hwprune.profiler.calls import kind
 from hwprune.profiler.fusion import runtime_trace
@@ -76,9 +76,14 @@ class ProfileResult:
     wall_seconds: float
     device_seconds: float  # sum of per-key timing time, warm-up and all algorithms included
     merged: Path | None = None
+    eta_seconds: float | None = None  # what the run predicted for its scan (torch tables)
     # wall seconds per stage: setup (model, trace, earlier work), pilot, reference (the
     # whole model before and after), scan (keys and drift readings), finalize
     stages: dict = field(default_factory=dict)
+    # The scan's length as predicted once its first keys were measured (_EtaRefinement),
+    # and after how many keys.
+    eta_refined_seconds: float | None = None
+    eta_refined_at_keys: int | None = None
 
     @property
     def keys_per_second(self) -> float:
@@ -190,9 +195,19 @@ def pilot_configs(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> dic
             probe = TimingConfig(**{**cfg.__dict__, "warmup": 1, "min_reps": PILOT_REPS,
                                     "max_reps": PILOT_REPS})
             s = time_callable(fn, probe.validate(), copies=copies)
-            pilot[conf] = Pilot(rec.key, s.mean_ms / 1e3, s.std_ms / max(s.mean_ms, 1e-12),
-                                t_build, algorithm_count(rec.key, cfg))
+            pilot[conf] = Pilot(rec.key, s.median_ms / 1e3, _robust_cv(s), t_build,
+                                algorithm_count(rec.key, cfg))
     return pilot
+
+
+def _robust_cv(s) -> float:
+    """The pilot's spread as the adaptive stop sees it: that stop bounds the CI of the
+    *median*, which one slow call of a cold start hardly moves, while it inflates the std
+    of 5 calls: std / mean made the ETA 16x the scan of mobilenet_v3_small at 224 px
+    (4,276 keys, 2026-12-06). The gap between median and fastest call, over what it is
+    for 5 normal draws (1.16 sigma), stands in for sigma; 1.25 is the median's standard
+    error over the mean's."""
+    return 1.25 * (s.median_ms - s.min_ms) / 1.16 / max(s.median_ms, 1e-12)
 
 
 def eta_seconds(pilot: dict[tuple, Pilot], keys: Sequence[OpKey], cfg: TimingConfig) -> float:
@@ -213,6 +228,35 @@ def eta_seconds(pilot: dict[tuple, Pilot], keys: Sequence[OpKey], cfg: TimingCon
         per_algo = p.seconds_per_call * _work_ratio(key, p.key) * (cfg.warmup + reps)
         total += p.algorithms * (per_algo + p.build_seconds + 5e-3)
     return total
+
+
+class _EtaRefinement:
+    """The pilot's ETA, corrected by the keys measured so far.
+
+    The pilot gets each key's time per call right within about 2x, but not how many calls
+    the adaptive stop will take on this machine (its 5 calls make a poor spread): its ETA
+    was 0.29-1.98x the scan on three models, the corrected one 0.91-1.01x
+    (benchmarks/results/profile_eta_cpu.json, 2026-12-06). The scan measures its keys in a random order, so the first ones are a
+    sample of the rest: once ``max(8, 10%)`` keys and 5 s are done, the scan's length is
+    predicted as elapsed x (pilot's total / pilot's estimate for the keys done), a ratio
+    estimator that keeps the pilot's weighting of big and small keys, and printed.
+    """
+
+    def __init__(self, per_key: list[float], show: bool) -> None:
+        self.per_key, self.show, self.done = per_key, show, 0.0
+        self.total = sum(per_key)
+        self.scan_seconds: float | None = None
+        self.at_keys: int | None = None
+
+    def after(self, measured: int, elapsed: float) -> None:
+        if self.scan_seconds is not None or not self.total or measured > len(self.per_key):
+            return
+        self.done += self.per_key[measured - 1]
+        if measured < max(8, 0.1 * len(self.per_key)) or elapsed < 5.0 or not self.done:
+            return
+        self.scan_seconds, self.at_keys = elapsed * self.total / self.done, measured
+        _log(f"ETA ~{fmt_seconds(self.scan_seconds - elapsed)} more (the first {measured} "
+             f"keys took {elapsed / self.done:.2g} x the pilot's estimate for them)", self.show)
 
 
 def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> float:
@@ -285,7 +329,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
         meta["cache_blend"] = blend
     # cold_bytes and the copy cap let `lut info` tell which rows' weights stayed partly cached.
     meta.update(cache_bytes=llc, model_weight_bytes=model_bytes, cold_bytes=tc.cold_bytes,
-                max_weight_copies=MAX_WEIGHT_COPIES)
+                max_weight_copies=MAX_WEIGHT_COPIES,
+                cache_guessed=cache_guesses(tc.device, device_index, blend is not None))
 
     grid = scan_keys(trace, cfg.step) if cfg.keys is None else list(dict.fromkeys(cfg.keys))
     keys = [k for k in grid if in_shard(k, shard)]
@@ -308,7 +353,12 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     try:
         lap("setup")
         # The pilot times keys in torch: for a runtime the rate shows on the progress bar.
-        eta = estimate_seconds(trace, todo, tc) if todo and cfg.runtime == "torch" else 0.0
+        per_key = [0.0] * len(todo)
+        if todo and cfg.runtime == "torch":
+            pilot = pilot_configs(trace, todo, tc)
+            per_key = [eta_seconds(pilot, [k], tc) for k in todo]
+        eta = sum(per_key)
+        refine = _EtaRefinement(per_key, show)
         lap("pilot")
         where = f" (shard {shard[0]}/{shard[1]})" if shard else ""
         _log(f"{resolved.name} @ {size_text(input_size)}, step {cfg.step}{where}: {len(trace.layers)} "
@@ -348,10 +398,13 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
                 ref_ms = drift.current() if drift else float("nan")
                 row = _measure_row(key, tc, cfg.runtime, blend is not None)
                 stats = row.pop("stats")
+                if stats.skipped:
+                    _count_skipped(store.meta, stats.skipped)
                 store.add(key, {**row, "ref_ms": ref_ms})
                 device_seconds += stats.seconds
                 measured += 1
                 bar.update()
+                refine.after(measured, time.perf_counter() - t0)
         if drift and measured:
             drift.read()  # the speed at the end, as the whole-model reference has it
             store.meta["drift"] = drift.summary()
@@ -370,7 +423,18 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
     merged = _merge_ranks(out, shard) if distributed else None
     lap("finalize")
     return ProfileResult(target, len(keys), len(keys) - len(missing), measured,
-                         len(missing) - measured, wall, device_seconds, merged, stages)
+                         len(missing) - measured, wall, device_seconds, merged,
+                         eta if todo and cfg.runtime == "torch" else None, stages,
+                         refine.scan_seconds, refine.at_keys)
+
+
+def _count_skipped(meta: dict, skipped: tuple[str, ...]) -> None:
+    """Add one key's failed candidates to the table's tally (``lut info`` shows it): how
+    many keys lost a candidate, and how often each engine's error came up."""
+    tally = meta.setdefault("engines_skipped", {"keys": 0, "errors": {}})
+    tally["keys"] += 1
+    for err in skipped:
+        tally["errors"][err] = tally["errors"].get(err, 0) + 1
 
 
 def _measure_row(key: OpKey, tc: TimingConfig, runtime: str, both: bool) -> dict:

@@ -187,6 +187,13 @@ def merge_meta(metas: Sequence[dict]) -> dict:
     merged["created"] = min(m.get("created", now_iso()) for m in metas)
     merged["updated"] = now_iso()
     merged["hosts"] = sorted({h for m in metas for h in m.get("hosts", [m.get("host")]) if h})
+    tallies = [m["engines_skipped"] for m in metas if m.get("engines_skipped")]
+    if tallies:  # failed candidates (profiler.run._count_skipped) of every part
+        errors: dict[str, int] = {}
+        for t in tallies:
+            for err, n in t["errors"].items():
+                errors[err] = errors.get(err, 0) + n
+        merged["engines_skipped"] = {"keys": sum(t["keys"] for t in tallies), "errors": errors}
     # Readings of different reference keys (profiler.drift) are on different scales: the
     # joined rows cannot be put on one machine speed, and are then used as measured.
     if len({json.dumps((m.get("drift") or {}).get("key"), sort_keys=True) for m in metas}) > 1:

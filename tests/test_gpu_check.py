@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.timeout(1500)
 def test_gpu_check_smoke_runs_every_step(tmp_path, request):
     # A minute of make test's five: `make gpu-smoke` runs it, and before a GPU session
-    # it must pass (README, "The prepared GPU check").
+    # it must pass (docs/results.md, "The prepared GPU check").
     only_when_asked(request, 60)
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "benchmarks/gpu_check.py", "--smoke", "--out",

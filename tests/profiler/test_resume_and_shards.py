@@ -121,12 +121,13 @@ def test_torchrun_two_cpu_ranks_profile_disjoint_shards_and_merge(tmp_path):
 
 
 def test_weights_mode_is_chosen_by_model_size_and_recorded(tmp_path):
-    from hwprune.profiler.device import cache_bytes
+    from hwprune.profiler.device import cache_bytes, cache_guesses
 
     small = profile_model(ProfileConfig("demo", tmp_path / "demo.parquet", step=64,
                                         progress=False, layers=["fc"],
                                         timing=TimingConfig(**FAST)))
     assert read_lut(small.out)[1]["weights"] == "hot"  # 0.6 MB of weights stay in cache
+    assert read_lut(small.out)[1]["cache_guessed"] == cache_guesses("cpu")
     big = profile_model(ProfileConfig("resnet18", tmp_path / "r18.parquet", step=512,
                                       input_size=32, progress=False, layers=["fc"],
                                       timing=TimingConfig(**FAST)))
@@ -138,6 +139,29 @@ def test_weights_mode_is_chosen_by_model_size_and_recorded(tmp_path):
         profile_model(ProfileConfig("resnet18", tmp_path / "r18.parquet", step=512,
                                     input_size=32, progress=False, layers=["fc"],
                                     timing=TimingConfig(**FAST), weights=forced))
+
+
+def test_an_unreadable_cache_size_is_recorded_as_guessed_and_shown(tmp_path, monkeypatch):
+    """The cache size steers cold/hot timing (and a runtime table's blend): where it cannot
+    be read, the assumed value is said in the table and by `lut info`, not used silently."""
+    from click.testing import CliRunner
+
+    import hwprune.profiler.device as device
+    from hwprune.cli import cli
+
+    monkeypatch.setattr(device, "CPU_CACHE_DIR", str(tmp_path / "no-such-dir"))
+    assert device.cache_bytes("cpu") == device.ASSUMED_LLC_BYTES
+    assert device.core_cache_bytes() == 0
+    assert len(device.cache_guesses("cpu", blend=True)) == 2
+    res = profile_model(ProfileConfig("demo", tmp_path / "demo.parquet", step=64,
+                                      progress=False, layers=["fc"],
+                                      timing=TimingConfig(**FAST)))
+    meta = read_lut(res.out)[1]
+    assert meta["cache_bytes"] == device.ASSUMED_LLC_BYTES
+    assert meta["cache_guessed"] == ["last-level cache size unreadable: assumed 32 MiB"]
+    info = CliRunner().invoke(cli, ["lut", "info", str(res.out)])
+    assert info.exit_code == 0 and \
+        "GUESSED  last-level cache size unreadable: assumed 32 MiB" in info.output
 
 
 def test_time_budget_stops_early_keeps_the_parts_and_a_rerun_finishes(tmp_path):

@@ -138,6 +138,22 @@ def test_bad_targets_and_uncovered_models_exit_2(demo_lut, tmp_path):
     assert res.exit_code == 2 and not (tmp_path / "none").exists()
 
 
+def test_a_table_of_mixed_steps_needs_a_group_size(demo_lut, tmp_path):
+    from hwprune.profiler import read_lut
+    from hwprune.profiler.table import write_lut
+
+    rows, meta = read_lut(demo_lut)
+    src = meta["sources"][0]
+    meta["sources"] = [src, {**src, "model": "other", "step": 16}]
+    mixed = write_lut(rows, meta, tmp_path / "mixed.parquet")
+    res = _run("plan", "demo", "--lut", mixed, "--out", tmp_path / "m", "--no-cost")
+    assert res.exit_code == 2 and "joins grids of steps [16, 32]: give --group-size" in res.output
+    assert not (tmp_path / "m").exists()
+    res = _run("plan", "demo", "--lut", mixed, "--out", tmp_path / "m", "--no-cost",
+               "--group-size", 32)
+    assert res.exit_code == 0, res.output
+
+
 def _plan(demo_lut, tmp_path, *extra):
     res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "base", *extra)
     assert res.exit_code == 0, res.output
