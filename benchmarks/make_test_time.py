@@ -49,8 +49,11 @@ def one_run(repo: Path, timeout: float) -> dict:
         rc_t, test_s, out_t = _timed(["make", "test"], clone, timeout)
     summary = next((ln.strip() for ln in reversed(out_t.splitlines())
                     if re.search(r"\d+ (passed|failed)", ln)), "")
+    # make test runs pytest -q: its short summary names each failed test
+    failed = [ln.strip() for ln in out_t.splitlines() if ln.startswith(("FAILED ", "ERROR "))]
     return {"install_s": round(install_s, 1), "test_s": round(test_s, 1),
-            "total_s": round(install_s + test_s, 1), "pytest": summary, "rc": rc_t}
+            "total_s": round(install_s + test_s, 1), "pytest": summary, "rc": rc_t,
+            **({"failed": failed, "output_tail": out_t[-4000:]} if rc_t != 0 else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,11 @@
 Each script runs as ``python benchmarks/NAME.py --out DIR`` in its own process (so one
 failure does not stop the others), re-measures everything, and writes NAME.json; this
 runner copies each to ``OUT/NAME_<cpu|cuda>.json`` and writes ``OUT/summary.md`` with
-the machine (device, torch, cuDNN, date) and the headline numbers of every result.
+the machine (device, torch, cuDNN, date) and the headline numbers of every result file
+in OUT (those of other scripts and runs too). A script that exits non-zero, or writes no
+JSON, keeps its last good result, is listed as FAILED with its last error line in
+summary.md (from ``OUT/run_status.json``, each script's last run), and makes this runner
+exit 1.
 
     python benchmarks/run_all.py --out benchmarks/results            # CPU benchmarks
     python benchmarks/run_all.py --out benchmarks/results --gpu      # + their GPU variants
@@ -37,6 +41,12 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "timm_coverage": ([], None),
     # CPU: issue 4's check (resnet18 at 112 px, batch 1, one thread, whole step-32 grid,
     # calibrated, 32 variants; about 5 minutes); GPU: the H100 check of issue 4.
+    # the profile's ETA against its scan on three models (about 5 minutes)
+    "profile_eta": ([], None),
+    # three fresh validations of two tables beside the FLOPs/params lines (about 6 minutes)
+    "lut_validation_repeat": ([], None),
+    # every torchvision classifier's smallest member of each family (about 4 minutes)
+    "torchvision_coverage": ([], None),
     "lut_validation": (["--device", "cpu", "--mode", "eager", "--batch", "1", "--dtype", "fp32",
                         "--threads", "1", "--models", "resnet18", "--full-grid", "resnet18",
                         "--input-size", "112", "--step", "32", "--samples", "32",
@@ -47,17 +57,37 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
 
 
 def run(name: str, args: list[str], out: Path, kind: str) -> dict:
+    """One script in its own process; its JSON replaces the stored one only when it
+    succeeded (a failed run keeps the last good result, and is listed as failed)."""
     tmp = out / f".{name}_{kind}"
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--out", str(tmp), *args])
+    proc = subprocess.run([sys.executable, str(HERE / f"{name}.py"), "--out", str(tmp), *args],
+                          stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(proc.stderr)
     status = {"name": name, "kind": kind, "rc": proc.returncode,
-              "seconds": time.perf_counter() - t0}
+              "seconds": round(time.perf_counter() - t0, 1),
+              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     produced = tmp / f"{name}.json"
-    if proc.returncode == 0 and produced.is_file():
+    if proc.returncode == 0 and not produced.is_file():
+        status["rc"], status["error"] = 1, f"exit 0 but no {name}.json written"
+    elif proc.returncode != 0:
+        status["error"] = (proc.stderr.strip().splitlines() or ["(no output)"])[-1][:300]
+    if status["rc"] == 0:
         shutil.copyfile(produced, out / f"{name}_{kind}.json")
     shutil.rmtree(tmp, ignore_errors=True)
     return status
+
+
+STATUS = "run_status.json"
+
+
+def record_statuses(out: Path, statuses: list[dict]) -> None:
+    """Each script's last run (ok or failed) by name and kind, kept across invocations."""
+    path = out / STATUS
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    known.update({f"{s['name']}_{s['kind']}": s for s in statuses})
+    path.write_text(json.dumps(known, indent=1) + "\n")
 
 
 def _headline(name: str, r: dict) -> str:
@@ -87,6 +117,35 @@ def _headline(name: str, r: dict) -> str:
                     f"{100 * x['accuracy']:.1f}%" if "error" not in x
                     else "unreachable") for x in r["rows"]]
         return "; ".join(cells)
+    if name in ("timm_coverage", "torchvision_coverage"):
+        c = r["counts"]
+        return (f"{c.get('works', 0)} work end to end, {c.get('refused', 0)} refused, "
+                f"{c.get('fails', 0)} fail, {c.get('out of scope', 0)} out of scope"
+                + (f" ({r['works_share_of_in_scope']:.1%} of the in-scope families work)"
+                   if "works_share_of_in_scope" in r else "") + f"; {r['seconds']:.0f} s")
+    if name == "make_test_time":
+        return (f"clean-clone install + make test: median {r['median_total_s']:.0f} s, range "
+                f"{r['range_total_s'][0]:.0f}-{r['range_total_s'][1]:.0f} s over "
+                f"{len(r['runs'])} runs; within {r['bound_s']:.0f} s: {r['within_bound']} "
+                f"(commit {r['commit'][:7]})")
+    if name == "profile_eta":
+        return "; ".join(f"{x['case']}: scan {x['scan_s']:.0f} s, pilot's ETA "
+                         f"x{x['pilot_eta_over_scan']:.2f}, after {x['refined_at_keys']} keys "
+                         f"x{x['refined_eta_over_scan']:.2f}" for x in r["rows"])
+    if name == "lut_validation_repeat":
+        def cell(c, est):
+            f = c["over_runs"][est]
+            return (f"R² {f['r2_identity']['median']:.3f} [{f['r2_identity']['min']:.3f}-"
+                    f"{f['r2_identity']['max']:.3f}], MAPE {100 * f['mape']['median']:.1f}%")
+        return "; ".join(f"{c['case']} ({len(c['runs'])} runs, median [range]): table "
+                         f"{cell(c, 'table')}, FLOPs line {cell(c, 'flops_line')}, params line "
+                         f"{cell(c, 'params_line')}" if c.get("over_runs") else
+                         f"{c['case']}: failed" for c in r["cases"])
+    if name == "runtime_gap":
+        return f"models {', '.join(r['models'])} timed in torch, ONNX Runtime and OpenVINO"
+    if name == "lut_validation" and "runs" in r:
+        return (f"assembled by hand from {len(r['runs'])} runs of lut_validation.py "
+                f"--runtime (see its note); not regenerated by this runner")
     if name.startswith("lut_validation"):
         return f"{r['regime']}, step {r['step']}: " + "; ".join(
             f"{m}: R² identity {x['report']['r2_identity']:.4f}, MAPE "
@@ -97,23 +156,43 @@ def _headline(name: str, r: dict) -> str:
             + f"), FLOPs proxy R² "
             f"{x['report']['proxies']['flops']['r2_linear']:.2f}" if "report" in x
             else f"{m}: not validated in this run" for m, x in r["models"].items())
-    return ""
+    return "(no headline for this result: read the file)"
+
+
+def script_of(stem: str) -> str:
+    """The script a result file came from: the longest script name its stem starts with
+    (``prune_digits_snap_cpu`` -> prune_digits), else the stem without its last part."""
+    names = sorted(set(SCRIPTS) | {"make_test_time", "runtime_gap"}, key=len, reverse=True)
+    return next((n for n in names if stem.startswith(n + "_")), stem.rsplit("_", 1)[0])
 
 
 def summarize(out: Path) -> Path:
     lines = ["# Benchmark results", "",
-             "Written by `python benchmarks/run_all.py`; each JSON holds the full result.", "",
+             "Written by `python benchmarks/run_all.py` from every result file here; each "
+             "JSON holds the full result.", "",
              "| result | device | torch | cuDNN | date | headline |", "|---|---|---|---|---|---|"]
     for path in sorted(out.glob("*.json")):
-        name = path.stem.rsplit("_", 1)[0]
+        if path.name == STATUS:
+            continue
+        name = script_of(path.stem)
         try:
             r = json.loads(path.read_text())
             m = r.get("machine", {})
             head = _headline(name, r)
-        except (ValueError, KeyError, TypeError) as exc:
-            m, head = {}, f"(unreadable: {exc})"
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            m, head = {}, f"(unreadable: {type(exc).__name__}: {exc})"
         lines.append(f"| `{path.name}` | {m.get('device_name', '?')} | {m.get('torch', '?')} | "
                      f"{m.get('cudnn', '-')} | {str(m.get('date', '?'))[:10]} | {head} |")
+    status = out / STATUS
+    runs = json.loads(status.read_text()) if status.is_file() else {}
+    if runs:
+        lines += ["", "## Last run of each script", "",
+                  "| script | state | seconds | when | error |", "|---|---|---|---|---|"]
+        for key, s in sorted(runs.items()):
+            state = "ok" if s["rc"] == 0 else f"**FAILED** (exit {s['rc']}; the result above, " \
+                "if any, is from an earlier run)"
+            lines.append(f"| {key} | {state} | {s['seconds']:.0f} | {s['date']} | "
+                         f"{s.get('error', '')} |")
     md = out / "summary.md"
     md.write_text("\n".join(lines) + "\n")
     return md
@@ -135,6 +214,7 @@ def main() -> None:
             statuses.append(run(name, cpu_args, args.out, "cpu"))
             if args.gpu and gpu_args is not None:
                 statuses.append(run(name, gpu_args, args.out, "cuda"))
+    record_statuses(args.out, statuses)
     md = summarize(args.out)
     for s in statuses:
         print(f"{s['name']} ({s['kind']}): {'ok' if s['rc'] == 0 else 'FAILED rc=%d' % s['rc']}"

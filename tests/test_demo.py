@@ -46,15 +46,17 @@ def test_quick_demo_runs_end_to_end(tmp_path):
         assert (r["verdict"] == "met") == (r["ratio_high"] <= r["budget"]), r
         assert (r["verdict"] == "missed") == (r["ratio_low"] > r["budget"]), r
         assert (tmp_path / "demo" / "runs" / r["run"] / "pruned.pt").is_file()
-    # The demo's promise: a hardware-aware model is not clearly over its budget, unless the
-    # LUT says it cannot get there. 'uncertain' (the rounds' interval straddles the budget)
-    # is allowed: on a shared machine the final measurement can straddle it even after the
-    # loop's measurement was all within it.
+    # The loop stops on its own measurement; the row's verdict is a fresh one taken after
+    # it (issue 31), which on a shared machine may straddle or even miss the budget the
+    # loop's met, so only the loop's claims are checked here, not the machine's noise.
     for r in done:
-        if r["criterion"] == "taylor-latency" and r["loop_stopped"] != "at the LUT's floor":
-            assert r["verdict"] in ("met", "uncertain"), r
-            # the loop claims 'met' only on a met verdict of its own measurement
+        if r["criterion"] == "taylor-latency":
+            # the loop claims 'met' only on a met verdict of its own measurement, and stops
+            # short of met only at the LUT's floor or out of retries
             assert r["loop_stopped"] != "met" or r["loop_verdict"] == "met", r
+            assert r["loop_stopped"] in ("met", "met on its point estimate",
+                                         "at the LUT's floor", "out of retries"), r
+            assert r["settled"] in ("met", "missed") and r["settled_by"], r
     # Each criterion's tighter budget continues from its looser one's pruned student
     by = {(r["budget"], r["criterion"]): r for r in done}
     for (b, crit), r in by.items():
