@@ -158,7 +158,7 @@ def profile(model: ResolvedModel | str, out: str | os.PathLike | None = None, *,
                 fit_calibration(CalibrateConfig(model, lut_path, calibrate, size,
                                                 progress=progress))
             except TooFewVariants as exc:  # as `hwprune profile`: the table is complete
-                warnings.warn(f"not calibrated: {exc}", stacklevel=3)
+                warnings.warn(f"not calibrated: {exc}", stacklevel=2)
         lut = Lut.load(lut_path)
         if out is None:
             lut.source = "<memory>"  # its file goes with the temporary directory
