@@ -84,6 +84,8 @@ STATUS = "run_status.json"
 
 def record_statuses(out: Path, statuses: list[dict]) -> None:
     """Each script's last run (ok or failed) by name and kind, kept across invocations."""
+    if not statuses:  # --summary-only: nothing ran
+        return
     path = out / STATUS
     known = json.loads(path.read_text()) if path.is_file() else {}
     known.update({f"{s['name']}_{s['kind']}": s for s in statuses})
