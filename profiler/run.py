@@ -259,11 +259,6 @@ class _EtaRefinement:
              f"keys took {elapsed / self.done:.2g} x the pilot's estimate for them)", self.show)
 
 
-def estimate_seconds(trace: Trace, keys: Sequence[OpKey], cfg: TimingConfig) -> float:
-    """ETA from a pilot run of each layer config (``pilot_configs``, ``eta_seconds``)."""
-    return eta_seconds(pilot_configs(trace, keys, cfg), keys, cfg)
-
-
 def _log(msg: str, enabled: bool) -> None:
     if enabled:
         print(msg, file=sys.stderr, flush=True)
