@@ -24,6 +24,11 @@ def reach_lines(r: Reach, group_size: int) -> list[str]:
     lines = [f"reach: estimate now {r.now_ms:.3f} ms ({how}); floor {r.floor_ms:.3f} ms with "
              f"every prunable dimension at its last group of {group_size}; at most "
              f"{r.max_speedup:.2f}x faster"]
+    if r.floor_ms >= r.now_ms:
+        # seen on a busy 2-core VM with a 20-repetition table of a tiny model: the smallest
+        # configurations timed slower than the full ones
+        lines.append("the table sees no saving: the floor is not below the estimate now, so its "
+                     "noise exceeds what pruning removes here; profile with more repetitions")
     if r.target_ms is not None:
         if r.target_ms >= r.now_ms:
             verdict = f"not below the estimate now ({r.now_ms:.3f} ms): nothing to prune"

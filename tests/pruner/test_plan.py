@@ -211,3 +211,12 @@ def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property, 
         f"{k} {planned[k]:.2f}/{timed[k]:.2f}" for k in timed)
         + f"; steps {cost.prune_steps} planned, {steps} run; attempt {attempt + 1}")
     assert 0.5 < ratio < 2.0, (planned, timed)
+
+
+def test_reach_says_when_the_table_sees_no_saving():
+    from hwprune.pruner.plan import Reach
+    from hwprune.pruner.plan_report import reach_lines
+
+    assert not any("no saving" in s for s in reach_lines(Reach(1.0, 0.4, True), 8))
+    lines = reach_lines(Reach(0.192, 0.206, False), 8)
+    assert "at most 0.93x faster" in lines[0] and "the table sees no saving" in lines[1]
