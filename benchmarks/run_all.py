@@ -43,6 +43,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     # calibrated, 32 variants; about 5 minutes); GPU: the H100 check of issue 4.
     # the profile's ETA against its scan on three models (about 5 minutes)
     "profile_eta": ([], None),
+    # 5 long rounds against 8 short ones per measured verdict, two pairs (about 4 minutes)
+    "measure_rounds": ([], None),
     # three fresh validations of two tables beside the FLOPs/params lines (about 6 minutes)
     "lut_validation_repeat": ([], None),
     # every torchvision classifier's smallest member of each family (about 4 minutes)
@@ -143,6 +145,10 @@ def _headline(name: str, r: dict) -> str:
                          f"{cell(c, 'table')}, FLOPs line {cell(c, 'flops_line')}, params line "
                          f"{cell(c, 'params_line')}" if c.get("over_runs") else
                          f"{c['case']}: failed" for c in r["cases"])
+    if name == "measure_rounds":
+        return "; ".join(f"{p}: " + ", ".join(
+            f"{k} {v['seconds_median']:.1f} s, interval width {v['interval_width_median']:.3f}"
+            for k, v in x["settings"].items()) for p, x in r["pairs"].items())
     if name == "runtime_gap":
         return f"models {', '.join(r['models'])} timed in torch, ONNX Runtime and OpenVINO"
     if name == "lut_validation" and "runs" in r:

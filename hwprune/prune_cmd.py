@@ -84,7 +84,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
                    "resnet50) at most this often, and when pruning ends; 0 = after every "
                    "step. An interrupted run resumes from it, losing at most this much work.")
 @click.option("--no-measure", is_flag=True, help="Skip the end-to-end latency measurement.")
-@click.option("--measure-rounds", type=click.IntRange(min=1), default=5, show_default=True,
+@click.option("--measure-rounds", type=click.IntRange(min=1), default=8, show_default=True,
               help="Interleaved rounds of teacher and student per latency measurement; one "
                    "whose interval straddles the budget is measured up to twice as many, then "
                    "settled by its median (and says so).")

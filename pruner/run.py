@@ -23,6 +23,7 @@ and the weights, momentum and step count are in the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -45,6 +46,8 @@ from hwprune.profiler.timing import cudnn_benchmark
 from hwprune.pruner.data import DataError, ImageSet, evaluate, load_images
 from hwprune.pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from hwprune.pruner.groups import out_channels
+from hwprune.luts.variants import timing_of
+from hwprune.profiler.runtime_timing import RuntimeNets
 from hwprune.pruner.measure import measure_pair, measure_until_settled, summarize_pair
 from hwprune.pruner.measured_target import close_loop
 from hwprune.pruner.plan import Reach
@@ -75,8 +78,15 @@ class PruneJob:
     mean: tuple[float, ...] | None = None  # normalisation for image folders
     std: tuple[float, ...] | None = None
     measure: bool = True             # confirm the latency by measurement in the LUT's mode
-    measure_rounds: int = 5
-    measure_max_reps: int = 1000     # per round and network (adaptive: stops at a 1% CI)
+    # Interleaved rounds per measurement, and calls per round and network (adaptive: fewer
+    # once a round's median is within 1%). Rounds carry a shared machine's noise, calls
+    # hardly: 8 rounds of up to 100 calls gave as narrow an interval as 5 of up to 1000 (0.010
+    # against 0.012 on the digits net, 0.013 against 0.015 on resnet18 at 64 px), in a fifth
+    # of the time on the digits net (1.05 s against 5.23) and 1.25x on resnet18 (12.7 s
+    # against 10.1), medians of 6 runs (benchmarks/results/measure_rounds_cpu.json); from 8
+    # rounds the sign-test interval leaves out the extreme round on each side.
+    measure_rounds: int = 8
+    measure_max_reps: int = 100
     device: str = "cpu"              # where pruning and fine-tuning run
     progress: bool = True
     # Prune on until the student *measures* at most this fraction of the teacher's latency
@@ -263,14 +273,14 @@ def run_job(job: PruneJob) -> dict:
     try:
         # The whole job, not just the training loops: building the dependency graph and
         # shrinking a resumed student run convolutions too.
-        with cudnn_benchmark(job.cudnn_benchmark):
-            return _run_job(job)
+        with cudnn_benchmark(job.cudnn_benchmark), contextlib.ExitStack() as cleanup:
+            return _run_job(job, cleanup)
     finally:
         if own:
             dist.destroy_process_group()
 
 
-def _run_job(job: PruneJob) -> dict:
+def _run_job(job: PruneJob, cleanup: contextlib.ExitStack) -> dict:
     t0 = time.perf_counter()
     rank, world = _dist()
     resolved = resolve_model(job.teacher, weights=job.weights, allow_builder=job.allow_builder,
@@ -297,6 +307,10 @@ def _run_job(job: PruneJob) -> dict:
             # first guess: the same fraction of the teacher's LUT estimate
             job.prune = replace(job.prune, target_latency_ms=job.measured_ratio *
                                 _est(teacher, lut, size, in_ch))
+    exports = None  # one export per distinct network for the whole job (measure_pair)
+    if job.runtime != "torch" and lut is not None and job.measure and rank == 0:
+        exports = cleanup.enter_context(RuntimeNets(job.runtime, size, in_ch,
+                                                    timing_of(lut, 2).threads))
     data = load_images(job.data, size, job.mean, job.std)
     if tuple(data.images.shape[1:]) != (in_ch, *hw(size)):
         raise DataError(f"{data.source}: images are {tuple(data.images.shape[1:])}, the model "
@@ -365,7 +379,7 @@ def _run_job(job: PruneJob) -> dict:
                 t_m = time.perf_counter()
                 last[:] = [measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
                                         job.measure_max_reps, job.measured_ratio, previous=prev,
-                                        runtime=job.runtime)]
+                                        runtime=job.runtime, exports=exports)]
                 phases["measuring"] += time.perf_counter() - t_m
                 return last[0]
 
@@ -421,7 +435,7 @@ def _run_job(job: PruneJob) -> dict:
         report["measured"] = {**measure_until_settled(
             lambda prev: measure_pair(teacher, student, lut, size, in_ch, job.measure_rounds,
                                       job.measure_max_reps, job.measured_ratio, previous=prev,
-                                      runtime=job.runtime),
+                                      runtime=job.runtime, exports=exports),
             job.measured_ratio, 2 * job.measure_rounds), "measured_at": "after fine-tuning, "
             "in new rounds (the reported verdict)"}
     if loop and last:

@@ -1,5 +1,6 @@
 """Networks timed in ONNX Runtime and OpenVINO with the profiler's protocol."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -37,6 +38,22 @@ def test_a_network_is_timed_in_the_runtime(runtime):
     # 16x fewer multiply-adds in every conv: faster in any runtime, by a wide margin
     assert s.median_ms < b.median_ms
     assert not workdir.exists()
+
+
+def test_an_equal_network_reuses_its_export_and_a_changed_one_does_not():
+    torch.manual_seed(0)
+    net = build_demo(width=8).eval()
+    with RuntimeNets("onnxruntime", 16, 1) as rn:
+        first = rn.add("teacher", net)
+        assert rn.add("again", copy.deepcopy(net)) is first and rn.exported == 1
+        with torch.no_grad():
+            next(net.parameters()).add_(1.0)  # same structure, other weights
+        changed = rn.add("student", net)
+        assert changed is not first and rn.exported == 2
+        x = np.random.randn(1, 1, 16, 16).astype(np.float32)
+        with torch.no_grad():
+            want = net(torch.from_numpy(x)).numpy()
+        assert np.abs(changed.run(x) - want).max() <= 1e-3  # the changed weights in it
 
 
 def test_torch_is_not_a_runtime_here():
