@@ -1,0 +1,296 @@
+"""Table 9 against the baselines: accuracy at a measured latency budget, per criterion, over
+several seeds, on the digits task (issue 32; issue 31's accuracy over seeds).
+
+Set-up, once (the user's model and device are fixed): the demo's width-64 teacher trained
+on scikit-learn's digits (seed 0), its CPU LUT at one thread (step 8), calibrated and
+validated on measured pruned variants, whose report also fits the FLOPs and parameter-count
+proxies on the same variants (recorded beside the table's R²: where latency follows a
+proxy, a latency table cannot rank better than that proxy).
+
+Then for every seed (new DeepInversion images, pruning minibatches and fine-tuning order),
+every criterion and every budget (a fraction of the teacher's measured latency, loosest
+first), a pruned network is made from the synthesized images only, fine-tuned the same way
+(distillation on those images, the demo's schedule), measured against the teacher in fresh
+interleaved rounds (median per-round ratio, settled verdict) and scored on the real
+held-out digits (449 images, never trained on). Criteria:
+
+  taylor-latency  hwprune: Taylor on the KL to the teacher + eta x LUT latency saving
+  taylor          the same with eta = 0 (latency-blind)
+  flops-aware     the same with the saving in multiply-adds instead of the LUT
+  tp-taylor       Torch-Pruning's own pruner (GroupTaylorImportance, global ranking,
+                  round_to = the LUT step), its channel fraction bisected to the budget
+                  (pruner.baseline); then the same fine-tuning
+  tp-magnitude    the same with GroupMagnitudeImportance (L2)
+
+hwprune's criteria train the student between pruning steps (part of the method); every
+criterion gets the same fine-tuning epochs afterwards. Per (budget, criterion): mean and
+95% t-interval over seeds of the accuracy and of the measured latency ratio. Every run
+re-measures; OUT/table9.json holds each run and the summary with the machine's metadata,
+OUT/table9.png the figure. ``--resume`` keeps the runs already in OUT/table9.json (same
+settings) and does the rest.
+
+    python benchmarks/table9.py --out DIR                      # about an hour on 2 cores
+    python benchmarks/table9.py --out DIR --seeds 0 1 --criteria taylor tp-taylor
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from _common import machine, write_json  # noqa: E402
+from hwprune.demo import DemoConfig, _images, _lut, _teacher, lut_target  # noqa: E402
+from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
+from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
+from hwprune.pruner.baseline import BaselineError, TorchPruningConfig, to_measured_budget  # noqa: E402
+from hwprune.pruner.data import evaluate, load_images  # noqa: E402
+from hwprune.pruner.finetune import FineTuneConfig, finetune  # noqa: E402
+from hwprune.pruner.measure import measure_pair, measure_until_settled  # noqa: E402
+from hwprune.pruner.run import PruneJob, run_job  # noqa: E402
+from hwprune.zoo import load_checkpoint  # noqa: E402
+from hwprune.zoo.digits import load_digits  # noqa: E402
+
+HWPRUNE = {"taylor-latency": 1.0, "taylor": 0.0, "flops-aware": 1.0}  # criterion -> eta
+TP = {"tp-taylor": "taylor", "tp-magnitude": "magnitude"}
+CRITERIA = [*HWPRUNE, *TP]
+
+
+def _finetune_cfg(cfg: DemoConfig, seed: int) -> FineTuneConfig:
+    return FineTuneConfig(epochs=cfg.epochs, milestones=(max(1, int(cfg.epochs * 2 / 3)),),
+                          shift=2, seed=seed)
+
+
+def _measured(teacher, student, lut, cfg: DemoConfig, budget: float) -> dict:
+    """The fresh verdict, exactly as a prune job takes it (pruner.run)."""
+    return measure_until_settled(
+        lambda prev: measure_pair(teacher, student, lut, 32, 1, cfg.measure_rounds,
+                                  cfg.measure_max_reps, budget, previous=prev),
+        budget, 2 * cfg.measure_rounds)
+
+
+def _row(m: dict, accuracy: float, filters: int, seconds: float, **extra) -> dict:
+    return {**extra, "measured_ratio": m["ratio"], "ratio_low": m["ratio_low"],
+            "ratio_high": m["ratio_high"], "settled": m["settled"],
+            "settled_by": m["settled_by"], "rounds": m["rounds"], "spread": m["spread"],
+            "measured_ms": m["pruned_ms"], "accuracy": accuracy, "filters": filters,
+            "seconds": seconds}
+
+
+def _conv_filters(module) -> int:
+    return sum(c.out_channels for c in module.modules() if isinstance(c, torch.nn.Conv2d))
+
+
+def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, out) -> list:
+    """One criterion's budgets, loosest first, each run continuing from the last one's
+    pruned student, as in the demo."""
+    rows, previous = [], None
+    common = dict(group_size=cfg.step, groups_per_step=cfg.groups_per_step,
+                  interval=cfg.interval, shift=2, seed=seed)
+    for budget in budgets:
+        t0 = time.perf_counter()
+        run = out / "runs" / f"{crit}-s{seed}-{budget:.2f}"
+        shutil.rmtree(run, ignore_errors=True)
+        base = {"criterion": crit, "seed": seed, "budget": budget}
+        try:
+            rep = run_job(PruneJob(
+                str(ckpt), run, str(images), [str(lut)],
+                PruneConfig(criterion=crit, eta=HWPRUNE[crit], target_latency_ms=lut_target(
+                    budget, est_teacher, fit), **common),
+                _finetune_cfg(cfg, seed), val="digits-test", measure_rounds=cfg.measure_rounds,
+                measure_max_reps=cfg.measure_max_reps, progress=False, measured_ratio=budget,
+                measured_retries=cfg.retries, start_from=previous))
+        except TargetError as exc:
+            rows.append({**base, "error": str(exc)})
+            continue
+        previous = run
+        student = load_checkpoint(run / "pruned.pt").module
+        rows.append(_row(rep["measured"], rep["accuracy"]["pruned"], _conv_filters(student),
+                         time.perf_counter() - t0, **base))
+    return rows
+
+
+def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
+    rows = []
+    tpc = TorchPruningConfig(importance=TP[crit], group_size=cfg.step, seed=seed, steps=6)
+    for budget in budgets:
+        t0 = time.perf_counter()
+        base = {"criterion": crit, "seed": seed, "budget": budget}
+        try:
+            student, info = to_measured_budget(
+                teacher, images, budget, lambda s: _measured(teacher, s, lut, cfg, budget), tpc)
+        except BaselineError as exc:
+            rows.append({**base, "error": str(exc)})
+            continue
+        finetune(student, teacher, images, _finetune_cfg(cfg, seed))
+        m = _measured(teacher, student, lut, cfg, budget)  # fresh, after the search
+        rows.append(_row(m, evaluate(student, test), _conv_filters(student),
+                         time.perf_counter() - t0, fraction=info["fraction"],
+                         search=info["search"], **base))
+    return rows
+
+
+def interval(values: list[float]) -> dict:
+    """Mean and 95% t-interval over seeds (n - 1 degrees of freedom)."""
+    a = np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return {"mean": float(a.mean()) if len(a) else None, "low": None, "high": None,
+                "n": len(a)}
+    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    return {"mean": float(a.mean()), "low": float(a.mean() - half),
+            "high": float(a.mean() + half), "n": len(a)}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    cells = []
+    for budget in sorted({r["budget"] for r in rows}, reverse=True):
+        for crit in CRITERIA:
+            rs = [r for r in rows if r["budget"] == budget and r["criterion"] == crit]
+            if not rs:
+                continue
+            done = [r for r in rs if "error" not in r]
+            cells.append({"budget": budget, "criterion": crit, "runs": len(rs),
+                          "failed": len(rs) - len(done),
+                          "accuracy": interval([r["accuracy"] for r in done]),
+                          "measured_ratio": interval([r["measured_ratio"] for r in done]),
+                          "met": sum(r["settled"] == "met" for r in done)})
+    return cells
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"teacher {100 * result['teacher_acc']:.1f}% on {result['n_test']} real held-out "
+             f"digits; mean [95% interval] over {len(result['seeds'])} seeds",
+             f"{'budget':>6}  {'criterion':15s} {'accuracy %':>22s}  {'measured ratio %':>20s}"
+             f"  met"]
+    for c in result["summary"]:
+        a, m = c["accuracy"], c["measured_ratio"]
+        if a["mean"] is None:
+            lines.append(f"{100 * c['budget']:5.0f}%  {c['criterion']:15s} (no run reached it)")
+            continue
+        iv = (lambda d: f"{100 * d['mean']:5.1f} [{100 * d['low']:5.1f}-{100 * d['high']:5.1f}]"
+              if d["low"] is not None else f"{100 * d['mean']:5.1f} (one seed)")
+        lines.append(f"{100 * c['budget']:5.0f}%  {c['criterion']:15s} {iv(a):>22s}  "
+                     f"{iv(m):>20s}  {c['met']}/{c['runs'] - c['failed']}")
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for crit, marker in zip(CRITERIA, "osd^v"):
+        cs = [c for c in result["summary"] if c["criterion"] == crit
+              and c["accuracy"]["low"] is not None]
+        if not cs:
+            continue
+        x = [100 * c["measured_ratio"]["mean"] for c in cs]
+        y = [100 * c["accuracy"]["mean"] for c in cs]
+        xe = [[100 * (c["measured_ratio"]["mean"] - c["measured_ratio"]["low"]) for c in cs],
+              [100 * (c["measured_ratio"]["high"] - c["measured_ratio"]["mean"]) for c in cs]]
+        ye = [[100 * (c["accuracy"]["mean"] - c["accuracy"]["low"]) for c in cs],
+              [100 * (c["accuracy"]["high"] - c["accuracy"]["mean"]) for c in cs]]
+        ax.errorbar(x, y, xerr=xe, yerr=ye, fmt=marker + "-", capsize=3, label=crit, alpha=0.8)
+    ax.axhline(100 * result["teacher_acc"], color="k", lw=0.8, ls=":", label="teacher")
+    ax.set(xlabel="measured latency, % of the teacher's (batch 1, 1 thread)",
+           ylabel="accuracy on the real held-out digits (%)",
+           title=f"mean and 95% interval over {len(result['seeds'])} seeds")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def setup(cfg: DemoConfig, out: Path) -> dict:
+    data = load_digits(seed=0)
+    ckpt, teacher_acc = _teacher(replace(cfg, seed=0), data)
+    lut = _lut(cfg, ckpt)
+    shutil.rmtree(out / "validate", ignore_errors=True)
+    val = validate(ValidateConfig(str(ckpt), [str(lut)], out / "validate",
+                                  samples=cfg.validate_samples, rounds=cfg.validate_rounds,
+                                  progress=False))
+    teacher = load_checkpoint(ckpt).module
+    return {"ckpt": str(ckpt), "lut": str(lut), "teacher_acc": teacher_acc,
+            "teacher_estimated_ms": estimate(teacher, Lut.load(lut), 32, 1).total_ms,
+            "lut_validation": {k: val.get(k) for k in (
+                "estimator", "r2_identity", "r2_linear", "mape", "n_samples", "fit_slope",
+                "fit_intercept_ms", "r2_linear", "proxies", "operator_sum")}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--budgets", type=float, nargs="+", default=[0.70, 0.50, 0.35])
+    ap.add_argument("--criteria", nargs="+", default=CRITERIA, choices=CRITERIA)
+    ap.add_argument("--quick", action="store_true",
+                    help="the quick demo's settings at width 24 (minutes; for tests)")
+    ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT")
+    args = ap.parse_args(argv)
+    cfg = (DemoConfig.quick_mode(width=24, n_images=50, iterations=10, epochs=1)
+           if args.quick else DemoConfig())
+    cfg = replace(cfg, out=args.out, progress=False, log=lambda *a: print(*a, flush=True))
+    args.out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
+    settings = {"quick": args.quick, "budgets": sorted(args.budgets, reverse=True),
+                "width": cfg.width, "epochs": cfg.epochs, "n_images": cfg.n_images,
+                "measure_rounds": cfg.measure_rounds, "measure_max_reps": cfg.measure_max_reps}
+    path = args.out / "table9.json"
+    old = json.loads(path.read_text()) if args.resume and path.is_file() else None
+    if old is not None and old["settings"] != settings:
+        raise SystemExit(f"{path}: made with other settings ({old['settings']}); "
+                         f"drop --resume or choose another --out")
+    t0 = time.perf_counter()
+    base = old["setup"] if old else setup(cfg, args.out)
+    test = load_images("digits-test", 32)
+    result = {"benchmark": "table9", "machine": machine("cpu"), "settings": settings,
+              "setup": base, "teacher_acc": base["teacher_acc"], "n_test": len(test),
+              "seeds": args.seeds, "criteria": args.criteria, "rows": old["rows"] if old else []}
+    done = {(r["seed"], r["criterion"]) for r in result["rows"]}
+    teacher = load_checkpoint(base["ckpt"]).module.eval()
+    lut = Lut.load(base["lut"])
+    for seed in args.seeds:
+        images_dir = _images(replace(cfg, seed=seed), Path(base["ckpt"]))
+        images = load_images(str(images_dir), 32)
+        for crit in args.criteria:
+            if (seed, crit) in done:
+                continue
+            rows = (hwprune_runs(cfg, base["ckpt"], base["lut"], images_dir,
+                                 base["teacher_estimated_ms"], base["lut_validation"], crit,
+                                 seed, settings["budgets"], args.out) if crit in HWPRUNE
+                    else tp_runs(cfg, teacher, lut, images, crit, seed, settings["budgets"],
+                                 test))
+            result["rows"] += rows
+            for r in rows:
+                print(f"seed {seed} {crit} {100 * r['budget']:.0f}%: " + (
+                    r["error"] if "error" in r else
+                    f"{100 * r['measured_ratio']:.0f}% of the teacher ({r['settled']}), "
+                    f"{100 * r['accuracy']:.1f}%, {r['seconds']:.0f} s"), flush=True)
+            result["summary"] = summarize(result["rows"])
+            result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
+            write_json(args.out, "table9.json", result)
+    result["summary"] = summarize(result["rows"])
+    write_json(args.out, "table9.json", result)
+    plot(result, args.out / "table9.png")
+    print(format_summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

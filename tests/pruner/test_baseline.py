@@ -1,0 +1,81 @@
+"""Torch-Pruning's own pruner brought to a measured budget (the Table 9 baseline)."""
+
+import pytest
+import torch
+
+from hwprune.luts import Lut, estimate
+from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, prune_fraction,
+                                     to_measured_budget)
+from hwprune.pruner.data import load_images
+from hwprune.pruner.measure import measure_pair, measure_until_settled
+from hwprune.zoo import resolve_model
+
+
+def _filters(m):
+    return [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
+
+
+@pytest.mark.parametrize("importance", ["taylor", "magnitude"])
+def test_a_fraction_is_removed_on_the_group_grid_and_the_classifier_kept(teacher_ckpt,
+                                                                         importance):
+    teacher = resolve_model(str(teacher_ckpt)).module.eval()
+    images = load_images("digits", 32)
+    cfg = TorchPruningConfig(importance=importance, group_size=8, batches=2, batch_size=32)
+    before = {n: p.clone() for n, p in teacher.state_dict().items()}
+    student = prune_fraction(teacher, images, 0.5, cfg)
+    assert sum(_filters(student)) < sum(_filters(teacher))
+    assert all(c % 8 == 0 for c in _filters(student))  # round_to = the table's step
+    assert student(images.images[:2]).shape == (2, 10)  # the classes stay
+    assert all(torch.equal(before[n], p) for n, p in teacher.state_dict().items())
+    assert not any(p.grad is not None for p in student.parameters())
+
+
+def test_the_baseline_reaches_a_measured_target_on_a_tiny_model(teacher_ckpt, teacher_lut):
+    """Real measurements in interleaved rounds: the least pruning found that meets 70%."""
+    teacher = resolve_model(str(teacher_ckpt)).module.eval()
+    lut = Lut.load(teacher_lut)
+    images = load_images("digits", 32)
+    goal = 0.7
+
+    def measure(student):
+        return measure_until_settled(
+            lambda prev: measure_pair(teacher, student, lut, 32, 1, 8, 30, goal, previous=prev),
+            goal, 16)
+
+    cfg = TorchPruningConfig(group_size=8, batches=2, batch_size=32, steps=5)
+    student, info = to_measured_budget(teacher, images, goal, measure, cfg)
+    assert info["measured"]["settled"] == "met" and info["measured"]["ratio"] > 0
+    assert sum(_filters(student)) < sum(_filters(teacher))
+    met = [h["fraction"] for h in info["search"] if h["settled"] == "met"]
+    missed = [h["fraction"] for h in info["search"] if h["settled"] != "met"]
+    assert info["fraction"] == min(met)  # the least pruning that met
+    assert all(f < info["fraction"] for f in missed)  # bisection: misses lie below it
+    assert len(info["search"]) == cfg.steps
+
+
+def test_bisection_finds_the_boundary_of_a_deterministic_measurement(teacher_ckpt,
+                                                                     teacher_lut):
+    """With the LUT's estimate as the 'measurement' the search is exact: the fraction found
+    meets the goal and one bisection interval less does not."""
+    teacher = resolve_model(str(teacher_ckpt)).module.eval()
+    lut = Lut.load(teacher_lut)
+    full = estimate(teacher, lut, 32, 1).total_ms
+    goal = 0.6
+
+    def measure(student, goal=goal):
+        r = estimate(student, lut, 32, 1).total_ms / full
+        return {"ratio": r, "ratio_low": r, "ratio_high": r,
+                "settled": "met" if r <= goal else "missed", "settled_by": "interval"}
+
+    cfg = TorchPruningConfig(importance="magnitude", group_size=8, steps=6)
+    _, info = to_measured_budget(teacher, images := load_images("digits", 32), goal, measure,
+                                 cfg)
+    assert info["measured"]["ratio"] <= goal
+    step = info["limit"] / 2 ** (cfg.steps - 1)
+    below = estimate(prune_fraction(teacher, images, info["fraction"] - step, cfg), lut, 32,
+                     1).total_ms / full
+    assert below > goal or info["fraction"] - step <= 0
+    with pytest.raises(BaselineError, match="out of its reach"):
+        to_measured_budget(teacher, images, 0.001, lambda s: measure(s, 0.001), cfg)
+    with pytest.raises(BaselineError, match="importance 'l1'"):
+        to_measured_budget(teacher, images, goal, measure, TorchPruningConfig(importance="l1"))
