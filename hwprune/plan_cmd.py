@@ -64,10 +64,14 @@ def plan_cmd(model, luts, out, target_latency, target_measured_ratio, input_size
                  and the operators no pruning touches
       staircase  per prunable dimension, the channel counts at which the LUT's
                  latency drops (edges), and the removals that save nothing (free)
+      proxies    whether latency-awareness can matter here: the table against fitted
+                 FLOPs and parameter-count lines on its calibration's measured
+                 variants (a proxy as good as the table: prune to that proxy instead)
     MODEL: a torchvision name, 'demo', or an hwprune checkpoint.
     """
     from hwprune.pruner.plan import PLAN_NOISE, PlanConfig, make_plan
     from hwprune.pruner.plan_report import format_plan, plot_plan
+    from hwprune.pruner.proxies import ProxyCheck, proxy_check
     from hwprune.luts import Lut
     from hwprune.luts.lookup import table_input_size
     from hwprune.pruner.groups import GroupError
@@ -89,6 +93,13 @@ def plan_cmd(model, luts, out, target_latency, target_measured_ratio, input_size
         sys.exit(2)
     click.echo(format_plan(plan, top))
     result = plan.as_dict()
+    try:
+        check = proxy_check(resolved.module, lut, size, resolved.in_channels, result["layers"],
+                            resolved.name)
+    except (ValueError, LutError, GroupError) as exc:  # the plan stands without it
+        check = ProxyCheck(False, f"no proxy comparison: {exc}")
+    click.echo(f"\nproxies: {check.line}")
+    result["proxies"] = check.as_dict()
     device = device or ("cuda" if lut.meta.get("device_kind") == "cuda" else "cpu")
     if not no_cost:
         result["cost"] = _cost(resolved, plan, device, n_images, synth_batch, preset,

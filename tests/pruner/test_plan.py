@@ -220,3 +220,45 @@ def test_reach_says_when_the_table_sees_no_saving():
     assert not any("no saving" in s for s in reach_lines(Reach(1.0, 0.4, True), 8))
     lines = reach_lines(Reach(0.192, 0.206, False), 8)
     assert "at most 0.93x faster" in lines[0] and "the table sees no saving" in lines[1]
+
+
+def test_plan_compares_the_table_with_the_proxies_on_its_calibration_variants(demo_lut,
+                                                                              tmp_path):
+    """Without calibration variants plan says so; with them (measured here, end to end) it
+    scores the table and the fitted FLOPs and parameter-count lines on the same variants."""
+    import shutil
+
+    from hwprune.luts import CalibrateConfig, calibrate
+
+    res = _run("plan", "demo", "--lut", demo_lut, "--out", tmp_path / "plain", "--no-cost")
+    assert res.exit_code == 0, res.output
+    assert "proxies: no proxy comparison: the table has no calibration variants" in res.output
+    assert json.loads((tmp_path / "plain" / "plan.json").read_text())["proxies"]["available"] \
+        is False
+    lut = shutil.copy(demo_lut, tmp_path / "cal.parquet")
+    calibrate(CalibrateConfig("demo", lut, samples=3, rounds=1, max_reps=10, progress=False,
+                              budget_s=5))
+    res = _run("plan", "demo", "--lut", lut, "--out", tmp_path / "cal", "--no-cost")
+    assert res.exit_code == 0, res.output
+    check = json.loads((tmp_path / "cal" / "plan.json").read_text())["proxies"]
+    assert check["available"] and check["n_variants"] == 3
+    for k in ("table", "flops", "params"):
+        assert check[k]["n_samples"] == 3 and 0 <= check[k]["mape"] < 1, (k, check[k])
+    line = next(s for s in res.output.splitlines() if s.startswith("proxies: "))
+    assert f"the table's MAPE is {100 * check['table']['mape']:.1f}%" in line
+    assert ("will do as well" in line) == (
+        min(check["flops"]["mape"], check["params"]["mape"]) <= check["table"]["mape"] + 0.02)
+    assert len(check["departures"]) == 3
+
+
+def test_the_proxy_line_follows_the_figures():
+    from hwprune.pruner.proxies import _line
+
+    shares = [{"name": "conv1", "latency_share": 0.4, "flops_share": 0.1}]
+    table, good, bad = {"mape": 0.05}, {"mape": 0.03}, {"mape": 0.20}
+    assert "latency follows the FLOPs within 3%" in _line(8, table, good, bad, shares)
+    assert "a FLOPs budget will do as well" in _line(8, table, good, bad, shares)
+    assert "parameter budget" in _line(8, table, bad, good, shares)
+    line = _line(8, table, bad, bad, shares)
+    assert "latency-awareness can matter" in line and \
+        "conv1 40% of the latency, 10% of the FLOPs" in line
