@@ -19,10 +19,17 @@ $(BIN)/python:
 # what is imported: this VM kind sets PYTHONDONTWRITEBYTECODE, under which nothing ever wrote
 # the cache and every test worker and subprocess (torchrun ranks, fresh-process reloads)
 # compiled torch again (a clean clone's tests took 261 s against 194 s compiled). Unexported
-# here for every recipe; it replaces a compileall of the whole site-packages (22 s).
+# here for every recipe; it replaces a compileall of the whole site-packages (22 s). One
+# process then imports what every test process imports, so that the two test workers do not
+# both compile it at once; a module that fails to import here fails in the tests, by name.
 unexport PYTHONDONTWRITEBYTECODE
+WARM := hwprune.cli hwprune.api hwprune.demo torch._dynamo torch.export torch.onnx \
+        torch.distributed.run torchvision torch_pruning onnx onnxscript onnxruntime openvino \
+        timm matplotlib.pyplot sklearn.datasets scipy.stats pyarrow.parquet hypothesis xdist
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-compile -e '.[test,runtimes,timm]'
+	-$(BIN)/python -c 'import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]' \
+	  $(WARM) > /dev/null 2>&1
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -43,6 +43,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     # calibrated, 32 variants; about 5 minutes); GPU: the H100 check of issue 4.
     # the profile's ETA against its scan on three models (about 5 minutes)
     "profile_eta": ([], None),
+    # Table 9: four criteria x three budgets x five seeds on the digits (about an hour)
+    "table9": (["--criteria", "taylor-latency", "taylor", "flops-aware", "tp-taylor"], None),
     # 5 long rounds against 8 short ones per measured verdict, two pairs (about 4 minutes)
     "measure_rounds": ([], None),
     # three fresh validations of two tables beside the FLOPs/params lines (about 6 minutes)
@@ -145,6 +147,13 @@ def _headline(name: str, r: dict) -> str:
                          f"{cell(c, 'table')}, FLOPs line {cell(c, 'flops_line')}, params line "
                          f"{cell(c, 'params_line')}" if c.get("over_runs") else
                          f"{c['case']}: failed" for c in r["cases"])
+    if name == "table9":
+        return "; ".join(
+            f"{100 * c['budget']:.0f}% {c['criterion']}: {100 * c['accuracy']['mean']:.1f}% "
+            f"[{100 * c['accuracy']['low']:.1f}-{100 * c['accuracy']['high']:.1f}] at "
+            f"{100 * c['measured_ratio']['mean']:.0f}% of the teacher"
+            for c in r["summary"] if c["accuracy"]["low"] is not None) + \
+            f" (mean [95% interval], {len(r['seeds'])} seeds, {r['n_test']} test images)"
     if name == "measure_rounds":
         return "; ".join(f"{p}: " + ", ".join(
             f"{k} {v['seconds_median']:.1f} s, interval width {v['interval_width_median']:.3f}"

@@ -61,6 +61,7 @@ def test_torch_is_not_a_runtime_here():
         RuntimeNets("torch", 32, 1)
 
 
+@pytest.mark.slow
 def test_runtime_gap_benchmark_runs_end_to_end(tmp_path, request):
     only_when_asked(request, 20)  # benchmarks/run_all.py runs the benchmark itself
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "runtime_gap.py"), "--out",

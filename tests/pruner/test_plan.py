@@ -195,6 +195,7 @@ def _plan_and_job(teacher, lut):
     return cost, {"synth": t1 - t0, "prune": t2 - t1, "finetune": t3 - t2}, pruner.step
 
 
+@pytest.mark.slow
 @pytest.mark.heavy
 def test_the_time_plan_is_within_2x_of_the_timed_job(demo_lut, record_property, request):
     """The plan times a few iterations of each part; the job runs them all. Plan and job

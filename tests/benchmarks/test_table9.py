@@ -1,0 +1,51 @@
+"""``benchmarks/table9.py``: its intervals, and a quick run end to end (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import only_when_asked
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "table9.py"
+sys.path.insert(0, str(BENCH.parent))
+
+from table9 import interval, summarize  # noqa: E402
+
+
+def test_the_interval_is_a_t_interval_over_seeds():
+    iv = interval([0.90, 0.92, 0.94])
+    # mean 0.92, sd 0.02, t(0.975, 2) = 4.303: half-width 4.303 * 0.02 / sqrt(3)
+    assert iv["mean"] == pytest.approx(0.92)
+    assert iv["high"] - iv["mean"] == pytest.approx(4.3027 * 0.02 / 3 ** 0.5, rel=1e-3)
+    assert interval([0.5])["low"] is None and interval([0.5])["n"] == 1
+
+
+def test_the_summary_counts_failed_and_missed_runs_apart():
+    rows = [{"budget": 0.5, "criterion": "taylor", "accuracy": a, "measured_ratio": 0.45,
+             "settled": s} for a, s in ((0.9, "met"), (0.8, "missed"))]
+    rows.append({"budget": 0.5, "criterion": "taylor", "error": "out of reach"})
+    (cell,) = summarize(rows)
+    assert cell["runs"] == 3 and cell["failed"] == 1 and cell["met"] == 1
+    assert cell["accuracy"]["mean"] == pytest.approx(0.85) and cell["accuracy"]["n"] == 2
+
+
+@pytest.mark.slow
+def test_a_quick_run_writes_the_table_and_the_figure(tmp_path, request):
+    only_when_asked(request, 60)
+    run = subprocess.run([sys.executable, str(BENCH), "--out", str(tmp_path), "--quick",
+                          "--seeds", "0", "1", "--budgets", "0.7",
+                          "--criteria", "taylor", "tp-magnitude"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "table9.json").read_text())
+    assert {(r["seed"], r["criterion"]) for r in result["rows"]} == \
+        {(s, c) for s in (0, 1) for c in ("taylor", "tp-magnitude")}
+    assert result["n_test"] == 449 and result["machine"]["torch"]
+    assert "proxies" in result["setup"]["lut_validation"]
+    assert (tmp_path / "table9.png").stat().st_size > 10_000
+    assert "mean [95% interval] over 2 seeds" in run.stdout
