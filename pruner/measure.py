@@ -21,7 +21,7 @@ from hwprune.profiler.timing import model_input, prepare_model, time_model
 def measure_pair(teacher, student, lut: Lut, size: "int | tuple[int, int]", in_ch: int, rounds: int,
                  max_reps: int = 1000, goal: float | None = None,
                  previous: dict | None = None, runtime: str = "torch",
-                 exports: RuntimeNets | None = None) -> dict:
+                 runtime_nets: RuntimeNets | None = None) -> dict:
     """Both networks end to end in the LUT's mode, interleaved in ``rounds`` rounds.
 
     Each round's median (robust to the bursts of a shared machine) is kept; each network's
@@ -34,9 +34,9 @@ def measure_pair(teacher, student, lut: Lut, size: "int | tuple[int, int]", in_c
 
     ``runtime`` (onnxruntime, openvino): both are exported, checked against PyTorch and
     timed in that runtime on the CPU, at the LUT's thread count, instead of in PyTorch.
-    ``exports``: a ``RuntimeNets`` of that runtime, kept open by the caller across calls, so
-    that a network measured before (the teacher, a student measured again) is not exported
-    again; without it each call exports both into a directory of its own.
+    ``runtime_nets``: a ``RuntimeNets`` of that runtime, kept open by the caller across
+    calls, so that a network measured before (the teacher, a student measured again) is not
+    exported again; without it each call exports both into a directory of its own.
     """
     tc = timing_of(lut, max_reps)
     x = model_input(tc, in_ch, size)
@@ -52,11 +52,12 @@ def measure_pair(teacher, student, lut: Lut, size: "int | tuple[int, int]", in_c
             _add_rounds(samples, nets, x, tc, rounds, lambda net: time_model(net, x, tc))
         else:
             lut.check_runtime(runtime, allow_mismatch=True)  # a CPU table
-            if exports is not None and not exports.matches(runtime, size, in_ch, tc.threads):
-                raise ValueError("measure_pair: the exports given are of another runtime, "
+            if runtime_nets is not None and \
+                    not runtime_nets.matches(runtime, size, in_ch, tc.threads):
+                raise ValueError("measure_pair: the runtime_nets given are of another runtime, "
                                  "input size or thread count")
-            with (RuntimeNets(runtime, size, in_ch, tc.threads) if exports is None
-                  else contextlib.nullcontext(exports)) as rn:
+            with (RuntimeNets(runtime, size, in_ch, tc.threads) if runtime_nets is None
+                  else contextlib.nullcontext(runtime_nets)) as rn:
                 nets = {k: rn.add(k, copy.deepcopy(m).cpu())
                         for k, m in (("teacher", teacher), ("pruned", student))}
                 _add_rounds(samples, nets, x, tc, rounds,

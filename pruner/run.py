@@ -307,9 +307,9 @@ def _run_job(job: PruneJob, cleanup: contextlib.ExitStack) -> dict:
             # first guess: the same fraction of the teacher's LUT estimate
             job.prune = replace(job.prune, target_latency_ms=job.measured_ratio *
                                 _est(teacher, lut, size, in_ch))
-    exports = None  # one export per distinct network for the whole job (measure_pair)
+    runtime_nets = None  # one export per distinct network for the whole job (measure_pair)
     if job.runtime != "torch" and lut is not None and job.measure and rank == 0:
-        exports = cleanup.enter_context(RuntimeNets(job.runtime, size, in_ch,
+        runtime_nets = cleanup.enter_context(RuntimeNets(job.runtime, size, in_ch,
                                                     timing_of(lut, 2).threads))
     data = load_images(job.data, size, job.mean, job.std)
     if tuple(data.images.shape[1:]) != (in_ch, *hw(size)):
@@ -379,7 +379,7 @@ def _run_job(job: PruneJob, cleanup: contextlib.ExitStack) -> dict:
                 t_m = time.perf_counter()
                 last[:] = [measure_pair(t, s, lut, size, in_ch, job.measure_rounds,
                                         job.measure_max_reps, job.measured_ratio, previous=prev,
-                                        runtime=job.runtime, exports=exports)]
+                                        runtime=job.runtime, runtime_nets=runtime_nets)]
                 phases["measuring"] += time.perf_counter() - t_m
                 return last[0]
 
@@ -435,7 +435,7 @@ def _run_job(job: PruneJob, cleanup: contextlib.ExitStack) -> dict:
         report["measured"] = {**measure_until_settled(
             lambda prev: measure_pair(teacher, student, lut, size, in_ch, job.measure_rounds,
                                       job.measure_max_reps, job.measured_ratio, previous=prev,
-                                      runtime=job.runtime, exports=exports),
+                                      runtime=job.runtime, runtime_nets=runtime_nets),
             job.measured_ratio, 2 * job.measure_rounds), "measured_at": "after fine-tuning, "
             "in new rounds (the reported verdict)"}
     if loop and last:
