@@ -100,20 +100,23 @@ def _filters(module: nn.Module) -> int:
 
 
 def monotone_limit(teacher: nn.Module, images: ImageSet, cfg: TorchPruningConfig) -> float:
-    """The largest fraction on a ladder of tenths (up to ``max_ratio``) up to which asking
-    Torch-Pruning for more removes more filters. Past it, its global threshold would empty
-    whole layers, which it then leaves unpruned instead (on the digits net at width 64,
-    0.9 kept more filters than 0.8), so a bisection beyond it would not be searching a
-    monotone function."""
+    """The largest fraction on a ladder of tenths (up to ``max_ratio``) that removed more
+    filters than the fractions below it, stopping where asking for more removes fewer.
+    Past that point Torch-Pruning's global threshold would empty whole layers, which it then
+    leaves unpruned instead (on the digits net at width 64, 0.9 kept more filters than 0.8),
+    and a bisection beyond it would not search a monotone function. Equal counts (round_to
+    plateaus) are passed over."""
     best, kept = 0.0, _filters(teacher)
     for i in range(1, int(round(cfg.max_ratio * 10)) + 1):
         now = _filters(prune_fraction(teacher, images, i / 10, cfg))
-        if now >= kept:
+        if now > kept:  # more asked, less removed: past the limit
             break
-        best, kept = i / 10, now
+        if now < kept:  # (an equal count is a plateau of round_to: go on past it)
+            best, kept = i / 10, now
     if best == 0:
-        raise BaselineError("Torch-Pruning removes nothing from this model at 0.1 of its "
-                            "channels (every group too small for its round_to?)")
+        raise BaselineError(f"Torch-Pruning removes nothing from this model at any fraction "
+                            f"up to {cfg.max_ratio:.1f} of its channels (every group too "
+                            f"small for round_to {cfg.group_size}?)")
     return best
 
 

@@ -79,3 +79,17 @@ def test_bisection_finds_the_boundary_of_a_deterministic_measurement(teacher_ckp
         to_measured_budget(teacher, images, 0.001, lambda s: measure(s, 0.001), cfg)
     with pytest.raises(BaselineError, match="importance 'l1'"):
         to_measured_budget(teacher, images, goal, measure, TorchPruningConfig(importance="l1"))
+
+
+def test_the_ladder_passes_plateaus_and_stops_where_more_removes_less(monkeypatch):
+    """Filters kept at 0.1, 0.2, ...: a round_to plateau is passed over; a rise ends it."""
+    import hwprune.pruner.baseline as b
+
+    kept = {0.1: 90, 0.2: 90, 0.3: 80, 0.4: 70, 0.5: 75, 0.6: 60, 0.7: 50, 0.8: 40, 0.9: 30}
+    monkeypatch.setattr(b, "prune_fraction", lambda t, i, f, c: f)
+    monkeypatch.setattr(b, "_filters", lambda m: 100 if isinstance(m, torch.nn.Module)
+                        else kept[round(m, 1)])
+    assert b.monotone_limit(torch.nn.Identity(), None, TorchPruningConfig()) == 0.4
+    kept.update({k: 100 for k in kept})
+    with pytest.raises(BaselineError, match="removes nothing"):
+        b.monotone_limit(torch.nn.Identity(), None, TorchPruningConfig())
