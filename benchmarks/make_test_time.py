@@ -2,7 +2,7 @@
 
 Each run clones the repository's committed HEAD into a new temporary directory and times,
 as CI runs it (``CI=true``), ``make install`` (a new virtual environment, the install and
-its byte-compilation) and then ``make test``. Writes ``OUT/make_test_time.json`` with the
+the bytecode of what the tests import) and then ``make test``. Writes ``OUT/make_test_time.json`` with the
 commit, each run's install, test and total seconds, pytest's summary line and exit
 status, and the median and range over the runs, beside the bound (300 s). Exits 1 when a
 run's tests failed; the bound itself is reported, not enforced (a noisy machine decides it
