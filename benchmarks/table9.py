@@ -228,7 +228,7 @@ def setup(cfg: DemoConfig, out: Path) -> dict:
             "teacher_estimated_ms": estimate(teacher, Lut.load(lut), 32, 1).total_ms,
             "lut_validation": {k: val.get(k) for k in (
                 "estimator", "r2_identity", "r2_linear", "mape", "n_samples", "fit_slope",
-                "fit_intercept_ms", "r2_linear", "proxies", "operator_sum")}}
+                "fit_intercept_ms", "proxies", "operator_sum")}}
 
 
 def main(argv: list[str] | None = None) -> int:
