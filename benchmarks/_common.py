@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import json
 import platform
@@ -20,6 +21,14 @@ def machine(device: str = "cpu") -> dict:
                  "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                  "argv": sys.argv})
     return info
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """A script's parser whose --help is its docstring: the first paragraph as the
+    description, the rest (what it measures, usage lines) kept as written."""
+    return argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                   epilog=doc.split("\n\n", 1)[1],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def write_json(out_dir: str | Path, name: str, payload: dict) -> Path:

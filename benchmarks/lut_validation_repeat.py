@@ -16,7 +16,6 @@ the machine's metadata; exits 1 when a step failed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -27,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, write_json  # noqa: E402
+from _common import machine, parser, write_json  # noqa: E402
 
 CASES = ["resnet18:64:64", "demo:32:16"]
 HW = [sys.executable, "-m", "hwprune"]
@@ -83,9 +82,7 @@ def run_case(case: str, out: Path, samples: int, repeats: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cases", nargs="+", default=CASES, metavar="MODEL:PX:STEP")
     ap.add_argument("--samples", type=int, default=12)

@@ -17,7 +17,6 @@ OUT/measure_rounds.json with the machine's metadata.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, write_json  # noqa: E402
+from _common import machine, parser, write_json  # noqa: E402
 from hwprune.luts import Lut  # noqa: E402
 from hwprune.profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from hwprune.pruner.measure import measure_pair  # noqa: E402
@@ -68,9 +67,7 @@ def measure_setting(teacher, student, lut, size, in_ch, setting: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     ap.add_argument("--settings", nargs="+", default=SETTINGS, metavar="ROUNDSxREPS")

@@ -15,7 +15,6 @@ the machine's metadata.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, write_json  # noqa: E402
+from _common import machine, parser, write_json  # noqa: E402
 from hwprune.profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 
 CASES = ["demo:32:8", "resnet18:64:32", "mobilenet_v3_small:224:16"]
@@ -51,9 +50,7 @@ def run_case(case: str, threads: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cases", nargs="+", default=CASES, metavar="MODEL:PX:STEP")
     ap.add_argument("--threads", type=int, default=1)

@@ -35,7 +35,6 @@ settings) and does the rest.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -50,11 +49,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from _common import machine, write_json  # noqa: E402
+from _common import machine, parser, write_json  # noqa: E402
 from hwprune.demo import DemoConfig, _images, _lut, _teacher, lut_target  # noqa: E402
 from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
 from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
-from hwprune.pruner.baseline import BaselineError, TorchPruningConfig, to_measured_budget  # noqa: E402
+from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, conv_filters,  # noqa: E402
+                                     to_measured_budget)
 from hwprune.pruner.data import evaluate, load_images  # noqa: E402
 from hwprune.pruner.finetune import FineTuneConfig, finetune  # noqa: E402
 from hwprune.pruner.measure import measure_pair, measure_until_settled  # noqa: E402
@@ -88,10 +88,6 @@ def _row(m: dict, accuracy: float, filters: int, seconds: float, **extra) -> dic
             "seconds": seconds}
 
 
-def _conv_filters(module) -> int:
-    return sum(c.out_channels for c in module.modules() if isinstance(c, torch.nn.Conv2d))
-
-
 def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, out) -> list:
     """One criterion's budgets, loosest first, each run continuing from the last one's
     pruned student, as in the demo."""
@@ -116,7 +112,7 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
             continue
         previous = run
         student = load_checkpoint(run / "pruned.pt").module
-        rows.append(_row(rep["measured"], rep["accuracy"]["pruned"], _conv_filters(student),
+        rows.append(_row(rep["measured"], rep["accuracy"]["pruned"], conv_filters(student),
                          time.perf_counter() - t0, **base))
     return rows
 
@@ -135,7 +131,7 @@ def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
             continue
         finetune(student, teacher, images, _finetune_cfg(cfg, seed))
         m = _measured(teacher, student, lut, cfg, budget)  # fresh, after the search
-        rows.append(_row(m, evaluate(student, test), _conv_filters(student),
+        rows.append(_row(m, evaluate(student, test), conv_filters(student),
                          time.perf_counter() - t0, fraction=info["fraction"],
                          search=info["search"], **base))
     return rows
@@ -232,9 +228,7 @@ def setup(cfg: DemoConfig, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 epilog=__doc__.split("\n\n", 1)[1],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = parser(__doc__)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.70, 0.50, 0.35])

@@ -95,7 +95,8 @@ def prune_fraction(teacher: nn.Module, images: ImageSet, fraction: float,
     return student.eval()
 
 
-def _filters(module: nn.Module) -> int:
+def conv_filters(module: nn.Module) -> int:
+    """Output channels of every Conv2d: the filters a pruner can keep or remove."""
     return sum(c.out_channels for c in module.modules() if isinstance(c, nn.Conv2d))
 
 
@@ -106,9 +107,9 @@ def monotone_limit(teacher: nn.Module, images: ImageSet, cfg: TorchPruningConfig
     leaves unpruned instead (on the digits net at width 64, 0.9 kept more filters than 0.8),
     and a bisection beyond it would not search a monotone function. Equal counts (round_to
     plateaus) are passed over."""
-    best, kept = 0.0, _filters(teacher)
+    best, kept = 0.0, conv_filters(teacher)
     for i in range(1, int(round(cfg.max_ratio * 10)) + 1):
-        now = _filters(prune_fraction(teacher, images, i / 10, cfg))
+        now = conv_filters(prune_fraction(teacher, images, i / 10, cfg))
         if now > kept:  # more asked, less removed: past the limit
             break
         if now < kept:  # (an equal count is a plateau of round_to: go on past it)
@@ -135,7 +136,7 @@ def to_measured_budget(teacher: nn.Module, images: ImageSet, goal: float,
     def trial(fraction: float) -> tuple[nn.Module, dict]:
         student = prune_fraction(teacher, images, fraction, cfg)
         m = measure(student)
-        filters = _filters(student)
+        filters = conv_filters(student)
         history.append({"fraction": fraction, "ratio": m["ratio"], "ratio_low": m["ratio_low"],
                         "ratio_high": m["ratio_high"], "settled": m["settled"],
                         "settled_by": m["settled_by"], "filters": filters})
@@ -159,5 +160,5 @@ def to_measured_budget(teacher: nn.Module, images: ImageSet, goal: float,
                      "search": history}
 
 
-__all__ = ["BaselineError", "TorchPruningConfig", "classifier_layers", "monotone_limit",
-           "prune_fraction", "to_measured_budget"]
+__all__ = ["BaselineError", "TorchPruningConfig", "classifier_layers", "conv_filters",
+           "monotone_limit", "prune_fraction", "to_measured_budget"]

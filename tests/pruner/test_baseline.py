@@ -11,7 +11,7 @@ from hwprune.pruner.measure import measure_pair, measure_until_settled
 from hwprune.zoo import resolve_model
 
 
-def _filters(m):
+def _filters(m):  # per layer, for the round_to check (conv_filters sums them)
     return [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
 
 
@@ -91,7 +91,7 @@ def test_the_ladder_passes_plateaus_and_stops_where_more_removes_less(monkeypatc
 
     kept = {0.1: 90, 0.2: 90, 0.3: 80, 0.4: 70, 0.5: 75, 0.6: 60, 0.7: 50, 0.8: 40, 0.9: 30}
     monkeypatch.setattr(b, "prune_fraction", lambda t, i, f, c: f)
-    monkeypatch.setattr(b, "_filters", lambda m: 100 if isinstance(m, torch.nn.Module)
+    monkeypatch.setattr(b, "conv_filters", lambda m: 100 if isinstance(m, torch.nn.Module)
                         else kept[round(m, 1)])
     assert b.monotone_limit(torch.nn.Identity(), None, TorchPruningConfig()) == 0.4
     kept.update({k: 100 for k in kept})
