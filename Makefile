@@ -6,6 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.hwprune-installed
 DEMO_OUT ?= build/demo
+DEMO_ARGS ?=
 
 .PHONY: demo test test-slow gpu-smoke install clean gpu-wheels
 
@@ -35,7 +36,7 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/hwprune demo --out $(DEMO_OUT)
+	$(BIN)/hwprune demo --out $(DEMO_OUT) $(DEMO_ARGS)
 
 # pytest exits 5 when it collects no tests: say so and succeed. Two xdist workers: on this
 # 2-core VM kind the suite took 222-234 s against 293 s in one process (2026-11-29; the two

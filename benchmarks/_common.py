@@ -9,7 +9,9 @@ import platform
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats
 
 from hwprune.profiler.device import describe_device
 from hwprune.profiler.table import atomic_write_bytes
@@ -35,3 +37,14 @@ def write_json(out_dir: str | Path, name: str, payload: dict) -> Path:
     path = Path(out_dir) / name
     atomic_write_bytes(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
     return path
+
+
+def interval(values: list[float]) -> dict:
+    """Mean and 95% t-interval over seeds (n - 1 degrees of freedom)."""
+    a = np.asarray(values, dtype=float)
+    if len(a) < 2:
+        return {"mean": float(a.mean()) if len(a) else None, "low": None, "high": None,
+                "n": len(a)}
+    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
+    return {"mean": float(a.mean()), "low": float(a.mean() - half),
+            "high": float(a.mean() + half), "n": len(a)}

@@ -49,6 +49,8 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "measure_rounds": ([], None),
     # three fresh validations of two tables beside the FLOPs/params lines (about 6 minutes)
     "lut_validation_repeat": ([], None),
+    # make install + make demo from clean clones, seeds 0-2 (about 25 minutes)
+    "demo_runs": ([], None),
     # every torchvision classifier's smallest member of each family (about 4 minutes)
     "torchvision_coverage": ([], None),
     "lut_validation": (["--device", "cpu", "--mode", "eager", "--batch", "1", "--dtype", "fp32",
@@ -158,6 +160,9 @@ def _headline(name: str, r: dict) -> str:
         return "; ".join(f"{p}: " + ", ".join(
             f"{k} {v['seconds_median']:.1f} s, interval width {v['interval_width_median']:.3f}"
             for k, v in x["settings"].items()) for p, x in r["pairs"].items())
+    if name == "demo_runs":
+        from demo_runs import format_summary
+        return format_summary(r).replace("\n", "; ")
     if name == "runtime_gap":
         return f"models {', '.join(r['models'])} timed in torch, ONNX Runtime and OpenVINO"
     if name == "lut_validation" and "runs" in r:

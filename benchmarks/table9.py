@@ -45,11 +45,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from scipy import stats  # noqa: E402
 
-from _common import machine, parser, write_json  # noqa: E402
+from _common import interval, machine, parser, write_json  # noqa: E402
 from hwprune.demo import DemoConfig, _images, _lut, _teacher, lut_target  # noqa: E402
 from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
 from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
@@ -135,17 +133,6 @@ def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
                          time.perf_counter() - t0, fraction=info["fraction"],
                          search=info["search"], **base))
     return rows
-
-
-def interval(values: list[float]) -> dict:
-    """Mean and 95% t-interval over seeds (n - 1 degrees of freedom)."""
-    a = np.asarray(values, dtype=float)
-    if len(a) < 2:
-        return {"mean": float(a.mean()) if len(a) else None, "low": None, "high": None,
-                "n": len(a)}
-    half = stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / np.sqrt(len(a))
-    return {"mean": float(a.mean()), "low": float(a.mean() - half),
-            "high": float(a.mean() + half), "n": len(a)}
 
 
 def summarize(rows: list[dict]) -> list[dict]:

@@ -501,8 +501,11 @@ def synth(model, out, n_images, batch_size, preset, iterations, lr, alpha_f, alp
               help="Time the LUT and measure every budget in this runtime (onnxruntime, "
                    "openvino: each model exported and run there); the speed-ups are shown in "
                    "PyTorch too.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the data split, the teacher's training, the synthesized images and "
+                   "the pruning runs (benchmarks/demo_runs.py runs the demo over several).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def demo(out, quick, threads, timing_threads, runtime, quiet) -> None:
+def demo(out, quick, threads, timing_threads, runtime, seed, quiet) -> None:
     """The main job on embedded data (scikit-learn's digits), end to end.
 
     \b
@@ -515,7 +518,7 @@ def demo(out, quick, threads, timing_threads, runtime, quiet) -> None:
     from hwprune.demo import DemoConfig, format_stages, format_table, run_demo
 
     cfg = (DemoConfig.quick_mode if quick else DemoConfig)(
-        out=out, threads=threads, timing_threads=timing_threads, runtime=runtime,
+        out=out, threads=threads, timing_threads=timing_threads, runtime=runtime, seed=seed,
         progress=not quiet)
     try:
         result = run_demo(cfg)

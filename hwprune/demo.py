@@ -296,7 +296,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     lap("pruning_and_finetuning")
     result = {"config": {k: (str(v) if isinstance(v, Path) else v)
                          for k, v in asdict(cfg).items() if k != "log"},
-              "teacher_acc": teacher_acc, "teacher_ms": teacher_ms, "runtime": cfg.runtime,
+              "teacher_acc": teacher_acc, "n_test": len(data.y_test),
+              "teacher_ms": teacher_ms, "runtime": cfg.runtime,
               "teacher_estimated_ms": est_teacher,
               "lut_validation": {**{k: val[k] for k in (
                   "estimator", "r2_identity", "r2_linear", "mape", "max_abs_err_ms",
