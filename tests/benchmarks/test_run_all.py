@@ -33,6 +33,8 @@ def test_the_summary_has_a_line_for_every_result_file(tmp_path):
     assert timing and all("median" in rows[n] for n in timing)
     assert "95% interval], 5 seeds, 449 test images" in rows["table9_cpu.json"]
     assert "interval width" in rows["measure_rounds_cpu.json"]
+    assert "3 runs (full demo, seeds 0, 1, 2)" in rows["demo_runs_cpu.json"]
+    assert "quick demo" in rows["demo_runs_quick_cpu.json"]
     assert "assembled by hand" in rows["lut_validation_runtimes_cpu.json"]
     assert "taylor" in rows["prune_digits_snap_cpu.json"]  # a variant's file, by its script
 
