@@ -236,7 +236,8 @@ class _EtaRefinement:
     The pilot gets each key's time per call right within about 2x, but not how many calls
     the adaptive stop will take on this machine (its 5 calls make a poor spread): its ETA
     was 0.29-1.98x the scan on three models, the corrected one 0.91-1.01x
-    (benchmarks/results/profile_eta_cpu.json, 2026-12-06). The scan measures its keys in a random order, so the first ones are a
+    (benchmarks/results/profile_eta_20261206_cpu.json; 0.85-1.58x in profile_eta_cpu.json,
+    2026-12-07). The scan measures its keys in a random order, so the first ones are a
     sample of the rest: once ``max(8, 10%)`` keys and 5 s are done, the scan's length is
     predicted as elapsed x (pilot's total / pilot's estimate for the keys done), a ratio
     estimator that keeps the pilot's weighting of big and small keys, and printed.
