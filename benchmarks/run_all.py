@@ -12,9 +12,14 @@ exit 1.
     python benchmarks/run_all.py --out benchmarks/results            # CPU benchmarks
     python benchmarks/run_all.py --out benchmarks/results --gpu      # + their GPU variants
     python benchmarks/run_all.py --out DIR --only prune_rank delta_query
+    python benchmarks/run_all.py --out DIR --subset                  # the hour's subset
     python benchmarks/run_all.py --out DIR --summary-only            # re-read existing JSON
 
-The digits benchmarks (synth_digits, prune_digits) take 30-60 minutes on 2 CPU cores.
+Everything takes about 5 hours on the 2-vCPU development VM: table9, synth_digits and
+prune_digits about an hour each, the runtime tables' validations and demo_runs about 20-30
+minutes each. ``--subset`` runs the nine scripts that fit in an hour (32 minutes on
+2026-12-07, all ok): delta_query, prune_rank, profiler_cost, synth_speed, profile_eta,
+measure_rounds, lut_validation_repeat, torchvision_coverage and lut_validation.
 """
 
 from __future__ import annotations
@@ -67,6 +72,9 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
                                  "--models", "resnet18,mobilenet_v2"], None)
        for rt in ("onnxruntime", "openvino")},
 }
+# what fits in an hour on the 2-vCPU development VM (32 minutes on 2026-12-07)
+SUBSET = ["delta_query", "prune_rank", "profiler_cost", "synth_speed", "profile_eta",
+          "measure_rounds", "lut_validation_repeat", "torchvision_coverage", "lut_validation"]
 # entries that run another script with their own arguments (their results keep the entry's name)
 SCRIPT_OF = {"lut_validation_onnxruntime": "lut_validation",
              "lut_validation_openvino": "lut_validation"}
@@ -236,13 +244,16 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, type=Path, help="directory for the results")
     ap.add_argument("--gpu", action="store_true", help="also run the GPU variants")
-    ap.add_argument("--only", nargs="+", choices=sorted(SCRIPTS), default=None)
+    ap.add_argument("--only", nargs="+", choices=sorted(SCRIPTS), default=None,
+                    metavar="NAME", help=f"run these only, of: {', '.join(sorted(SCRIPTS))}")
+    ap.add_argument("--subset", action="store_true",
+                    help=f"run the scripts that fit in an hour: {', '.join(SUBSET)}")
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     statuses = []
     if not args.summary_only:
-        for name in args.only or SCRIPTS:
+        for name in args.only or (SUBSET if args.subset else SCRIPTS):
             cpu_args, gpu_args = SCRIPTS[name]
             statuses.append(run(name, cpu_args, args.out, "cpu"))
             if args.gpu and gpu_args is not None:

@@ -55,7 +55,7 @@ from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, conv_fil
                                      to_measured_budget)
 from hwprune.pruner.data import evaluate, load_images  # noqa: E402
 from hwprune.pruner.finetune import FineTuneConfig, finetune  # noqa: E402
-from hwprune.pruner.measure import measure_pair, measure_until_settled  # noqa: E402
+from hwprune.pruner.measure import measure_settled  # noqa: E402
 from hwprune.pruner.run import PruneJob, run_job  # noqa: E402
 from hwprune.zoo import load_checkpoint  # noqa: E402
 from hwprune.zoo.digits import load_digits  # noqa: E402
@@ -72,10 +72,8 @@ def _finetune_cfg(cfg: DemoConfig, seed: int) -> FineTuneConfig:
 
 def _measured(teacher, student, lut, cfg: DemoConfig, budget: float) -> dict:
     """The fresh verdict, exactly as a prune job takes it (pruner.run)."""
-    return measure_until_settled(
-        lambda prev: measure_pair(teacher, student, lut, 32, 1, cfg.measure_rounds,
-                                  cfg.measure_max_reps, budget, previous=prev),
-        budget, 2 * cfg.measure_rounds)
+    return measure_settled(teacher, student, lut, 32, 1, cfg.measure_rounds,
+                           cfg.measure_max_reps, budget)
 
 
 def _row(m: dict, accuracy: float, filters: int, seconds: float, **extra) -> dict:

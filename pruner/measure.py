@@ -121,6 +121,18 @@ def measure_until_settled(measure: Callable[[dict | None], dict], goal: float | 
     return settle(m, goal, max_rounds)
 
 
+def measure_settled(teacher, student, lut: Lut, size: "int | tuple[int, int]", in_ch: int,
+                    rounds: int, max_reps: int, goal: float | None, runtime: str = "torch",
+                    runtime_nets: RuntimeNets | None = None) -> dict:
+    """A verdict from a fresh measurement of ``student`` against ``teacher``: ``rounds``
+    new interleaved rounds, up to twice as many while uncertain, then ``settle``d. What a
+    prune job reports, and what the baselines are judged by."""
+    return measure_until_settled(
+        lambda prev: measure_pair(teacher, student, lut, size, in_ch, rounds, max_reps, goal,
+                                  previous=prev, runtime=runtime, runtime_nets=runtime_nets),
+        goal, 2 * rounds)
+
+
 def settle(m: dict, goal: float | None, max_rounds: int) -> dict:
     """``m`` with ``settled`` (met or missed) and ``settled_by``: the interval's verdict
     when it has one, else the point estimate (the median per-round ratio) against ``goal``,
@@ -135,4 +147,5 @@ def settle(m: dict, goal: float | None, max_rounds: int) -> dict:
                           f"{v.rounds} rounds, the limit being {max(max_rounds, v.rounds)})"}
 
 
-__all__ = ["measure_pair", "summarize_pair", "measure_until_settled", "settle"]
+__all__ = ["measure_pair", "summarize_pair", "measure_until_settled", "measure_settled",
+           "settle"]

@@ -48,7 +48,7 @@ from hwprune.pruner.finetune import FineTuneConfig, _dist, atomic_save, finetune
 from hwprune.pruner.groups import out_channels
 from hwprune.luts.variants import timing_of
 from hwprune.profiler.runtime_timing import RuntimeNets
-from hwprune.pruner.measure import measure_pair, measure_until_settled, summarize_pair
+from hwprune.pruner.measure import measure_pair, measure_settled, summarize_pair
 from hwprune.pruner.measured_target import close_loop
 from hwprune.pruner.plan import Reach
 from hwprune.pruner.plan_report import reach_lines
@@ -83,7 +83,8 @@ class PruneJob:
     # hardly: 8 rounds of up to 100 calls gave as narrow an interval as 5 of up to 1000 (0.010
     # against 0.012 on the digits net, 0.013 against 0.015 on resnet18 at 64 px), in a fifth
     # of the time on the digits net (1.05 s against 5.23) and 1.25x on resnet18 (12.7 s
-    # against 10.1), medians of 6 runs (benchmarks/results/measure_rounds_cpu.json); from 8
+    # against 10.1), medians of 6 runs (benchmarks/results/measure_rounds_20261206_cpu.json;
+    # measure_rounds_cpu.json, a noisier day, agrees); from 8
     # rounds the sign-test interval leaves out the extreme round on each side.
     measure_rounds: int = 8
     measure_max_reps: int = 100
@@ -432,12 +433,10 @@ def _run_job(job: PruneJob, cleanup: contextlib.ExitStack) -> dict:
         # A fresh measurement in new rounds gives the verdict: the loop stopped on its own
         # last one, which a lucky round can have decided (issue 31), so that one is kept
         # beside it, labelled, and not reported as the result.
-        report["measured"] = {**measure_until_settled(
-            lambda prev: measure_pair(teacher, student, lut, size, in_ch, job.measure_rounds,
-                                      job.measure_max_reps, job.measured_ratio, previous=prev,
-                                      runtime=job.runtime, runtime_nets=runtime_nets),
-            job.measured_ratio, 2 * job.measure_rounds), "measured_at": "after fine-tuning, "
-            "in new rounds (the reported verdict)"}
+        report["measured"] = {**measure_settled(
+            teacher, student, lut, size, in_ch, job.measure_rounds, job.measure_max_reps,
+            job.measured_ratio, runtime=job.runtime, runtime_nets=runtime_nets),
+            "measured_at": "after fine-tuning, in new rounds (the reported verdict)"}
     if loop and last:
         report["measured_by_loop"] = {
             **last[0], "settled": loop[-1]["settled"], "settled_by": loop[-1]["settled_by"],

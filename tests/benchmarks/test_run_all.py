@@ -39,6 +39,12 @@ def test_the_summary_has_a_line_for_every_result_file(tmp_path):
     assert "taylor" in rows["prune_digits_snap_cpu.json"]  # a variant's file, by its script
 
 
+def test_the_hour_subset_names_scripts_the_runner_knows():
+    assert run_all.SUBSET and set(run_all.SUBSET) <= set(run_all.SCRIPTS)
+    for name in run_all.SCRIPTS:  # each entry runs a script that exists
+        assert (RESULTS.parent / f"{run_all.SCRIPT_OF.get(name, name)}.py").is_file(), name
+
+
 def test_a_failing_benchmark_is_listed_as_failed(tmp_path, monkeypatch, capsys):
     scripts = tmp_path / "scripts"
     scripts.mkdir()

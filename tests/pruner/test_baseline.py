@@ -7,7 +7,7 @@ from hwprune.luts import Lut, estimate
 from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, monotone_limit,
                                      prune_fraction, to_measured_budget)
 from hwprune.pruner.data import load_images
-from hwprune.pruner.measure import measure_pair, measure_until_settled
+from hwprune.pruner.measure import measure_settled
 from hwprune.zoo import resolve_model
 
 
@@ -38,9 +38,7 @@ def test_the_baseline_reaches_a_measured_target_on_a_tiny_model(teacher_ckpt, te
     goal = 0.7
 
     def measure(student):
-        return measure_until_settled(
-            lambda prev: measure_pair(teacher, student, lut, 32, 1, 8, 30, goal, previous=prev),
-            goal, 16)
+        return measure_settled(teacher, student, lut, 32, 1, 8, 30, goal)
 
     cfg = TorchPruningConfig(group_size=8, batches=2, batch_size=32, steps=5)
     student, info = to_measured_budget(teacher, images, goal, measure, cfg)

@@ -9,6 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import hwprune.pruner.measure as measure_mod
 import hwprune.pruner.run as run_mod
 from hwprune.cli import cli
 from hwprune.luts import Lut, estimate
@@ -334,7 +335,8 @@ def test_the_reported_verdict_is_a_fresh_measurement_not_the_loops_lucky_stop(
         ratios = [0.60] * 5 if lucky else [0.90, 0.92, 0.91, 0.93, 0.90]
         return summarize_pair([1.0] * 5, ratios, goal, device="cpu", stat="median")
 
-    monkeypatch.setattr(run_mod, "measure_pair", scripted)
+    monkeypatch.setattr(run_mod, "measure_pair", scripted)  # the loop's measurements
+    monkeypatch.setattr(measure_mod, "measure_pair", scripted)  # the fresh verdict's
     job = _job(teacher_ckpt, teacher_lut, tmp_path / "m", None, "cpu",
                {"finetune": FineTuneConfig(epochs=0)})
     job.measured_ratio = 0.8
