@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
+import os
 import platform
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,29 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                    epilog=doc.split("\n\n", 1)[1],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def head_commit(repo: Path) -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@contextlib.contextmanager
+def clean_clone(repo: Path, prefix: str = "hwprune-clean-"):
+    """A fresh clone of ``repo``'s committed HEAD in a temporary directory (removed after),
+    as CI and a new user get it."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        clone = Path(tmp) / "clone"
+        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+        yield clone
+
+
+def timed(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, float, str]:
+    """(exit status, seconds, stdout + stderr) of ``cmd`` run as CI runs it (CI=true)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "CI": "true"})
+    return proc.returncode, time.perf_counter() - t0, proc.stdout + proc.stderr
 
 
 def write_json(out_dir: str | Path, name: str, payload: dict) -> Path:

@@ -24,27 +24,17 @@ A full run takes 7-9 minutes on the 2-vCPU development VM, a quick one about 2-3
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import interval, machine, parser, write_json  # noqa: E402
+from _common import (clean_clone, head_commit, interval, machine, parser, timed,  # noqa: E402
+                     write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 CRITERIA = ("taylor-latency", "taylor")
-
-
-def _timed(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, float, str]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "CI": "true"})
-    return proc.returncode, time.perf_counter() - t0, proc.stdout + proc.stderr
 
 
 def _kept(demo: dict) -> dict:
@@ -62,14 +52,12 @@ def _kept(demo: dict) -> dict:
 
 def one_run(repo: Path, seed: int, quick: bool, timeout: float) -> dict:
     args = f"--seed {seed} -q" + (" --quick" if quick else "")
-    with tempfile.TemporaryDirectory(prefix="hwprune-demo-") as tmp:
-        clone = Path(tmp) / "clone"
-        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-        rc_i, install_s, out_i = _timed(["make", "install"], clone, timeout)
+    with clean_clone(repo, prefix="hwprune-demo-") as clone:
+        rc_i, install_s, out_i = timed(["make", "install"], clone, timeout)
         if rc_i != 0:
             return {"seed": seed, "install_s": round(install_s, 1), "rc": rc_i,
                     "error": out_i[-2000:]}
-        rc_d, demo_s, out_d = _timed(["make", "demo", f"DEMO_ARGS={args}"], clone, timeout)
+        rc_d, demo_s, out_d = timed(["make", "demo", f"DEMO_ARGS={args}"], clone, timeout)
         run = {"seed": seed, "install_s": round(install_s, 1), "demo_s": round(demo_s, 1),
                "total_s": round(install_s + demo_s, 1), "rc": rc_d}
         result = clone / "build" / "demo" / "demo.json"
@@ -141,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per make call")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.repo, capture_output=True,
-                            text=True).stdout.strip()
-    result = {"machine": machine("cpu"), "commit": commit, "quick": args.quick, "runs": []}
+    result = {"machine": machine("cpu"), "commit": head_commit(args.repo), "quick": args.quick, "runs": []}
     name = "demo_runs_quick.json" if args.quick else "demo_runs.json"
     for seed in args.seeds:
         run = one_run(args.repo, seed, args.quick, args.timeout)

@@ -15,38 +15,25 @@ run by run).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, write_json  # noqa: E402
+from _common import clean_clone, head_commit, machine, timed, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BOUND_S = 300.0
 
 
-def _timed(cmd: list[str], cwd: Path, timeout: float) -> tuple[int, float, str]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "CI": "true"})
-    return proc.returncode, time.perf_counter() - t0, proc.stdout + proc.stderr
-
-
 def one_run(repo: Path, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(prefix="hwprune-clean-") as tmp:
-        clone = Path(tmp) / "clone"
-        subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
-        rc_i, install_s, out_i = _timed(["make", "install"], clone, timeout)
+    with clean_clone(repo) as clone:
+        rc_i, install_s, out_i = timed(["make", "install"], clone, timeout)
         if rc_i != 0:
             return {"install_s": round(install_s, 1), "rc": rc_i, "error": out_i[-2000:]}
-        rc_t, test_s, out_t = _timed(["make", "test"], clone, timeout)
+        rc_t, test_s, out_t = timed(["make", "test"], clone, timeout)
     summary = next((ln.strip() for ln in reversed(out_t.splitlines())
                     if re.search(r"\d+ (passed|failed)", ln)), "")
     # make test runs pytest -q: its short summary names each failed test
@@ -66,9 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per make call")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=args.repo, capture_output=True,
-                            text=True).stdout.strip()
-    result = {"machine": machine("cpu"), "commit": commit, "bound_s": BOUND_S, "runs": []}
+    result = {"machine": machine("cpu"), "commit": head_commit(args.repo), "bound_s": BOUND_S, "runs": []}
     for i in range(args.runs):
         run = one_run(args.repo, args.timeout)
         result["runs"].append(run)
