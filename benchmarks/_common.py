@@ -8,6 +8,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,12 @@ def write_json(out_dir: str | Path, name: str, payload: dict) -> Path:
     path = Path(out_dir) / name
     atomic_write_bytes(path, lambda f: f.write(json.dumps(payload, indent=2).encode()))
     return path
+
+
+def median_range(values: list[float]) -> dict:
+    """Median and range of repeated runs' figures (the headline form of a benchmark)."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}
 
 
 def interval(values: list[float]) -> dict:

@@ -24,14 +24,13 @@ A full run takes 7-9 minutes on the 2-vCPU development VM, a quick one about 2-3
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (clean_clone, head_commit, interval, machine, parser, timed,  # noqa: E402
-                     write_json)
+from _common import (clean_clone, head_commit, interval, machine, median_range,  # noqa: E402
+                     parser, timed, write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 CRITERIA = ("taylor-latency", "taylor")
@@ -68,11 +67,6 @@ def one_run(repo: Path, seed: int, quick: bool, timeout: float) -> dict:
                 **_kept(json.loads(result.read_text()))}
 
 
-def _median_range(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values),
-            "n": len(values)}
-
-
 def summarize(runs: list[dict]) -> dict:
     ok = [r for r in runs if r["rc"] == 0]
     if not ok:
@@ -89,12 +83,12 @@ def summarize(runs: list[dict]) -> dict:
                           # the fresh verdict, settled by its median when uncertain
                           "met": sum(row["settled"] == "met" for row in done),
                           "unreachable": len(rows) - len(done)})
-    return {"total_s": _median_range([r["total_s"] for r in ok]),
-            "demo_s": _median_range([r["demo_s"] for r in ok]),
-            "install_s": _median_range([r["install_s"] for r in ok]),
+    return {"total_s": median_range([r["total_s"] for r in ok]),
+            "demo_s": median_range([r["demo_s"] for r in ok]),
+            "install_s": median_range([r["install_s"] for r in ok]),
             "teacher_acc": interval([r["teacher_acc"] for r in ok]),
-            "lut_r2_identity": _median_range([r["lut_validation"]["r2_identity"] for r in ok]),
-            "lut_mape": _median_range([r["lut_validation"]["mape"] for r in ok]),
+            "lut_r2_identity": median_range([r["lut_validation"]["r2_identity"] for r in ok]),
+            "lut_mape": median_range([r["lut_validation"]["mape"] for r in ok]),
             "cells": cells}
 
 
@@ -102,14 +96,14 @@ def format_summary(result: dict) -> str:
     s = result.get("summary")
     if not s:
         return "no run finished"
-    t = s["total_s"]
+    t, r2 = s["total_s"], s["lut_r2_identity"]
     failed = [str(r["seed"]) for r in result["runs"] if r["rc"] != 0]
     lines = [f"{t['n']} runs ({'quick' if result['quick'] else 'full'} demo, seeds "
              f"{', '.join(str(r['seed']) for r in result['runs'] if r['rc'] == 0)}"
              + (f"; failed: seed {', '.join(failed)}" if failed else "")
-             + f"): make install + make demo median {t['median']:.0f} s [{t['min']:.0f}-{t['max']:.0f}]; LUT R² (identity) "
-             f"median {s['lut_r2_identity']['median']:.3f} [{s['lut_r2_identity']['min']:.3f}-"
-             f"{s['lut_r2_identity']['max']:.3f}]"]
+             + f"): make install + make demo median {t['median']:.0f} s "
+             f"[{t['min']:.0f}-{t['max']:.0f}]; LUT R² (identity) median "
+             f"{r2['median']:.3f} [{r2['min']:.3f}-{r2['max']:.3f}]"]
     pct = lambda iv: ("n/a" if iv["mean"] is None else f"{100 * iv['mean']:.1f}" + (  # noqa: E731
         f" [{100 * iv['low']:.1f}-{100 * iv['high']:.1f}]" if iv["low"] is not None else ""))
     for c in s["cells"]:
@@ -129,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per make call")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine("cpu"), "commit": head_commit(args.repo), "quick": args.quick, "runs": []}
+    result = {"machine": machine("cpu"), "commit": head_commit(args.repo), "quick": args.quick,
+              "runs": []}
     name = "demo_runs_quick.json" if args.quick else "demo_runs.json"
     for seed in args.seeds:
         run = one_run(args.repo, seed, args.quick, args.timeout)

@@ -17,7 +17,6 @@ the machine's metadata; exits 1 when a step failed.
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import machine, parser, write_json  # noqa: E402
+from _common import machine, median_range, parser, write_json  # noqa: E402
 
 CASES = ["resnet18:64:64", "demo:32:16"]
 HW = [sys.executable, "-m", "hwprune"]
@@ -51,8 +50,7 @@ def _spread(runs: list[dict]) -> dict:
         for k in ("r2_identity", "mape"):
             vals = [r[est][k] for r in runs if r[est].get(k) is not None]
             if vals:
-                out[est][k] = {"median": statistics.median(vals), "min": min(vals),
-                               "max": max(vals)}
+                out[est][k] = median_range(vals)
     return out
 
 

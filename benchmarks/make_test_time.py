@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per make call")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    result = {"machine": machine("cpu"), "commit": head_commit(args.repo), "bound_s": BOUND_S, "runs": []}
+    result = {"machine": machine("cpu"), "commit": head_commit(args.repo), "bound_s": BOUND_S,
+              "runs": []}
     for i in range(args.runs):
         run = one_run(args.repo, args.timeout)
         result["runs"].append(run)
