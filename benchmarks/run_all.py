@@ -159,9 +159,16 @@ def _headline(name: str, r: dict) -> str:
                 f"{len(r['runs'])} runs; within {r['bound_s']:.0f} s: {r['within_bound']} "
                 f"(commit {r['commit'][:7]})")
     if name == "profile_eta":
-        return "; ".join(f"{x['case']}: scan {x['scan_s']:.0f} s, pilot's ETA "
-                         f"x{x['pilot_eta_over_scan']:.2f}, after {x['refined_at_keys']} keys "
-                         f"x{x['refined_eta_over_scan']:.2f}" for x in r["rows"])
+        if "summary" not in r:  # files from before --runs
+            return "; ".join(f"{x['case']}: scan {x['scan_s']:.0f} s, after "
+                             f"{x['refined_at_keys']} keys x{x['refined_eta_over_scan']:.2f}"
+                             for x in r["rows"])
+        return "; ".join(
+            f"{case}: ETA/scan median {s['eta_over_scan']['median']:.2f} "
+            f"[{s['eta_over_scan']['min']:.2f}-{s['eta_over_scan']['max']:.2f}] over "
+            f"{s['runs']} runs, scan {s['scan_s']['min']:.0f}-{s['scan_s']['max']:.0f} s"
+            if s["eta_over_scan"] else f"{case}: no ETA printed"
+            for case, s in r["summary"].items())
     if name == "lut_validation_repeat":
         def cell(c, est):
             f = c["over_runs"][est]

@@ -76,7 +76,7 @@ class ProfileResult:
     wall_seconds: float
     device_seconds: float  # sum of per-key timing time, warm-up and all algorithms included
     merged: Path | None = None
-    eta_seconds: float | None = None  # what the run predicted for its scan (torch tables)
+    eta_seconds: float | None = None  # the pilot's guess at the scan (torch tables; not printed)
     # wall seconds per stage: setup (model, trace, earlier work), pilot, reference (the
     # whole model before and after), scan (keys and drift readings), finalize
     stages: dict = field(default_factory=dict)
@@ -231,17 +231,23 @@ def eta_seconds(pilot: dict[tuple, Pilot], keys: Sequence[OpKey], cfg: TimingCon
 
 
 class _EtaRefinement:
-    """The pilot's ETA, corrected by the keys measured so far.
+    """The scan's ETA, from the keys measured so far.
 
     The pilot gets each key's time per call right within about 2x, but not how many calls
-    the adaptive stop will take on this machine (its 5 calls make a poor spread): its ETA
-    was 0.29-1.98x the scan on three models, the corrected one 0.91-1.01x
-    (benchmarks/results/profile_eta_20261206_cpu.json; 0.85-1.58x in profile_eta_cpu.json,
-    2026-12-07). The scan measures its keys in a random order, so the first ones are a
-    sample of the rest: once ``max(8, 10%)`` keys and 5 s are done, the scan's length is
-    predicted as elapsed x (pilot's total / pilot's estimate for the keys done), a ratio
-    estimator that keeps the pilot's weighting of big and small keys, and printed.
+    the adaptive stop will take on this machine (its 5 calls make a poor spread): as an ETA
+    it was 0.29-1.98x the scan on three models (2026-12-06), 1.38-5.72x and then 21x on
+    mobilenet_v3_small at 224 px (2026-12-07), so it is not printed. The scan measures its
+    keys in a random order, so the first ones are a sample of the rest: the scan's length
+    is predicted as elapsed x (pilot's total / pilot's estimate for the keys done), a ratio
+    estimator that keeps the pilot's weighting of big and small keys. Taken after 10% of
+    the keys it was 0.62-1.99x the scan in five runs on a noisy day, after 20% 0.68-1.19x
+    (2026-12-07, the same runs), so it waits for ``max(8, 20%)`` keys and 5 s, or for 32
+    keys and 2 minutes on a long scan, whichever comes first. A machine whose speed changes
+    during the scan moves the scan after the estimate: nothing before the end can see that.
     """
+
+    FRACTION, MIN_KEYS, MIN_SECONDS = 0.2, 8, 5.0
+    LONG_KEYS, LONG_SECONDS = 32, 120.0
 
     def __init__(self, per_key: list[float], show: bool) -> None:
         self.per_key, self.show, self.done = per_key, show, 0.0
@@ -249,11 +255,17 @@ class _EtaRefinement:
         self.scan_seconds: float | None = None
         self.at_keys: int | None = None
 
+    def ready(self, measured: int, elapsed: float) -> bool:
+        sampled = measured >= max(self.MIN_KEYS, self.FRACTION * len(self.per_key)) \
+            and elapsed >= self.MIN_SECONDS
+        long_scan = measured >= self.LONG_KEYS and elapsed >= self.LONG_SECONDS
+        return sampled or long_scan
+
     def after(self, measured: int, elapsed: float) -> None:
         if self.scan_seconds is not None or not self.total or measured > len(self.per_key):
             return
         self.done += self.per_key[measured - 1]
-        if measured < max(8, 0.1 * len(self.per_key)) or elapsed < 5.0 or not self.done:
+        if not self.done or not self.ready(measured, elapsed):
             return
         self.scan_seconds, self.at_keys = elapsed * self.total / self.done, measured
         _log(f"ETA ~{fmt_seconds(self.scan_seconds - elapsed)} more (the first {measured} "
@@ -363,10 +375,8 @@ def profile_model(cfg: ProfileConfig) -> ProfileResult:
              f"({tc.dtype}, batch {tc.batch}, {tc.threads} threads, "
              f"{'cold' if tc.cold_bytes else 'hot'} weights"
              + (f", in {cfg.runtime}); " if cfg.runtime != "torch" else "); ")
-             + (f"ETA ~{fmt_seconds(eta)} (from a pilot run of each layer config"
-                if cfg.runtime == "torch" else "(rate on the progress bar")
-             + ("; every cuDNN plan costed as fast as cudnn.benchmark's pick, plan builds "
-                "left out: a lower bound)" if tc.algos == "all" and tc.device == "cuda" else ")"),
+             + ("an ETA follows once a fifth of the keys (or 2 minutes' worth) is measured"
+                if cfg.runtime == "torch" else "rate on the progress bar"),
              show)
         # The whole-model yardstick is a torch timing: a runtime table has none (its
         # calibration and validation time whole networks in the runtime itself).
