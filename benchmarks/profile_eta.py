@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {run}, {case}: {row['keys']} keys, scan {row['scan_s']:.1f} s; ETA "
                   + (f"after {row['refined_at_keys']} keys {row['refined_eta_s']:.1f} s "
                      f"(x{eta:.2f})" if eta else "never printed")
-                  + f"; pilot's guess x{row['pilot_eta_over_scan'] or float('nan'):.2f}", flush=True)
+                  + f"; pilot's guess x{row['pilot_eta_over_scan'] or float('nan'):.2f}",
+                  flush=True)
             result["rows"].append(row)
             write_json(args.out, "profile_eta.json", result)
     ok = sum(r["within_bound"] for r in result["rows"])
@@ -89,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     for case, s in result["summary"].items():
         e, sc = s["eta_over_scan"], s["scan_s"]
         eta = f"median {e['median']:.2f} [{e['min']:.2f}-{e['max']:.2f}]" if e else "none"
-        print(f"{case}: ETA/scan {eta}, scan {sc['median']:.0f} s [{sc['min']:.0f}-{sc['max']:.0f}], "
+        print(f"{case}: ETA/scan {eta}, scan {sc['median']:.0f} s "
+              f"[{sc['min']:.0f}-{sc['max']:.0f}], "
               f"{s['within_bound']} of {s['runs']} within x{BOUND}")
     print(f"ETA within x{BOUND} of the scan: {result['within_bound']}")
     return 0
