@@ -29,8 +29,19 @@ re-measures; OUT/table9.json holds each run and the summary with the machine's m
 OUT/table9.png the figure. ``--resume`` keeps the runs already in OUT/table9.json (same
 settings) and does the rest.
 
+Regimes (issue 32: a latency table can only help where latency does not follow a simple
+proxy): ``--runtime`` times the table and measures every budget in PyTorch, ONNX Runtime or
+OpenVINO; ``--step`` sets the table's grid step, the pruning group and Torch-Pruning's
+round_to (a step of 4 leaves channel counts that do not fill a runtime's vector blocks);
+``--arch mobile`` swaps the teacher for a MobileNetV3-like net with depthwise and
+squeeze-excitation layers (width 32). ``--setup-only`` stops after the table's validation
+and ``hwprune plan``'s proxy check: the figures that say whether the regime is one where
+latency departs from FLOPs (the table's R² beside the fitted FLOPs and parameter lines,
+each layer's latency and FLOPs shares).
+
     python benchmarks/table9.py --out DIR                      # about an hour on 2 cores
     python benchmarks/table9.py --out DIR --seeds 0 1 --criteria taylor tp-taylor
+    python benchmarks/table9.py --out DIR --runtime onnxruntime --step 4 --setup-only
 """
 
 from __future__ import annotations
@@ -56,8 +67,10 @@ from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, conv_fil
 from hwprune.pruner.data import evaluate, load_images  # noqa: E402
 from hwprune.pruner.finetune import FineTuneConfig, finetune  # noqa: E402
 from hwprune.pruner.measure import measure_settled  # noqa: E402
+from hwprune.pruner.plan import PlanConfig, make_plan  # noqa: E402
+from hwprune.pruner.proxies import proxy_check  # noqa: E402
 from hwprune.pruner.run import PruneJob, run_job  # noqa: E402
-from hwprune.zoo import load_checkpoint  # noqa: E402
+from hwprune.zoo import load_checkpoint, resolve_model  # noqa: E402
 from hwprune.zoo.digits import load_digits  # noqa: E402
 
 HWPRUNE = {"taylor-latency": 1.0, "taylor": 0.0, "flops-aware": 1.0}  # criterion -> eta
@@ -73,7 +86,7 @@ def _finetune_cfg(cfg: DemoConfig, seed: int) -> FineTuneConfig:
 def _measured(teacher, student, lut, cfg: DemoConfig, budget: float) -> dict:
     """The fresh verdict, exactly as a prune job takes it (pruner.run)."""
     return measure_settled(teacher, student, lut, 32, 1, cfg.measure_rounds,
-                           cfg.measure_max_reps, budget)
+                           cfg.measure_max_reps, budget, runtime=cfg.runtime)
 
 
 def _row(m: dict, accuracy: float, filters: int, seconds: float, **extra) -> dict:
@@ -102,7 +115,7 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
                     budget, est_teacher, fit), **common),
                 _finetune_cfg(cfg, seed), val="digits-test", measure_rounds=cfg.measure_rounds,
                 measure_max_reps=cfg.measure_max_reps, progress=False, measured_ratio=budget,
-                measured_retries=cfg.retries, start_from=previous))
+                measured_retries=cfg.retries, start_from=previous, runtime=cfg.runtime))
         except TargetError as exc:
             rows.append({**base, "error": str(exc)})
             continue
@@ -150,8 +163,11 @@ def summarize(rows: list[dict]) -> list[dict]:
 
 
 def format_summary(result: dict) -> str:
-    lines = [f"teacher {100 * result['teacher_acc']:.1f}% on {result['n_test']} real held-out "
-             f"digits; mean [95% interval] over {len(result['seeds'])} seeds",
+    st = result["settings"]
+    lines = [f"regime: {st.get('arch', 'residual')} teacher, {st.get('runtime', 'torch')}, "
+             f"step {st.get('step', 8)}, batch 1, one "
+             f"thread; teacher {100 * result['teacher_acc']:.1f}% on {result['n_test']} real "
+             f"held-out digits; mean [95% interval] over {len(result['seeds'])} seeds",
              f"{'budget':>6}  {'criterion':15s} {'accuracy %':>22s}  {'measured ratio %':>20s}"
              f"  met"]
     for c in result["summary"]:
@@ -185,7 +201,9 @@ def plot(result: dict, path: Path) -> None:
               [100 * (c["accuracy"]["high"] - c["accuracy"]["mean"]) for c in cs]]
         ax.errorbar(x, y, xerr=xe, yerr=ye, fmt=marker + "-", capsize=3, label=crit, alpha=0.8)
     ax.axhline(100 * result["teacher_acc"], color="k", lw=0.8, ls=":", label="teacher")
-    ax.set(xlabel="measured latency, % of the teacher's (batch 1, 1 thread)",
+    st = result["settings"]
+    ax.set(xlabel=f"measured latency in {st.get('runtime', 'torch')}, % of the teacher's "
+                  f"(batch 1, 1 thread, step {st.get('step', 8)})",
            ylabel="accuracy on the real held-out digits (%)",
            title=f"mean and 95% interval over {len(result['seeds'])} seeds")
     ax.legend(fontsize=8)
@@ -209,7 +227,23 @@ def setup(cfg: DemoConfig, out: Path) -> dict:
             "teacher_estimated_ms": estimate(teacher, Lut.load(lut), 32, 1).total_ms,
             "lut_validation": {k: val.get(k) for k in (
                 "estimator", "r2_identity", "r2_linear", "mape", "n_samples", "fit_slope",
-                "fit_intercept_ms", "proxies", "operator_sum")}}
+                "fit_intercept_ms", "proxies", "operator_sum")},
+            "plan": plan_check(ckpt, lut, cfg.step)}
+
+
+def plan_check(ckpt: Path, lut_path: Path, step: int) -> dict:
+    """What ``hwprune plan`` says of this regime: the table against the fitted FLOPs and
+    parameter-count lines on its calibration variants, and the layers whose latency share
+    departs most from their FLOPs share (whether latency-awareness can matter here)."""
+    resolved = resolve_model(str(ckpt))
+    lut = Lut.load(lut_path)
+    plan = make_plan(resolved.module.eval(), lut, 32, 1, PlanConfig(group_size=step),
+                     resolved.name)
+    layers = plan.as_dict()["layers"]
+    check = proxy_check(resolved.module, lut, 32, 1, layers, resolved.name)
+    return {"line": check.line, **check.as_dict(),
+            "shares": [{k: x[k] for k in ("name", "op", "latency_share", "flops_share")}
+                       for x in layers]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,15 +255,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="the quick demo's settings at width 24 (minutes; for tests)")
     ap.add_argument("--resume", action="store_true", help="keep the runs already in OUT")
+    ap.add_argument("--runtime", choices=["torch", "onnxruntime", "openvino"], default="torch",
+                    help="the regime: where the LUT is timed and every budget measured "
+                         "(batch 1, one thread; default torch)")
+    ap.add_argument("--step", type=int, default=None,
+                    help="LUT grid step = pruning group = Torch-Pruning's round_to (default "
+                         "the demo's 8)")
+    ap.add_argument("--arch", choices=["residual", "mobile"], default="residual",
+                    help="the teacher: the demo's residual net (width 64) or a MobileNetV3-like "
+                         "one with depthwise and squeeze-excitation layers (width 32)")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="teacher, LUT, validation and the plan's proxy check only: is this "
+                         "regime one where latency does not follow FLOPs? (minutes)")
     args = ap.parse_args(argv)
     cfg = (DemoConfig.quick_mode(width=24, n_images=50, iterations=10, epochs=1)
            if args.quick else DemoConfig())
-    cfg = replace(cfg, out=args.out, progress=False, log=lambda *a: print(*a, flush=True))
+    cfg = replace(cfg, out=args.out, progress=False, log=lambda *a: print(*a, flush=True),
+                  runtime=args.runtime, step=args.step or cfg.step, arch=args.arch,
+                  width=cfg.width if args.arch == "residual" else cfg.width // 2)
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(cfg.threads)
     settings = {"quick": args.quick, "budgets": sorted(args.budgets, reverse=True),
                 "width": cfg.width, "epochs": cfg.epochs, "n_images": cfg.n_images,
-                "measure_rounds": cfg.measure_rounds, "measure_max_reps": cfg.measure_max_reps}
+                "measure_rounds": cfg.measure_rounds, "measure_max_reps": cfg.measure_max_reps,
+                "runtime": cfg.runtime, "step": cfg.step, "arch": cfg.arch}
     path = args.out / "table9.json"
     old = json.loads(path.read_text()) if args.resume and path.is_file() else None
     if old is not None and old["settings"] != settings:
@@ -237,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
                          f"drop --resume or choose another --out")
     t0 = time.perf_counter()
     base = old["setup"] if old else setup(cfg, args.out)
+    print(f"regime {cfg.arch} teacher, {cfg.runtime}, step {cfg.step}: table R² "
+          f"{base['lut_validation']['r2_identity']:.3f}; plan: {base['plan']['line']}", flush=True)
+    if args.setup_only:
+        write_json(args.out, "table9.json", {"benchmark": "table9", "machine": machine("cpu"),
+                                             "settings": settings, "setup": base, "rows": []})
+        return 0
     test = load_images("digits-test", 32)
     result = {"benchmark": "table9", "machine": machine("cpu"), "settings": settings,
               "setup": base, "teacher_acc": base["teacher_acc"], "n_test": len(test),

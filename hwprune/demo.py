@@ -39,6 +39,7 @@ class DemoConfig:
     out: Path = Path("build/demo")
     quick: bool = False
     width: int = 64                  # conv work must dominate latency (zoo/demo.py)
+    arch: str = "residual"           # or "mobile": depthwise and squeeze-excitation (zoo/demo.py)
     # Batches of 16 at lr 0.1 without shifts: on 2026-11-29 seed 0 reached 95.5% held-out
     # in 4 epochs (42 s), against 88.9% for 6 epochs of 64 at 0.05 with shifts (58 s),
     # whose training accuracy was as low (88.8%): that teacher was underfit, and every
@@ -106,7 +107,8 @@ class DemoConfig:
 
 
 def _teacher(cfg: DemoConfig, data) -> tuple[Path, float]:
-    path = cfg.out / (f"teacher-w{cfg.width}-e{cfg.teacher_epochs}-b{cfg.teacher_batch}"
+    arch = "" if cfg.arch == "residual" else f"-{cfg.arch}"
+    path = cfg.out / (f"teacher{arch}-w{cfg.width}-e{cfg.teacher_epochs}-b{cfg.teacher_batch}"
                       f"-lr{cfg.teacher_lr:g}-s{cfg.seed}.pt")
     if path.is_file():
         net = load_checkpoint(path).module
@@ -116,10 +118,12 @@ def _teacher(cfg: DemoConfig, data) -> tuple[Path, float]:
         # The initial weights too: unseeded, two trainings of the same code reached 92.9% and
         # 88.9% (2026-11-29), and every later stage of the demo inherits the difference.
         torch.manual_seed(cfg.seed)
-        net = train_classifier(build_demo(width=cfg.width), data.x_train, data.y_train,
+        net = train_classifier(build_demo(width=cfg.width, arch=cfg.arch), data.x_train,
+                               data.y_train,
                                epochs=cfg.teacher_epochs, lr=cfg.teacher_lr,
                                batch=cfg.teacher_batch, seed=cfg.seed, augment=False)
-        save_checkpoint(net, path, "demo", {"width": cfg.width})
+        save_checkpoint(net, path, "demo", {"width": cfg.width,
+                                            **({"arch": cfg.arch} if arch else {})})
         cfg.log(f"teacher: trained in {time.perf_counter() - t0:.0f} s")
     return path, accuracy(net, data.x_test, data.y_test)
 

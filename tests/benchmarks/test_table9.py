@@ -46,6 +46,20 @@ def test_a_quick_run_writes_the_table_and_the_figure(tmp_path, request):
     assert {(r["seed"], r["criterion"]) for r in result["rows"]} == \
         {(s, c) for s in (0, 1) for c in ("taylor", "tp-magnitude")}
     assert result["n_test"] == 449 and result["machine"]["torch"]
-    assert "proxies" in result["setup"]["lut_validation"]
+    assert "proxies" in result["setup"]["lut_validation"] and result["setup"]["plan"]["line"]
     assert (tmp_path / "table9.png").stat().st_size > 10_000
     assert "mean [95% interval] over 2 seeds" in run.stdout
+
+
+@pytest.mark.slow
+def test_setup_only_reports_the_regime_and_the_plans_proxy_check(tmp_path, request):
+    only_when_asked(request, 60)
+    run = subprocess.run([sys.executable, str(BENCH), "--out", str(tmp_path), "--quick",
+                          "--setup-only", "--runtime", "onnxruntime", "--step", "4"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads((tmp_path / "table9.json").read_text())
+    assert result["settings"]["runtime"] == "onnxruntime" and result["settings"]["step"] == 4
+    plan = result["setup"]["plan"]
+    assert plan["line"] in run.stdout and "onnxruntime, step 4" in run.stdout
+    assert {x["name"] for x in plan["shares"]} and result["rows"] == []
