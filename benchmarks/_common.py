@@ -74,6 +74,26 @@ def median_range(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def budget_cells(rows: list[dict], criteria: list[str], failed: str = "failed") -> list[dict]:
+    """Per budget (tightest last) and criterion: how many runs, the mean and 95% interval of
+    the accuracy and of the measured latency ratio over those that finished, how many the
+    fresh verdict (settled by its median when uncertain) counted as met, and under
+    ``failed`` how many ended in an error (a budget out of reach)."""
+    cells = []
+    for budget in sorted({r["budget"] for r in rows}, reverse=True):
+        for crit in criteria:
+            rs = [r for r in rows if r["budget"] == budget and r["criterion"] == crit]
+            if not rs:
+                continue
+            done = [r for r in rs if r.get("error") is None]
+            cells.append({"budget": budget, "criterion": crit, "runs": len(rs),
+                          failed: len(rs) - len(done),
+                          "accuracy": interval([r["accuracy"] for r in done]),
+                          "measured_ratio": interval([r["measured_ratio"] for r in done]),
+                          "met": sum(r["settled"] == "met" for r in done)})
+    return cells
+
+
 def interval(values: list[float]) -> dict:
     """Mean and 95% t-interval over seeds (n - 1 degrees of freedom)."""
     a = np.asarray(values, dtype=float)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import (clean_clone, head_commit, interval, machine, median_range,  # noqa: E402
-                     parser, timed, write_json)
+from _common import (budget_cells, clean_clone, head_commit, interval,  # noqa: E402
+                     machine, median_range, parser, timed, write_json)
 
 ROOT = Path(__file__).resolve().parents[1]
 CRITERIA = ("taylor-latency", "taylor")
@@ -71,18 +71,8 @@ def summarize(runs: list[dict]) -> dict:
     ok = [r for r in runs if r["rc"] == 0]
     if not ok:
         return {}
-    cells = []
-    for budget in sorted({row["budget"] for r in ok for row in r["rows"]}, reverse=True):
-        for crit in CRITERIA:
-            rows = [row for r in ok for row in r["rows"]
-                    if row["budget"] == budget and row["criterion"] == crit]
-            done = [row for row in rows if row.get("error") is None]
-            cells.append({"budget": budget, "criterion": crit, "runs": len(rows),
-                          "accuracy": interval([row["accuracy"] for row in done]),
-                          "measured_ratio": interval([row["measured_ratio"] for row in done]),
-                          # the fresh verdict, settled by its median when uncertain
-                          "met": sum(row["settled"] == "met" for row in done),
-                          "unreachable": len(rows) - len(done)})
+    # a run's budget that pruning could not reach is "unreachable" (demo.json's error)
+    cells = budget_cells([row for r in ok for row in r["rows"]], CRITERIA, "unreachable")
     return {"total_s": median_range([r["total_s"] for r in ok]),
             "demo_s": median_range([r["demo_s"] for r in ok]),
             "install_s": median_range([r["install_s"] for r in ok]),

@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from _common import interval, machine, parser, write_json  # noqa: E402
+from _common import budget_cells, machine, parser, write_json  # noqa: E402
 from hwprune.demo import DemoConfig, _images, _lut, _teacher, lut_target  # noqa: E402
 from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
 from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
@@ -147,19 +147,7 @@ def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    cells = []
-    for budget in sorted({r["budget"] for r in rows}, reverse=True):
-        for crit in CRITERIA:
-            rs = [r for r in rows if r["budget"] == budget and r["criterion"] == crit]
-            if not rs:
-                continue
-            done = [r for r in rs if "error" not in r]
-            cells.append({"budget": budget, "criterion": crit, "runs": len(rs),
-                          "failed": len(rs) - len(done),
-                          "accuracy": interval([r["accuracy"] for r in done]),
-                          "measured_ratio": interval([r["measured_ratio"] for r in done]),
-                          "met": sum(r["settled"] == "met" for r in done)})
-    return cells
+    return budget_cells(rows, CRITERIA)
 
 
 def format_summary(result: dict) -> str:

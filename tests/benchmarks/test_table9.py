@@ -14,7 +14,8 @@ from tests.conftest import only_when_asked
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "table9.py"
 sys.path.insert(0, str(BENCH.parent))
 
-from table9 import interval, summarize  # noqa: E402
+from _common import interval  # noqa: E402
+from table9 import summarize  # noqa: E402
 
 
 def test_the_interval_is_a_t_interval_over_seeds():
