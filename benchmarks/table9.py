@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from _common import budget_cells, machine, parser, write_json  # noqa: E402
-from hwprune.demo import DemoConfig, _images, _lut, _teacher, lut_target  # noqa: E402
+from hwprune.demo import DemoConfig, lut_target, make_images, make_lut, train_teacher  # noqa: E402
 from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
 from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
 from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, conv_filters,  # noqa: E402
@@ -204,8 +204,8 @@ def plot(result: dict, path: Path) -> None:
 
 def setup(cfg: DemoConfig, out: Path) -> dict:
     data = load_digits(seed=0)
-    ckpt, teacher_acc = _teacher(replace(cfg, seed=0), data)
-    lut = _lut(cfg, ckpt)
+    ckpt, teacher_acc = train_teacher(replace(cfg, seed=0), data)
+    lut = make_lut(cfg, ckpt)
     shutil.rmtree(out / "validate", ignore_errors=True)
     val = validate(ValidateConfig(str(ckpt), [str(lut)], out / "validate",
                                   samples=cfg.validate_samples, rounds=cfg.validate_rounds,
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = load_checkpoint(base["ckpt"]).module.eval()
     lut = Lut.load(base["lut"])
     for seed in args.seeds:
-        images_dir = _images(replace(cfg, seed=seed), Path(base["ckpt"]))
+        images_dir = make_images(replace(cfg, seed=seed), Path(base["ckpt"]))
         images = load_images(str(images_dir), 32)
         for crit in args.criteria:
             if (seed, crit) in done:

@@ -106,7 +106,9 @@ class DemoConfig:
         return cls(**{**base, **kw})
 
 
-def _teacher(cfg: DemoConfig, data) -> tuple[Path, float]:
+def train_teacher(cfg: DemoConfig, data) -> tuple[Path, float]:
+    """The teacher of ``cfg`` (its file reused when present): its checkpoint and accuracy on
+    the held-out digits."""
     arch = "" if cfg.arch == "residual" else f"-{cfg.arch}"
     path = cfg.out / (f"teacher{arch}-w{cfg.width}-e{cfg.teacher_epochs}-b{cfg.teacher_batch}"
                       f"-lr{cfg.teacher_lr:g}-s{cfg.seed}.pt")
@@ -128,7 +130,8 @@ def _teacher(cfg: DemoConfig, data) -> tuple[Path, float]:
     return path, accuracy(net, data.x_test, data.y_test)
 
 
-def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
+def make_lut(cfg: DemoConfig, ckpt: Path) -> Path:
+    """The teacher's table, measured afresh in ``cfg.runtime`` and calibrated."""
     lut = cfg.out / "lut.parquet"
     lut.unlink(missing_ok=True)  # latencies are re-measured on every run
     shutil.rmtree(parts_dir(lut), ignore_errors=True)
@@ -150,7 +153,8 @@ def _lut(cfg: DemoConfig, ckpt: Path) -> Path:
     return lut
 
 
-def _images(cfg: DemoConfig, ckpt: Path) -> Path:
+def make_images(cfg: DemoConfig, ckpt: Path) -> Path:
+    """DeepInversion images of the teacher alone (a finished set is resumed, not redone)."""
     # Named after the teacher too: a directory holding another teacher's images would be
     # refused on resume (synth checks its settings), not silently reused.
     out = cfg.out / (f"synth-{ckpt.stem}-n{cfg.n_images}-i{cfg.iterations}"
@@ -274,10 +278,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         clock[0] = now
 
     data = load_digits(seed=cfg.seed)
-    ckpt, teacher_acc = _teacher(cfg, data)
+    ckpt, teacher_acc = train_teacher(cfg, data)
     cfg.log(f"teacher accuracy on the real held-out digits: {100 * teacher_acc:.1f}%")
     lap("teacher")
-    lut = _lut(cfg, ckpt)
+    lut = make_lut(cfg, ckpt)
     lap("lut_profile_and_calibration")
     shutil.rmtree(cfg.out / "validate", ignore_errors=True)
     val = validate(ValidateConfig(str(ckpt), [str(lut)], cfg.out / "validate",
@@ -288,7 +292,7 @@ def run_demo(cfg: DemoConfig) -> dict:
             f"{val['r2_identity']:.3f}, R² (linear) {val['r2_linear']:.3f}, MAPE "
             f"{100 * val['mape']:.1f}%")
     lap("lut_validation")
-    images = _images(cfg, ckpt)
+    images = make_images(cfg, ckpt)
     lap("deepinversion")
     teacher = load_checkpoint(ckpt).module
     lut_obj = Lut.load(lut)
