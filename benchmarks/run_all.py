@@ -50,6 +50,13 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "profile_eta": ([], None),
     # Table 9: four criteria x three budgets x five seeds on the digits (about an hour)
     "table9": (["--criteria", "taylor-latency", "taylor", "flops-aware", "tp-taylor"], None),
+    # Table 9's other regimes (issue 32): whether latency follows FLOPs there (minutes to
+    # half an hour each), and the full comparison where it does not.
+    "table9_setup_onnxruntime_step4": (["--runtime", "onnxruntime", "--step", "4",
+                                        "--setup-only"], None),
+    "table9_setup_mobile": (["--arch", "mobile", "--setup-only"], None),
+    "table9_onnxruntime_step4": (["--runtime", "onnxruntime", "--step", "4", "--criteria",
+                                  "taylor-latency", "taylor", "flops-aware", "tp-taylor"], None),
     # 5 long rounds against 8 short ones per measured verdict, two pairs (about 4 minutes)
     "measure_rounds": ([], None),
     # three fresh validations of two tables beside the FLOPs/params lines (about 6 minutes)
@@ -80,7 +87,9 @@ SUBSET = ["delta_query", "prune_rank", "profiler_cost", "synth_speed", "profile_
           "measure_rounds", "lut_validation_repeat", "torchvision_coverage", "lut_validation"]
 # entries that run another script with their own arguments (their results keep the entry's name)
 SCRIPT_OF = {"lut_validation_onnxruntime": "lut_validation",
-             "lut_validation_openvino": "lut_validation"}
+             "lut_validation_openvino": "lut_validation",
+             **{k: "table9" for k in ("table9_setup_onnxruntime_step4", "table9_setup_mobile",
+                                      "table9_onnxruntime_step4")}}
 
 
 def run(name: str, args: list[str], out: Path, kind: str) -> dict:
@@ -179,7 +188,13 @@ def _headline(name: str, r: dict) -> str:
                          f"{cell(c, 'params_line')}" if c.get("over_runs") else
                          f"{c['case']}: failed" for c in r["cases"])
     if name == "table9":
-        return "; ".join(
+        st, setup = r["settings"], r["setup"]
+        regime = (f"{st.get('arch', 'residual')} teacher, {st.get('runtime', 'torch')}, step "
+                  f"{st.get('step', 8)}: ")
+        if not r.get("summary"):  # --setup-only: the regime's figures, no runs
+            return (regime + f"table R² {setup['lut_validation']['r2_identity']:.3f}; plan: "
+                    + setup.get("plan", {}).get("line", "(no proxy check)"))
+        return regime + "; ".join(
             f"{100 * c['budget']:.0f}% {c['criterion']}: {100 * c['accuracy']['mean']:.1f}% "
             f"[{100 * c['accuracy']['low']:.1f}-{100 * c['accuracy']['high']:.1f}] at "
             f"{100 * c['measured_ratio']['mean']:.0f}% of the teacher"
