@@ -76,6 +76,8 @@ from hwprune.zoo.digits import load_digits  # noqa: E402
 HWPRUNE = {"taylor-latency": 1.0, "taylor": 0.0, "flops-aware": 1.0}  # criterion -> eta
 TP = {"tp-taylor": "taylor", "tp-magnitude": "magnitude"}
 CRITERIA = [*HWPRUNE, *TP]
+# what the teacher, the table and its validation depend on (the rest is the runs')
+SETUP_SETTINGS = ("quick", "width", "runtime", "step", "arch")
 
 
 def _finetune_cfg(cfg: DemoConfig, seed: int) -> FineTuneConfig:
@@ -270,8 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / "table9.json"
     old = json.loads(path.read_text()) if args.resume and path.is_file() else None
     if old is not None and old["settings"] != settings:
-        raise SystemExit(f"{path}: made with other settings ({old['settings']}); "
-                         f"drop --resume or choose another --out")
+        # A --setup-only file (no runs yet) serves any budgets and run settings: its teacher,
+        # table and validation depend only on the regime.
+        same_regime = all(old["settings"].get(k) == settings[k] for k in SETUP_SETTINGS)
+        if old["rows"] or not same_regime:
+            raise SystemExit(f"{path}: made with other settings ({old['settings']}); "
+                             f"drop --resume or choose another --out")
+        print(f"reusing the regime's setup from {path} ({old['machine']['date']})")
+        old = {**old, "settings": settings, "setup_from": old["machine"]["date"]}
     t0 = time.perf_counter()
     base = old["setup"] if old else setup(cfg, args.out)
     print(f"regime {cfg.arch} teacher, {cfg.runtime}, step {cfg.step}: table R² "
@@ -283,7 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     test = load_images("digits-test", 32)
     result = {"benchmark": "table9", "machine": machine("cpu"), "settings": settings,
               "setup": base, "teacher_acc": base["teacher_acc"], "n_test": len(test),
-              "seeds": args.seeds, "criteria": args.criteria, "rows": old["rows"] if old else []}
+              "seeds": args.seeds, "criteria": args.criteria, "rows": old["rows"] if old else [],
+              "setup_from": (old or {}).get("setup_from")}
     done = {(r["seed"], r["criterion"]) for r in result["rows"]}
     teacher = load_checkpoint(base["ckpt"]).module.eval()
     lut = Lut.load(base["lut"])

@@ -64,3 +64,15 @@ def test_setup_only_reports_the_regime_and_the_plans_proxy_check(tmp_path, reque
     plan = result["setup"]["plan"]
     assert plan["line"] in run.stdout and "onnxruntime, step 4" in run.stdout
     assert {x["name"] for x in plan["shares"]} and result["rows"] == []
+    # then the runs, at budgets of their own, on that same setup (nothing profiled again)
+    lut_mtime = (tmp_path / "lut.parquet").stat().st_mtime_ns
+    run = subprocess.run([sys.executable, str(BENCH), "--out", str(tmp_path), "--quick",
+                          "--runtime", "onnxruntime", "--step", "4", "--resume", "--seeds", "0",
+                          "--budgets", "0.8", "--criteria", "taylor"],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "reusing the regime's setup" in run.stdout
+    assert (tmp_path / "lut.parquet").stat().st_mtime_ns == lut_mtime
+    result = json.loads((tmp_path / "table9.json").read_text())
+    assert result["setup"]["plan"] == plan and result["setup_from"]
+    assert [(r["criterion"], r["budget"]) for r in result["rows"]] == [("taylor", 0.8)]
