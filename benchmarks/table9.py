@@ -27,7 +27,8 @@ criterion gets the same fine-tuning epochs afterwards. Per (budget, criterion): 
 95% t-interval over seeds of the accuracy and of the measured latency ratio. Every run
 re-measures; OUT/table9.json holds each run and the summary with the machine's metadata,
 OUT/table9.png the figure. ``--resume`` keeps the runs already in OUT/table9.json (same
-settings) and does the rest.
+settings) and does the rest; on a ``--setup-only`` file it reuses the regime's teacher,
+table and validation for runs at any budgets.
 
 Regimes (issue 32: a latency table can only help where latency does not follow a simple
 proxy): ``--runtime`` times the table and measures every budget in PyTorch, ONNX Runtime or
@@ -42,6 +43,7 @@ each layer's latency and FLOPs shares).
     python benchmarks/table9.py --out DIR                      # about an hour on 2 cores
     python benchmarks/table9.py --out DIR --seeds 0 1 --criteria taylor tp-taylor
     python benchmarks/table9.py --out DIR --runtime onnxruntime --step 4 --setup-only
+    python benchmarks/table9.py --out DIR --runtime onnxruntime --step 4 --resume --budgets 0.35 0.22 0.14
 """
 
 from __future__ import annotations
