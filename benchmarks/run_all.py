@@ -188,13 +188,12 @@ def _headline(name: str, r: dict) -> str:
                          f"{cell(c, 'params_line')}" if c.get("over_runs") else
                          f"{c['case']}: failed" for c in r["cases"])
     if name == "table9":
-        st, setup = r["settings"], r["setup"]
-        regime = (f"{st.get('arch', 'residual')} teacher, {st.get('runtime', 'torch')}, step "
-                  f"{st.get('step', 8)}: ")
+        from table9 import regime
+        setup, label = r["setup"], regime(r["settings"]) + ": "
         if not r.get("summary"):  # --setup-only: the regime's figures, no runs
-            return (regime + f"table R² {setup['lut_validation']['r2_identity']:.3f}; plan: "
+            return (label + f"table R² {setup['lut_validation']['r2_identity']:.3f}; plan: "
                     + setup.get("plan", {}).get("line", "(no proxy check)"))
-        return regime + "; ".join(
+        return label + "; ".join(
             f"{100 * c['budget']:.0f}% {c['criterion']}: {100 * c['accuracy']['mean']:.1f}% "
             f"[{100 * c['accuracy']['low']:.1f}-{100 * c['accuracy']['high']:.1f}] at "
             f"{100 * c['measured_ratio']['mean']:.0f}% of the teacher"
@@ -229,7 +228,8 @@ def script_of(stem: str) -> str:
     """The script a result file came from: the longest script name its stem starts with
     (``prune_digits_snap_cpu`` -> prune_digits), else the stem without its last part."""
     names = sorted(set(SCRIPTS) | {"make_test_time", "runtime_gap"}, key=len, reverse=True)
-    return next((n for n in names if stem.startswith(n + "_")), stem.rsplit("_", 1)[0])
+    entry = next((n for n in names if stem.startswith(n + "_")), stem.rsplit("_", 1)[0])
+    return SCRIPT_OF.get(entry, entry)  # an entry that runs another script: that script
 
 
 def summarize(out: Path) -> Path:

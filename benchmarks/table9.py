@@ -154,11 +154,16 @@ def summarize(rows: list[dict]) -> list[dict]:
     return budget_cells(rows, CRITERIA)
 
 
+def regime(settings: dict) -> str:
+    """The regime a result was measured in (files from before --runtime/--step/--arch: the
+    residual teacher in PyTorch at step 8)."""
+    return (f"{settings.get('arch', 'residual')} teacher, {settings.get('runtime', 'torch')}, "
+            f"step {settings.get('step', 8)}")
+
+
 def format_summary(result: dict) -> str:
-    st = result["settings"]
-    lines = [f"regime: {st.get('arch', 'residual')} teacher, {st.get('runtime', 'torch')}, "
-             f"step {st.get('step', 8)}, batch 1, one "
-             f"thread; teacher {100 * result['teacher_acc']:.1f}% on {result['n_test']} real "
+    lines = [f"regime: {regime(result['settings'])}, batch 1, one thread; teacher "
+             f"{100 * result['teacher_acc']:.1f}% on {result['n_test']} real "
              f"held-out digits; mean [95% interval] over {len(result['seeds'])} seeds",
              f"{'budget':>6}  {'criterion':15s} {'accuracy %':>22s}  {'measured ratio %':>20s}"
              f"  met"]
@@ -193,9 +198,8 @@ def plot(result: dict, path: Path) -> None:
               [100 * (c["accuracy"]["high"] - c["accuracy"]["mean"]) for c in cs]]
         ax.errorbar(x, y, xerr=xe, yerr=ye, fmt=marker + "-", capsize=3, label=crit, alpha=0.8)
     ax.axhline(100 * result["teacher_acc"], color="k", lw=0.8, ls=":", label="teacher")
-    st = result["settings"]
-    ax.set(xlabel=f"measured latency in {st.get('runtime', 'torch')}, % of the teacher's "
-                  f"(batch 1, 1 thread, step {st.get('step', 8)})",
+    ax.set(xlabel=f"measured latency, % of the teacher's ({regime(result['settings'])}, "
+                  f"batch 1, 1 thread)",
            ylabel="accuracy on the real held-out digits (%)",
            title=f"mean and 95% interval over {len(result['seeds'])} seeds")
     ax.legend(fontsize=8)
@@ -284,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         old = {**old, "settings": settings, "setup_from": old["machine"]["date"]}
     t0 = time.perf_counter()
     base = old["setup"] if old else setup(cfg, args.out)
-    print(f"regime {cfg.arch} teacher, {cfg.runtime}, step {cfg.step}: table R² "
+    print(f"regime {regime(settings)}: table R² "
           f"{base['lut_validation']['r2_identity']:.3f}; plan: {base['plan']['line']}", flush=True)
     if args.setup_only:
         write_json(args.out, "table9.json", {"benchmark": "table9", "machine": machine("cpu"),

@@ -37,6 +37,9 @@ def test_the_summary_has_a_line_for_every_result_file(tmp_path):
     assert "quick demo" in rows["demo_runs_quick_cpu.json"]
     assert "assembled by hand" in rows["lut_validation_runtimes_cpu.json"]
     assert "taylor" in rows["prune_digits_snap_cpu.json"]  # a variant's file, by its script
+    # an entry that runs another script (table9 --setup-only): that script's headline
+    assert "onnxruntime, step 4: table R²" in rows["table9_setup_onnxruntime_step4_cpu.json"]
+    assert "R² identity" in rows["lut_validation_openvino_cpu.json"]
 
 
 def test_the_hour_subset_names_scripts_the_runner_knows():
