@@ -240,8 +240,8 @@ class _EtaRefinement:
     keys in a random order, so the first ones are a sample of the rest: the scan's length
     is predicted as elapsed x (pilot's total / pilot's estimate for the keys done), a ratio
     estimator that keeps the pilot's weighting of big and small keys. Taken after 10% of
-    the keys it was 0.62-1.99x the scan in five runs on a noisy day, after 20% 0.68-1.19x
-    (2026-12-07, the same runs), so it waits for ``max(8, 20%)`` keys and 5 s, or for 32
+    the keys it was 0.85-1.58x the scan (profile_eta_20261207a_cpu.json), after 20%
+    0.82-1.57x, 8 of 9 within 1.5x (benchmarks/results/profile_eta_cpu.json), so it waits for ``max(8, 20%)`` keys and 5 s, or for 32
     keys and 2 minutes on a long scan, whichever comes first. A machine whose speed changes
     during the scan moves the scan after the estimate: nothing before the end can see that.
     """
