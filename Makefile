@@ -28,7 +28,7 @@ WARM := hwprune.cli hwprune.api hwprune.demo torch._dynamo torch.export torch.on
         torch.distributed.run torchvision torch_pruning onnx onnxscript onnxruntime openvino \
         timm matplotlib.pyplot sklearn.datasets scipy.stats pyarrow.parquet hypothesis xdist
 $(STAMP): $(BIN)/python setup.cfg pyproject.toml
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[test,runtimes,timm]'
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[test,runtimes,timm,tasks]'
 	-$(BIN)/python -c 'import importlib, sys; [importlib.import_module(m) for m in sys.argv[1:]]' \
 	  $(WARM) > /dev/null 2>&1
 	touch $(STAMP)

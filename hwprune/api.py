@@ -242,7 +242,7 @@ def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None =
     Args:
         model: a Model with trained weights, or a checkpoint path.
         data: training images: an ImageSet (``synthesize``), a synth output directory,
-            an ImageFolder directory or 'digits'.
+            an ImageFolder directory or an embedded task ('digits', 'mnist5k').
         lut: a Lut (in memory or from a file) or LUT path(s) of the target device.
         out: directory for pruned.pt, report.json and state/, from which an interrupted
             call resumes [default: none kept; save the result with ``hwprune.save``].

@@ -1,5 +1,5 @@
 """Where the pruner's images come from: a synthesized dataset (``hwprune synth`` output), a
-tensor file, an ImageFolder directory, or the embedded digits; and held-out data to evaluate.
+tensor file, an ImageFolder directory, or an embedded task; and held-out data to evaluate.
 
 Minibatches are drawn by a generator seeded from (seed, step, rank), so a resumed run
 sees exactly the batches an uninterrupted one would have.
@@ -81,17 +81,19 @@ def _augment(x: torch.Tensor, gen: torch.Generator, shift: int, flip: bool) -> t
 
 
 def load_images(spec: "str | ImageSet", input_size: Size, mean=None, std=None) -> ImageSet:
-    """Images from ``spec``: 'digits' (embedded train split), 'digits-test', a synth output
-    directory or tensor file (``synthetic.pt``), an ImageFolder directory of real images,
-    or an ImageSet already in memory (returned as it is)."""
+    """Images from ``spec``: an embedded task's train split ('digits', 'mnist5k') or held-out
+    split ('digits-test', 'mnist5k-test'), a synth output directory or tensor file
+    (``synthetic.pt``), an ImageFolder directory of real images, or an ImageSet already in
+    memory (returned as it is)."""
+    from hwprune.zoo.tasks import TASKS, load_task
+
     if isinstance(spec, ImageSet):
         return spec
-    if spec in ("digits", "digits-test"):
-        from hwprune.zoo.digits import load_digits
-
-        d = load_digits(size=input_size)
-        return (ImageSet(d.x_train, d.y_train, "digits train split") if spec == "digits"
-                else ImageSet(d.x_test, d.y_test, "digits held-out split"))
+    task = str(spec).removesuffix("-test")
+    if task in TASKS:
+        d = load_task(task, size=input_size)
+        return (ImageSet(d.x_train, d.y_train, f"{task} train split") if spec == task
+                else ImageSet(d.x_test, d.y_test, f"{task} held-out split"))
     path = Path(spec)
     if path.is_dir() and (path / "synthetic.pt").is_file():
         path = path / "synthetic.pt"
@@ -99,8 +101,8 @@ def load_images(spec: "str | ImageSet", input_size: Size, mean=None, std=None) -
         return _tensor_file(path)
     if path.is_dir():
         return _image_folder(path, input_size, mean, std)
-    raise DataError(f"data '{spec}' is neither 'digits', a synth output, a tensor file nor "
-                    f"a directory")
+    raise DataError(f"data '{spec}' is neither an embedded task ({', '.join(TASKS)}), a synth "
+                    f"output, a tensor file nor a directory")
 
 
 def _tensor_file(path: Path) -> ImageSet:
