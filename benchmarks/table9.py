@@ -65,6 +65,8 @@ import torch  # noqa: E402
 from _common import budget_cells, machine, parser, write_json  # noqa: E402
 from hwprune.demo import DemoConfig, lut_target, make_images, make_lut, train_teacher  # noqa: E402
 from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
+from hwprune.luts.variants import timing_of  # noqa: E402
+from hwprune.profiler.runtime_timing import RuntimeNets  # noqa: E402
 from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
 from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, conv_filters,  # noqa: E402
                                      to_measured_budget)
@@ -89,10 +91,10 @@ def _finetune_cfg(cfg: DemoConfig, seed: int) -> FineTuneConfig:
                           shift=2, seed=seed)
 
 
-def _measured(teacher, student, lut, cfg: DemoConfig, budget: float) -> dict:
+def _measured(teacher, student, lut, cfg: DemoConfig, budget: float, nets=None) -> dict:
     """The fresh verdict, exactly as a prune job takes it (pruner.run)."""
     return measure_settled(teacher, student, lut, 32, 1, cfg.measure_rounds,
-                           cfg.measure_max_reps, budget, runtime=cfg.runtime)
+                           cfg.measure_max_reps, budget, runtime=cfg.runtime, runtime_nets=nets)
 
 
 def _row(m: dict, accuracy: float, filters: int, seconds: float, **extra) -> dict:
@@ -132,7 +134,7 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
     return rows
 
 
-def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
+def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test, nets=None) -> list:
     rows = []
     tpc = TorchPruningConfig(importance=TP[crit], group_size=cfg.step, seed=seed, steps=6)
     for budget in budgets:
@@ -140,12 +142,12 @@ def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
         base = {"criterion": crit, "seed": seed, "budget": budget}
         try:
             student, info = to_measured_budget(
-                teacher, images, budget, lambda s: _measured(teacher, s, lut, cfg, budget), tpc)
+                teacher, images, budget, lambda s: _measured(teacher, s, lut, cfg, budget, nets), tpc)
         except BaselineError as exc:
             rows.append({**base, "error": str(exc)})
             continue
         finetune(student, teacher, images, _finetune_cfg(cfg, seed))
-        m = _measured(teacher, student, lut, cfg, budget)  # fresh, after the search
+        m = _measured(teacher, student, lut, cfg, budget, nets)  # fresh, after the search
         rows.append(_row(m, evaluate(student, test), conv_filters(student),
                          time.perf_counter() - t0, fraction=info["fraction"],
                          search=info["search"], **base))
@@ -313,26 +315,34 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["seed"], r["criterion"]) for r in result["rows"]}
     teacher = load_checkpoint(base["ckpt"]).module.eval()
     lut = Lut.load(base["lut"])
-    for seed in args.seeds:
-        images_dir = make_images(replace(cfg, seed=seed), Path(base["ckpt"]))
-        images = load_images(str(images_dir), 32)
-        for crit in args.criteria:
-            if (seed, crit) in done:
-                continue
-            rows = (hwprune_runs(cfg, base["ckpt"], base["lut"], images_dir,
-                                 base["teacher_estimated_ms"], base["lut_validation"], crit,
-                                 seed, settings["budgets"], args.out) if crit in HWPRUNE
-                    else tp_runs(cfg, teacher, lut, images, crit, seed, settings["budgets"],
-                                 test))
-            result["rows"] += rows
-            for r in rows:
-                print(f"seed {seed} {crit} {100 * r['budget']:.0f}%: " + (
-                    r["error"] if "error" in r else
-                    f"{100 * r['measured_ratio']:.0f}% of the teacher ({r['settled']}), "
-                    f"{100 * r['accuracy']:.1f}%, {r['seconds']:.0f} s"), flush=True)
-            result["summary"] = summarize(result["rows"])
-            result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
-            write_json(args.out, "table9.json", result)
+    # One export of the teacher for every Torch-Pruning verdict (pruner.run does the same
+    # for hwprune's criteria): each measurement otherwise exported both networks again.
+    nets = (RuntimeNets(cfg.runtime, 32, 1, timing_of(lut, 1).threads)
+            if cfg.runtime != "torch" else None)
+    try:
+        for seed in args.seeds:
+            images_dir = make_images(replace(cfg, seed=seed), Path(base["ckpt"]))
+            images = load_images(str(images_dir), 32)
+            for crit in args.criteria:
+                if (seed, crit) in done:
+                    continue
+                rows = (hwprune_runs(cfg, base["ckpt"], base["lut"], images_dir,
+                                     base["teacher_estimated_ms"], base["lut_validation"], crit,
+                                     seed, settings["budgets"], args.out) if crit in HWPRUNE
+                        else tp_runs(cfg, teacher, lut, images, crit, seed, settings["budgets"],
+                                     test, nets))
+                result["rows"] += rows
+                for r in rows:
+                    print(f"seed {seed} {crit} {100 * r['budget']:.0f}%: " + (
+                        r["error"] if "error" in r else
+                        f"{100 * r['measured_ratio']:.0f}% of the teacher ({r['settled']}), "
+                        f"{100 * r['accuracy']:.1f}%, {r['seconds']:.0f} s"), flush=True)
+                result["summary"] = summarize(result["rows"])
+                result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
+                write_json(args.out, "table9.json", result)
+    finally:
+        if nets is not None:
+            nets.close()
     result["summary"] = summarize(result["rows"])
     write_json(args.out, "table9.json", result)
     plot(result, args.out / "table9.png")

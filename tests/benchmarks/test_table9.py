@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "table9.py"
 sys.path.insert(0, str(BENCH.parent))
 
 from _common import interval  # noqa: E402
-from table9 import summarize  # noqa: E402
+from table9 import regime, summarize  # noqa: E402
 
 
 def test_the_interval_is_a_t_interval_over_seeds():
@@ -33,6 +33,12 @@ def test_the_summary_counts_failed_and_missed_runs_apart():
     (cell,) = summarize(rows)
     assert cell["runs"] == 3 and cell["failed"] == 1 and cell["met"] == 1
     assert cell["accuracy"]["mean"] == pytest.approx(0.85) and cell["accuracy"]["n"] == 2
+
+
+def test_the_regime_names_the_task_and_reads_files_from_before_it():
+    assert regime({"runtime": "torch", "step": 8}) == "residual teacher, torch, step 8"
+    assert regime({"task": "mnist5k", "arch": "mobile", "runtime": "onnxruntime", "step": 4}) \
+        == "mnist5k, mobile teacher, onnxruntime, step 4"
 
 
 @pytest.mark.slow
@@ -56,23 +62,31 @@ def test_a_quick_run_writes_the_table_and_the_figure(tmp_path, request):
 def test_setup_only_reports_the_regime_and_the_plans_proxy_check(tmp_path, request):
     only_when_asked(request, 60)
     run = subprocess.run([sys.executable, str(BENCH), "--out", str(tmp_path), "--quick",
-                          "--setup-only", "--runtime", "onnxruntime", "--step", "4"],
+                          "--setup-only", "--runtime", "onnxruntime", "--step", "4",
+                          "--task", "mnist5k"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "table9.json").read_text())
     assert result["settings"]["runtime"] == "onnxruntime" and result["settings"]["step"] == 4
+    assert result["settings"]["task"] == "mnist5k"
     plan = result["setup"]["plan"]
-    assert plan["line"] in run.stdout and "onnxruntime, step 4" in run.stdout
+    assert plan["line"] in run.stdout and "mnist5k, residual teacher, onnxruntime, step 4" \
+        in run.stdout
     assert {x["name"] for x in plan["shares"]} and result["rows"] == []
     # then the runs, at budgets of their own, on that same setup (nothing profiled again)
     lut_mtime = (tmp_path / "lut.parquet").stat().st_mtime_ns
     run = subprocess.run([sys.executable, str(BENCH), "--out", str(tmp_path), "--quick",
-                          "--runtime", "onnxruntime", "--step", "4", "--resume", "--seeds", "0",
-                          "--budgets", "0.8", "--criteria", "taylor"],
+                          "--runtime", "onnxruntime", "--step", "4", "--task", "mnist5k",
+                          "--resume", "--seeds", "0", "--budgets", "0.8",
+                          "--criteria", "taylor", "tp-magnitude"],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "reusing the regime's setup" in run.stdout
     assert (tmp_path / "lut.parquet").stat().st_mtime_ns == lut_mtime
     result = json.loads((tmp_path / "table9.json").read_text())
     assert result["setup"]["plan"] == plan and result["setup_from"]
-    assert [(r["criterion"], r["budget"]) for r in result["rows"]] == [("taylor", 0.8)]
+    assert [(r["criterion"], r["budget"]) for r in result["rows"]] == \
+        [("taylor", 0.8), ("tp-magnitude", 0.8)]
+    assert result["n_test"] == 1250  # the task's held-out split, not the digits'
+    # Torch-Pruning's verdicts taken in the runtime, through the run's one RuntimeNets
+    assert all(r["measured_ratio"] > 0 for r in result["rows"] if "error" not in r)
