@@ -73,8 +73,8 @@ from hwprune.pruner.baseline import (BaselineError, TorchPruningConfig, conv_fil
 from hwprune.pruner.data import evaluate, load_images  # noqa: E402
 from hwprune.pruner.finetune import FineTuneConfig, finetune  # noqa: E402
 from hwprune.pruner.measure import measure_settled  # noqa: E402
-from hwprune.pruner.plan import PlanConfig, make_plan  # noqa: E402
-from hwprune.pruner.proxies import proxy_check  # noqa: E402
+from hwprune.pruner.plan import PlanConfig  # noqa: E402
+from hwprune.pruner.proxies import plan_with_proxies  # noqa: E402
 from hwprune.pruner.run import PruneJob, run_job  # noqa: E402
 from hwprune.zoo import load_checkpoint, resolve_model  # noqa: E402
 from hwprune.zoo.tasks import DESCRIPTIONS, TASKS, load_task  # noqa: E402
@@ -238,11 +238,9 @@ def plan_check(ckpt: Path, lut_path: Path, step: int) -> dict:
     parameter-count lines on its calibration variants, and the layers whose latency share
     departs most from their FLOPs share (whether latency-awareness can matter here)."""
     resolved = resolve_model(str(ckpt))
-    lut = Lut.load(lut_path)
-    plan = make_plan(resolved.module.eval(), lut, 32, 1, PlanConfig(group_size=step),
-                     resolved.name)
+    plan, check = plan_with_proxies(resolved.module, Lut.load(lut_path), 32, 1,
+                                    PlanConfig(group_size=step), resolved.name)
     layers = plan.as_dict()["layers"]
-    check = proxy_check(resolved.module, lut, 32, 1, layers, resolved.name)
     return {"line": check.line, **check.as_dict(),
             "shares": [{k: x[k] for k in ("name", "op", "latency_share", "flops_share")}
                        for x in layers]}

@@ -25,8 +25,8 @@ if (_ROOT / "setup.cfg").is_file() and (_ROOT / "profiler" / "__init__.py").is_f
     __path__.append(str(_ROOT))  # noqa: F821 - a package's own __path__
 
 
-_API = ("Model", "PruneResult", "wrap", "load", "save", "profile", "validate", "synthesize",
-        "prune")
+_API = ("Model", "PruneResult", "wrap", "load", "save", "profile", "validate", "plan",
+        "synthesize", "prune")
 
 
 def __getattr__(name: str):

@@ -4,6 +4,7 @@
     model = hwprune.wrap(net, input_size=64)                    # your trained module
     lut = hwprune.profile(model, step=16)                       # -> hwprune.luts.Lut
     report = hwprune.validate(model, lut, samples=10)           # -> dict (R2, MAPE, ...)
+    hwprune.plan(model, lut)["proxies"]["line"]                 # can latency-awareness matter?
     images = hwprune.synthesize(model, n_images=256)            # -> ImageSet
     result = hwprune.prune(model, images, lut, target_measured_ratio=0.7)
     result.module, result.report                                # the pruned net, measured
@@ -287,6 +288,44 @@ def prune(model: ResolvedModel | str, data, lut, out: str | os.PathLike | None =
     return PruneResult(pruned, report, None if out is None else Path(out) / "pruned.pt")
 
 
+def plan(model: ResolvedModel | str, lut, *, group_size: int | None = None,
+         target_latency: float | None = None,
+         target_measured_ratio: float | None = None) -> dict:
+    """What pruning ``model`` can reach on ``lut``'s device, before any work: the estimate
+    now and the floor, each layer's latency share beside its FLOPs share, the staircases,
+    and whether latency-awareness can matter here (the table against fitted FLOPs and
+    parameter-count lines on its calibration's measured variants).
+
+    Args:
+        model: a Model, builder spec or checkpoint path.
+        lut: a Lut or the path(s) of LUT files covering ``model`` at its input size.
+        group_size: channels one removal takes [default: the LUT's channel step].
+        target_latency, target_measured_ratio: is this target within reach?
+
+    Returns:
+        dict: ``hwprune plan``'s plan.json without the time plan; ``proxies["line"]`` is
+        the one line to act on ("latency follows FLOPs within 3%: ...").
+
+    Example:
+        >>> hwprune.plan(model, lut)["proxies"]["line"]
+    """
+    from hwprune.luts.lookup import as_lut, table_input_size
+    from hwprune.luts.variants import lut_step
+    from hwprune.pruner.plan import PlanConfig
+    from hwprune.pruner.proxies import plan_with_proxies
+    from hwprune.zoo import resolve_model
+
+    table = as_lut(_as_table(lut))
+    resolved = resolve_model(model)
+    cfg = PlanConfig(group_size=group_size or lut_step(table), target_latency_ms=target_latency,
+                     target_measured_ratio=target_measured_ratio).check()
+    size = table_input_size(table.meta, resolved.name, None, resolved.input_size)
+    with _left_as_found(resolved):  # the plan traces the caller's module in eval mode
+        made, check = plan_with_proxies(resolved.module, table, size, resolved.in_channels,
+                                        cfg, resolved.name)
+    return {**made.as_dict(), "proxies": check.as_dict()}
+
+
 @contextlib.contextmanager
 def _left_as_found(model):
     """The caller's module as it was: synthesis freezes the teacher's parameters (and the
@@ -315,5 +354,5 @@ def _as_table(lut):
     return [str(p) for p in lut]
 
 
-__all__ = ["Model", "PruneResult", "wrap", "load", "save", "profile", "validate", "synthesize",
-           "prune"]
+__all__ = ["Model", "PruneResult", "wrap", "load", "save", "profile", "validate", "plan",
+           "synthesize", "prune"]

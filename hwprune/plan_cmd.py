@@ -69,9 +69,9 @@ def plan_cmd(model, luts, out, target_latency, target_measured_ratio, input_size
                  variants (a proxy as good as the table: prune to that proxy instead)
     MODEL: a torchvision name, 'demo', or an hwprune checkpoint.
     """
-    from hwprune.pruner.plan import PLAN_NOISE, PlanConfig, make_plan
+    from hwprune.pruner.plan import PLAN_NOISE, PlanConfig
     from hwprune.pruner.plan_report import format_plan, plot_plan
-    from hwprune.pruner.proxies import ProxyCheck, proxy_check
+    from hwprune.pruner.proxies import plan_with_proxies
     from hwprune.luts import Lut
     from hwprune.luts.lookup import table_input_size
     from hwprune.pruner.groups import GroupError
@@ -86,18 +86,13 @@ def plan_cmd(model, luts, out, target_latency, target_measured_ratio, input_size
                          target_latency_ms=target_latency,
                          target_measured_ratio=target_measured_ratio).check()
         size = table_input_size(lut.meta, resolved.name, input_size, resolved.input_size)
-        plan = make_plan(resolved.module.eval(), lut, size, resolved.in_channels, cfg,
-                         resolved.name)
+        plan, check = plan_with_proxies(resolved.module, lut, size, resolved.in_channels, cfg,
+                                        resolved.name)
     except (ValueError, LutError, ModelError, GroupError) as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(format_plan(plan, top))
     result = plan.as_dict()
-    try:
-        check = proxy_check(resolved.module, lut, size, resolved.in_channels, result["layers"],
-                            resolved.name)
-    except (ValueError, LutError, GroupError) as exc:  # the plan stands without it
-        check = ProxyCheck(False, f"no proxy comparison: {exc}")
     click.echo(f"\nproxies: {check.line}")
     result["proxies"] = check.as_dict()
     device = device or ("cuda" if lut.meta.get("device_kind") == "cuda" else "cpu")
@@ -130,7 +125,7 @@ def _cost(resolved, plan, device: str, n_images: int, synth_batch: int, preset: 
     from hwprune.zoo.check import num_classes
 
     if device == "cuda" and not torch.cuda.is_available():
-        click.echo(f"time plan: skipped (the LUT is of a GPU and this machine has none; "
+        click.echo("time plan: skipped (the LUT is of a GPU and this machine has none; "
                    f"run plan on the GPU machine, or --device cpu for a CPU job)")
         return None
     name = preset or ("demo" if resolved.name == "demo" else "kt")

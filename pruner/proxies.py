@@ -17,10 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from hwprune.luts import Lut, agreement, estimate, proxy_agreement
+from hwprune.luts import Lut, LutError, agreement, estimate, proxy_agreement
 from hwprune.luts.variants import build_variant
 from hwprune.profiler.coupling import dimensions
 from hwprune.profiler.keyspace import macs, trace_model
+from hwprune.pruner.groups import GroupError
+from hwprune.pruner.plan import Plan, PlanConfig, make_plan
 from hwprune.sizes import Size, hw
 
 # A proxy "does as well" when its fitted line's MAPE is within this many points of the
@@ -124,4 +126,23 @@ def proxy_check(module: nn.Module, lut: Lut, size: Size, in_channels: int,
     return ProxyCheck(True, _line(len(tags), table, f, p, worst), len(tags), table, f, p, worst)
 
 
-__all__ = ["ProxyCheck", "proxy_check", "departures", "AS_WELL_POINTS"]
+def plan_with_proxies(module: nn.Module, lut: Lut, size: Size, in_channels: int,
+                      cfg: PlanConfig | None = None,
+                      model: str = "model") -> tuple[Plan, ProxyCheck]:
+    """``hwprune plan``'s answers: the plan (``make_plan``; its errors propagate) and the
+    proxy check on the plan's layer shares. A check that cannot be made says why in its
+    line, and the plan stands without it.
+
+    Example:
+        >>> plan, check = plan_with_proxies(net, Lut.load("lut.parquet"), 224, 3)
+        >>> plan.reach.floor_ms, check.line
+    """
+    plan = make_plan(module.eval(), lut, size, in_channels, cfg, model)
+    try:
+        check = proxy_check(module, lut, size, in_channels, plan.as_dict()["layers"], model)
+    except (ValueError, LutError, GroupError) as exc:
+        check = ProxyCheck(False, f"no proxy comparison: {exc}")
+    return plan, check
+
+
+__all__ = ["ProxyCheck", "proxy_check", "plan_with_proxies", "departures", "AS_WELL_POINTS"]

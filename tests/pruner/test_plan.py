@@ -250,6 +250,15 @@ def test_plan_compares_the_table_with_the_proxies_on_its_calibration_variants(de
     assert ("will do as well" in line) == (
         min(check["flops"]["mape"], check["params"]["mape"]) <= check["table"]["mape"] + 0.02)
     assert len(check["departures"]) == 3
+    # the same answers from the library call the command makes
+    import hwprune
+
+    called = hwprune.plan("demo", lut)
+    assert called["proxies"]["line"] == line.removeprefix("proxies: ")
+    assert called["proxies"]["table"]["mape"] == pytest.approx(check["table"]["mape"])
+    assert called["reach"]["floor_ms"] == pytest.approx(
+        json.loads((tmp_path / "cal" / "plan.json").read_text())["reach"]["floor_ms"])
+    assert hwprune.plan("demo", demo_lut)["proxies"]["available"] is False
 
 
 def test_the_proxy_line_follows_the_figures():
