@@ -39,6 +39,7 @@ def test_the_summary_has_a_line_for_every_result_file(tmp_path):
     assert "taylor" in rows["prune_digits_snap_cpu.json"]  # a variant's file, by its script
     # an entry that runs another script (table9 --setup-only): that script's headline
     assert "onnxruntime, step 4: table R²" in rows["table9_setup_onnxruntime_step4_cpu.json"]
+    assert "openvino, step 4: table R²" in rows["table9_setup_openvino_step4_cpu.json"]
     assert "R² identity" in rows["lut_validation_openvino_cpu.json"]
 
 
