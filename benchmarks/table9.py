@@ -159,6 +159,14 @@ def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test, nets=None) -> 
     return rows
 
 
+def runtime_nets(cfg: DemoConfig, lut: Lut) -> RuntimeNets | None:
+    """One export of the teacher for every Torch-Pruning verdict in a deployment runtime
+    (pruner.run does the same for hwprune's criteria); None in PyTorch."""
+    if cfg.runtime == "torch":
+        return None
+    return RuntimeNets(cfg.runtime, 32, 1, timing_of(lut, cfg.measure_max_reps).threads)
+
+
 def summarize(rows: list[dict]) -> list[dict]:
     return budget_cells(rows, CRITERIA)
 
@@ -306,9 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     base = old["setup"] if old else setup(cfg, args.out)
     print(f"regime {regime(settings)}: table R² "
           f"{base['lut_validation']['r2_identity']:.3f}; plan: {base['plan']['line']}", flush=True)
-    if args.setup_only:
+    if not old:  # kept at once: runs that fail later resume on it (--resume), not redo it
         write_json(args.out, "table9.json", {"benchmark": "table9", "machine": machine("cpu"),
                                              "settings": settings, "setup": base, "rows": []})
+    if args.setup_only:
         return 0
     test = load_images(f"{cfg.task}-test", 32)
     result = {"benchmark": "table9", "machine": machine("cpu"), "settings": settings,
@@ -318,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["seed"], r["criterion"]) for r in result["rows"]}
     teacher = load_checkpoint(base["ckpt"]).module.eval()
     lut = Lut.load(base["lut"])
-    # One export of the teacher for every Torch-Pruning verdict (pruner.run does the same
-    # for hwprune's criteria): each measurement otherwise exported both networks again.
-    nets = (RuntimeNets(cfg.runtime, 32, 1, timing_of(lut, 1).threads)
-            if cfg.runtime != "torch" else None)
+    nets = runtime_nets(cfg, lut)
     try:
         for seed in args.seeds:
             images_dir = make_images(replace(cfg, seed=seed), Path(base["ckpt"]))

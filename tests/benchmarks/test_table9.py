@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "table9.py"
 sys.path.insert(0, str(BENCH.parent))
 
 from _common import interval  # noqa: E402
-from table9 import regime, summarize  # noqa: E402
+from table9 import regime, runtime_nets, summarize  # noqa: E402
 
 
 def test_the_interval_is_a_t_interval_over_seeds():
@@ -39,6 +39,33 @@ def test_the_regime_names_the_task_and_reads_files_from_before_it():
     assert regime({"runtime": "torch", "step": 8}) == "residual teacher, torch, step 8"
     assert regime({"task": "mnist5k", "arch": "mobile", "runtime": "onnxruntime", "step": 4}) \
         == "mnist5k, mobile teacher, onnxruntime, step 4"
+
+
+def test_torch_prunings_verdicts_in_a_runtime_share_one_export_of_the_teacher(demo_lut):
+    """The run's RuntimeNets is what measure_settled accepts for the table's mode (a first
+    version asked for a timing of one repetition and failed at the first verdict)."""
+    import torch
+
+    from hwprune.demo import DemoConfig
+    from hwprune.luts import Lut
+    from hwprune.pruner.measure import measure_settled
+    from hwprune.zoo import build_demo
+
+    pytest.importorskip("onnxruntime")
+    lut = Lut.load(demo_lut)
+    assert runtime_nets(DemoConfig(), lut) is None
+    cfg = DemoConfig(runtime="onnxruntime", measure_max_reps=5)
+    torch.manual_seed(0)
+    teacher, student = build_demo(width=16).eval(), build_demo(width=8).eval()
+    nets = runtime_nets(cfg, lut)
+    try:
+        for _ in range(2):
+            m = measure_settled(teacher, student, lut, 32, 1, 2, cfg.measure_max_reps, 0.9,
+                                runtime="onnxruntime", runtime_nets=nets)
+            assert m["ratio"] > 0
+        assert nets.exported == 2  # the teacher and the student, once each
+    finally:
+        nets.close()
 
 
 @pytest.mark.slow
