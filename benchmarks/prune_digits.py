@@ -50,6 +50,7 @@ from hwprune.luts.verdict import verdict_of  # noqa: E402
 from hwprune.profiler import ProfileConfig, TimingConfig, profile_model  # noqa: E402
 from hwprune.profiler.store import parts_dir  # noqa: E402
 from hwprune.pruner import PruneConfig, TargetError  # noqa: E402
+from hwprune.pruner.data import ImageSet  # noqa: E402
 from hwprune.pruner.finetune import FineTuneConfig  # noqa: E402
 from hwprune.pruner.run import PruneJob, measure_pair, run_job  # noqa: E402
 from hwprune.synth import PRESETS, SynthConfig, synthesize  # noqa: E402
@@ -168,6 +169,10 @@ def main() -> None:
                   interval=args.interval, shift=2, seed=args.seed)
     ft = FineTuneConfig(epochs=args.epochs, milestones=(int(args.epochs * 2 / 3),), shift=2,
                         seed=args.seed)
+    # The teacher's own split: the specs 'digits'/'digits-test' are seed 0's
+    split = load_digits(seed=args.seed)
+    held = ImageSet(split.x_test, split.y_test, f"digits held-out split (seed {args.seed})")
+    real = ImageSet(split.x_train, split.y_train, f"digits train split (seed {args.seed})")
     rows = []
     for budget in args.budgets:
         for (crit, eta), snap in ((c, sn) for c in (("taylor-latency", args.eta),
@@ -179,7 +184,7 @@ def main() -> None:
                              **common)
             try:
                 rep = run_job(PruneJob(str(ckpt), args.out / "runs" / name, str(images),
-                                       [str(lut_path)], pc, ft, val="digits-test",
+                                       [str(lut_path)], pc, ft, val=held,
                                        progress=False,
                                        measured_ratio=budget if args.measured_retries else None,
                                        measured_retries=args.measured_retries))
@@ -197,12 +202,13 @@ def main() -> None:
     no_ft = FineTuneConfig(epochs=0)
     table10 = []
     for keep in args.table10:
-        for loss, data in (("ce", "digits"), ("kl", "digits"), ("kl", str(images))):
-            name = f"nofinetune-{loss}-{'real' if data == 'digits' else 'di'}-{keep:.2f}"
+        for loss, kind, data in (("ce", "real", real), ("kl", "real", real),
+                                 ("kl", "di", str(images))):
+            name = f"nofinetune-{loss}-{kind}-{keep:.2f}"
             pc = PruneConfig(criterion="taylor", eta=0.0, target_ratio=keep, loss=loss,
                              update_weights=False, **common)
             rep = run_job(PruneJob(str(ckpt), args.out / "runs" / name, data, [str(lut_path)],
-                                   pc, no_ft, val="digits-test", measure=False, progress=False))
+                                   pc, no_ft, val=held, measure=False, progress=False))
             table10.append(_row(name, rep, None, None))
             print(f"{name}: accuracy {100 * table10[-1]['accuracy']:.1f}%", flush=True)
     payload = {"benchmark": "prune_digits", "machine": machine("cpu"),

@@ -2,10 +2,10 @@
 several seeds, on an embedded digits task (issue 32; issue 31's accuracy over seeds).
 
 Set-up, once (the user's model and device are fixed): the demo's width-64 teacher trained
-on scikit-learn's digits (seed 0), its CPU LUT at one thread (step 8), calibrated and
-validated on measured pruned variants, whose report also fits the FLOPs and parameter-count
-proxies on the same variants (recorded beside the table's R²: where latency follows a
-proxy, a latency table cannot rank better than that proxy).
+on scikit-learn's digits (or MNIST-5k with ``--task``; seed 0's split), its CPU LUT at one
+thread (step 8), calibrated and validated on measured pruned variants, whose report also
+fits the FLOPs and parameter-count proxies on the same variants (recorded beside the
+table's R²: where latency follows a proxy, a latency table cannot rank better than it).
 
 Then for every seed (new DeepInversion images, pruning minibatches and fine-tuning order),
 every criterion and every budget (a fraction of the teacher's measured latency, loosest
@@ -138,7 +138,16 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
     return rows
 
 
-def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test, nets=None) -> list:
+def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
+    nets = runtime_nets(cfg, lut)  # this criterion's students only: each keeps a session
+    try:
+        return _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets)
+    finally:
+        if nets is not None:
+            nets.close()
+
+
+def _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets) -> list:
     rows = []
     tpc = TorchPruningConfig(importance=TP[crit], group_size=cfg.step, seed=seed, steps=6)
     for budget in budgets:
@@ -327,31 +336,26 @@ def main(argv: list[str] | None = None) -> int:
     done = {(r["seed"], r["criterion"]) for r in result["rows"]}
     teacher = load_checkpoint(base["ckpt"]).module.eval()
     lut = Lut.load(base["lut"])
-    nets = runtime_nets(cfg, lut)
-    try:
-        for seed in args.seeds:
-            images_dir = make_images(replace(cfg, seed=seed), Path(base["ckpt"]))
-            images = load_images(str(images_dir), 32)
-            for crit in args.criteria:
-                if (seed, crit) in done:
-                    continue
-                rows = (hwprune_runs(cfg, base["ckpt"], base["lut"], images_dir,
-                                     base["teacher_estimated_ms"], base["lut_validation"], crit,
-                                     seed, settings["budgets"], args.out) if crit in HWPRUNE
-                        else tp_runs(cfg, teacher, lut, images, crit, seed, settings["budgets"],
-                                     test, nets))
-                result["rows"] += rows
-                for r in rows:
-                    print(f"seed {seed} {crit} {100 * r['budget']:.0f}%: " + (
-                        r["error"] if "error" in r else
-                        f"{100 * r['measured_ratio']:.0f}% of the teacher ({r['settled']}), "
-                        f"{100 * r['accuracy']:.1f}%, {r['seconds']:.0f} s"), flush=True)
-                result["summary"] = summarize(result["rows"])
-                result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
-                write_json(args.out, "table9.json", result)
-    finally:
-        if nets is not None:
-            nets.close()
+    for seed in args.seeds:
+        images_dir = make_images(replace(cfg, seed=seed), Path(base["ckpt"]))
+        images = load_images(str(images_dir), 32)
+        for crit in args.criteria:
+            if (seed, crit) in done:
+                continue
+            rows = (hwprune_runs(cfg, base["ckpt"], base["lut"], images_dir,
+                                 base["teacher_estimated_ms"], base["lut_validation"], crit,
+                                 seed, settings["budgets"], args.out) if crit in HWPRUNE
+                    else tp_runs(cfg, teacher, lut, images, crit, seed, settings["budgets"],
+                                 test))
+            result["rows"] += rows
+            for r in rows:
+                print(f"seed {seed} {crit} {100 * r['budget']:.0f}%: " + (
+                    r["error"] if "error" in r else
+                    f"{100 * r['measured_ratio']:.0f}% of the teacher ({r['settled']}), "
+                    f"{100 * r['accuracy']:.1f}%, {r['seconds']:.0f} s"), flush=True)
+            result["summary"] = summarize(result["rows"])
+            result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
+            write_json(args.out, "table9.json", result)
     result["summary"] = summarize(result["rows"])
     write_json(args.out, "table9.json", result)
     plot(result, args.out / "table9.png")

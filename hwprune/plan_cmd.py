@@ -126,7 +126,7 @@ def _cost(resolved, plan, device: str, n_images: int, synth_batch: int, preset: 
 
     if device == "cuda" and not torch.cuda.is_available():
         click.echo("time plan: skipped (the LUT is of a GPU and this machine has none; "
-                   f"run plan on the GPU machine, or --device cpu for a CPU job)")
+                   "run plan on the GPU machine, or --device cpu for a CPU job)")
         return None
     name = preset or ("demo" if resolved.name == "demo" else "kt")
     teacher = resolved.module.to(device).eval()

@@ -89,7 +89,8 @@ def load_images(spec: "str | ImageSet", input_size: Size, mean=None, std=None) -
 
     if isinstance(spec, ImageSet):
         return spec
-    task = str(spec).removesuffix("-test")
+    # Task names are strings (seed 0's split); a Path is always a file or directory
+    task = spec.removesuffix("-test") if isinstance(spec, str) else None
     if task in TASKS:
         d = load_task(task, size=input_size)
         return (ImageSet(d.x_train, d.y_train, f"{task} train split") if spec == task

@@ -70,11 +70,11 @@ class JobError(HwpruneError):
 class PruneJob:
     teacher: "str | ResolvedModel"   # a checkpoint with weights, a builder spec, or a Model
     out: Path
-    data: "str | ImageSet"           # images: synth output, tensor file, folder, digits, ImageSet
+    data: "str | ImageSet"           # images: synth output, tensor file, folder, task, ImageSet
     luts: "list[str] | Lut" = field(default_factory=list)  # file path(s) or a table in memory
     prune: PruneConfig = field(default_factory=PruneConfig)
     finetune: FineTuneConfig = field(default_factory=FineTuneConfig)
-    val: str | None = None           # labelled validation data (ImageFolder dir, digits-test)
+    val: "str | ImageSet | None" = None  # labelled: ImageFolder dir, 'digits-test', ImageSet
     mean: tuple[float, ...] | None = None  # normalisation for image folders
     std: tuple[float, ...] | None = None
     measure: bool = True             # confirm the latency by measurement in the LUT's mode

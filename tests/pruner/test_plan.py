@@ -259,6 +259,11 @@ def test_plan_compares_the_table_with_the_proxies_on_its_calibration_variants(de
     assert called["reach"]["floor_ms"] == pytest.approx(
         json.loads((tmp_path / "cal" / "plan.json").read_text())["reach"]["floor_ms"])
     assert hwprune.plan("demo", demo_lut)["proxies"]["available"] is False
+    model = hwprune.wrap(build_demo(), input_size=32)
+    model.module.train()  # the caller's module comes back as it was given
+    mine = hwprune.plan(model, lut)
+    assert mine["reach"]["floor_ms"] == pytest.approx(called["reach"]["floor_ms"])
+    assert model.module.training
 
 
 def test_the_proxy_line_follows_the_figures():

