@@ -114,8 +114,8 @@ def train_teacher(cfg: DemoConfig, data) -> tuple[Path, float]:
     the held-out split of ``data``."""
     arch = "" if cfg.arch == "residual" else f"-{cfg.arch}"
     task = "" if cfg.task == "digits" else f"-{cfg.task}"
-    path = cfg.out / (f"teacher{arch}{task}-w{cfg.width}-e{cfg.teacher_epochs}-b{cfg.teacher_batch}"
-                      f"-lr{cfg.teacher_lr:g}-s{cfg.seed}.pt")
+    path = cfg.out / (f"teacher{arch}{task}-w{cfg.width}-e{cfg.teacher_epochs}"
+                      f"-b{cfg.teacher_batch}-lr{cfg.teacher_lr:g}-s{cfg.seed}.pt")
     if path.is_file():
         net = load_checkpoint(path).module
         cfg.log(f"teacher: reusing {path}")
@@ -223,6 +223,7 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
     # one's pruned student (before its fine-tuning): the path to 35% passes through 70%, and
     # run alone each budget repeated those steps (deterministic, so the same ones).
     previous: dict[str, Path] = {}
+    val = held_out(cfg)
     for budget in sorted(cfg.budgets, reverse=True):
         target = lut_target(budget, est_teacher, fit)
         for crit, eta in (("taylor-latency", cfg.eta), ("taylor", 0.0)):
@@ -235,7 +236,7 @@ def _prune(cfg: DemoConfig, ckpt: Path, lut: Path, images: Path, est_teacher: fl
                                        [str(lut)], PruneConfig(criterion=crit, eta=eta,
                                                                target_latency_ms=target,
                                                                **common),
-                                       ft, val=held_out(cfg),
+                                       ft, val=val,
                                        measure_rounds=cfg.measure_rounds,
                                        measure_max_reps=cfg.measure_max_reps,
                                        progress=cfg.progress, measured_ratio=budget,
