@@ -36,7 +36,11 @@ def load_digits(size: "int | tuple[int, int]" = DEMO_INPUT_SIZE, test_fraction: 
     x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     x = F.interpolate(x, size=hw(size), mode="bilinear", align_corners=False).clamp(0, 1)
     x = (x - DIGITS_MEAN[0]) / DIGITS_STD[0]
-    y = torch.tensor(data.target, dtype=torch.long)
+    return split(x, torch.tensor(data.target, dtype=torch.long), test_fraction, seed)
+
+
+def split(x: torch.Tensor, y: torch.Tensor, test_fraction: float, seed: int) -> DigitsSplit:
+    """A seeded random split of (x, y) into train and held-out test sets."""
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_test = int(len(y) * test_fraction)
     test, train = order[:n_test], order[n_test:]
@@ -111,5 +115,5 @@ def digits_stats() -> tuple[float, float]:
     return float(x.mean()), float(x.std())
 
 
-__all__ = ["DIGITS_MEAN", "DIGITS_STD", "DigitsSplit", "load_digits", "accuracy",
+__all__ = ["DIGITS_MEAN", "DIGITS_STD", "DigitsSplit", "load_digits", "split", "accuracy",
            "train_classifier", "distill", "digits_stats"]

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hwprune.errors import HwpruneError
 from hwprune.sizes import hw
 from hwprune.zoo.demo import DEMO_INPUT_SIZE
-from hwprune.zoo.digits import DIGITS_MEAN, DIGITS_STD, DigitsSplit, load_digits
+from hwprune.zoo.digits import DIGITS_MEAN, DIGITS_STD, DigitsSplit, load_digits, split
 
 MNIST_SIDE = 28
 
@@ -54,11 +54,7 @@ def load_mnist5k(size: "int | tuple[int, int]" = DEMO_INPUT_SIZE, test_fraction:
     x = F.pad(x, (2, 2, 2, 2))
     if hw(size) != (DEMO_INPUT_SIZE, DEMO_INPUT_SIZE):
         x = F.interpolate(x, size=hw(size), mode="bilinear", align_corners=False).clamp(0, 1)
-    x = (x - DIGITS_MEAN[0]) / DIGITS_STD[0]
-    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_test = int(len(y) * test_fraction)
-    test, train = order[:n_test], order[n_test:]
-    return DigitsSplit(x[train], y[train], x[test], y[test])
+    return split((x - DIGITS_MEAN[0]) / DIGITS_STD[0], y, test_fraction, seed)
 
 
 TASKS = {"digits": load_digits, "mnist5k": load_mnist5k}
