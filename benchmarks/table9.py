@@ -24,8 +24,10 @@ held-out images (449 digits, or 1250 with --task mnist5k; never trained on). Cri
 
 hwprune's criteria train the student between pruning steps (part of the method); every
 criterion gets the same fine-tuning epochs afterwards. Per (budget, criterion): mean and
-95% t-interval over seeds of the accuracy and of the measured latency ratio. Every run
-re-measures; OUT/table9.json holds each run and the summary with the machine's metadata,
+95% t-interval over seeds of the accuracy, of the measured latency ratio and of the
+table's estimate of that ratio (how far the table misjudged the networks each criterion
+chose; a ``--resume`` fills it in for hwprune's runs from the students kept in OUT/runs,
+re-measuring nothing). Every run re-measures; OUT/table9.json holds each run and the summary with the machine's metadata,
 OUT/table9.png the figure. ``--resume`` keeps the runs already in OUT/table9.json (same
 settings) and does the rest; on a ``--setup-only`` file it reuses the regime's teacher,
 table and validation for runs at any budgets.
@@ -65,7 +67,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from _common import budget_cells, machine, parser, write_json  # noqa: E402
+from _common import budget_cells, interval, machine, parser, write_json  # noqa: E402
 from hwprune.demo import DemoConfig, lut_target, make_images, make_lut, train_teacher  # noqa: E402
 from hwprune.luts import Lut, ValidateConfig, estimate, validate  # noqa: E402
 from hwprune.luts.variants import timing_of  # noqa: E402
@@ -108,6 +110,21 @@ def _row(m: dict, accuracy: float, filters: int, seconds: float, **extra) -> dic
             "seconds": seconds}
 
 
+def estimated_ratio(student: torch.nn.Module, lut: Lut, teacher_ms: float) -> float:
+    """The table's estimate of a student over its estimate of the teacher: beside the
+    measured ratio, how far the table misjudged the networks a criterion chose."""
+    return estimate(student, lut, 32, 1).total_ms / teacher_ms
+
+
+def fill_estimates(rows: list[dict], out: Path, lut: Lut, teacher_ms: float) -> None:
+    """Rows from before ``estimated_ratio`` existed: hwprune's from the student its run
+    kept (OUT/runs); Torch-Pruning's students were not kept and stay without one."""
+    for r in rows:
+        run = out / "runs" / f"{r['criterion']}-s{r['seed']}-{r['budget']:.2f}" / "pruned.pt"
+        if "estimated_ratio" not in r and "error" not in r and run.is_file():
+            r["estimated_ratio"] = estimated_ratio(load_checkpoint(run).module, lut, teacher_ms)
+
+
 def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, out) -> list:
     """One criterion's budgets, loosest first, each run continuing from the last one's
     pruned student, as in the demo."""
@@ -134,20 +151,23 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
         previous = run
         student = load_checkpoint(run / "pruned.pt").module
         rows.append(_row(rep["measured"], rep["accuracy"]["pruned"], conv_filters(student),
-                         time.perf_counter() - t0, **base))
+                         time.perf_counter() - t0, **base, estimated_ratio=estimated_ratio(
+                             student, Lut.load(lut), est_teacher)))
     return rows
 
 
-def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test) -> list:
+def tp_runs(cfg, teacher, lut, images, crit, seed, budgets, test, est_teacher) -> list:
     nets = runtime_nets(cfg, lut)  # this criterion's students only: each keeps a session
     try:
-        return _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets)
+        return _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets,
+                           est_teacher)
     finally:
         if nets is not None:
             nets.close()
 
 
-def _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets) -> list:
+def _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets,
+                est_teacher) -> list:
     rows = []
     tpc = TorchPruningConfig(importance=TP[crit], group_size=cfg.step, seed=seed, steps=6)
     for budget in budgets:
@@ -164,7 +184,8 @@ def _tp_budgets(cfg, teacher, lut, images, crit, seed, budgets, test, nets) -> l
         m = _measured(teacher, student, lut, cfg, budget, nets)  # fresh, after the search
         rows.append(_row(m, evaluate(student, test), conv_filters(student),
                          time.perf_counter() - t0, fraction=info["fraction"],
-                         search=info["search"], **base))
+                         search=info["search"], **base,
+                         estimated_ratio=estimated_ratio(student, lut, est_teacher)))
     return rows
 
 
@@ -177,7 +198,14 @@ def runtime_nets(cfg: DemoConfig, lut: Lut) -> RuntimeNets | None:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
-    return budget_cells(rows, CRITERIA)
+    """budget_cells, plus the mean and interval of the table's estimated ratio over the
+    runs that have one (``estimated_n`` of them)."""
+    cells = budget_cells(rows, CRITERIA)
+    for c in cells:
+        est = [r["estimated_ratio"] for r in rows if r["budget"] == c["budget"]
+               and r["criterion"] == c["criterion"] and "estimated_ratio" in r]
+        c["estimated_ratio"] = interval(est)
+    return cells
 
 
 def regime(settings: dict) -> str:
@@ -193,7 +221,7 @@ def format_summary(result: dict) -> str:
              f"{100 * result['teacher_acc']:.1f}% on {result['n_test']} real "
              f"held-out images; mean [95% interval] over {len(result['seeds'])} seeds",
              f"{'budget':>6}  {'criterion':15s} {'accuracy %':>22s}  {'measured ratio %':>20s}"
-             f"  met"]
+             f"  met  {'table said %':>20s}"]
     for c in result["summary"]:
         a, m = c["accuracy"], c["measured_ratio"]
         if a["mean"] is None:
@@ -201,8 +229,10 @@ def format_summary(result: dict) -> str:
             continue
         iv = (lambda d: f"{100 * d['mean']:5.1f} [{100 * d['low']:5.1f}-{100 * d['high']:5.1f}]"
               if d["low"] is not None else f"{100 * d['mean']:5.1f} (one seed)")
+        e = c.get("estimated_ratio") or {"mean": None}
         lines.append(f"{100 * c['budget']:5.0f}%  {c['criterion']:15s} {iv(a):>22s}  "
-                     f"{iv(m):>20s}  {c['met']}/{c['runs'] - c['failed']}")
+                     f"{iv(m):>20s}  {c['met']}/{c['runs'] - c['failed']}  "
+                     f"{iv(e) if e['mean'] is not None else '-':>20s}")
     return "\n".join(lines)
 
 
@@ -329,10 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.setup_only:
         return 0
     test = load_images(f"{cfg.task}-test", 32)
-    result = {"benchmark": "table9", "machine": machine("cpu"), "settings": settings,
+    kept = old is not None and bool(old["rows"])  # the machine the first runs were made on
+    result = {"benchmark": "table9", "machine": old["machine"] if kept else machine("cpu"),
+              "resumed": [*(old or {}).get("resumed", []), machine("cpu")["date"]] if kept
+              else [], "settings": settings,
               "setup": base, "teacher_acc": base["teacher_acc"], "n_test": len(test),
               "seeds": args.seeds, "criteria": args.criteria, "rows": old["rows"] if old else [],
-              "setup_from": (old or {}).get("setup_from")}
+              "setup_from": (old or {}).get("setup_from"),
+              "seconds": (old or {}).get("seconds", 0)}
     done = {(r["seed"], r["criterion"]) for r in result["rows"]}
     teacher = load_checkpoint(base["ckpt"]).module.eval()
     lut = Lut.load(base["lut"])
@@ -346,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                                  base["teacher_estimated_ms"], base["lut_validation"], crit,
                                  seed, settings["budgets"], args.out) if crit in HWPRUNE
                     else tp_runs(cfg, teacher, lut, images, crit, seed, settings["budgets"],
-                                 test))
+                                 test, base["teacher_estimated_ms"]))
             result["rows"] += rows
             for r in rows:
                 print(f"seed {seed} {crit} {100 * r['budget']:.0f}%: " + (
@@ -356,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             result["summary"] = summarize(result["rows"])
             result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
             write_json(args.out, "table9.json", result)
+    fill_estimates(result["rows"], args.out, lut, base["teacher_estimated_ms"])
     result["summary"] = summarize(result["rows"])
     write_json(args.out, "table9.json", result)
     plot(result, args.out / "table9.png")

@@ -15,7 +15,7 @@ BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "table9.py"
 sys.path.insert(0, str(BENCH.parent))
 
 from _common import interval  # noqa: E402
-from table9 import regime, runtime_nets, summarize  # noqa: E402
+from table9 import fill_estimates, regime, runtime_nets, summarize  # noqa: E402
 
 
 def test_the_interval_is_a_t_interval_over_seeds():
@@ -66,6 +66,30 @@ def test_torch_prunings_verdicts_in_a_runtime_share_one_export_of_the_teacher(de
         assert nets.exported == 2  # the teacher and the student, once each
     finally:
         nets.close()
+
+
+def test_resumed_rows_get_the_tables_estimate_from_the_students_their_runs_kept(
+        tmp_path, demo_lut):
+    """hwprune's rows from before estimated_ratio existed get it from OUT/runs; rows whose
+    student was not kept (Torch-Pruning's) or that failed stay without one."""
+    from hwprune.luts import Lut, estimate
+    from hwprune.zoo import build_demo, save_checkpoint
+
+    lut = Lut.load(demo_lut)
+    teacher_ms = estimate(build_demo(width=64), lut, 32, 1).total_ms
+    run = tmp_path / "runs" / "taylor-s1-0.50"
+    run.mkdir(parents=True)
+    save_checkpoint(build_demo(width=32), run / "pruned.pt", "demo", {"width": 32})
+    rows = [{"criterion": c, "seed": 1, "budget": 0.5, "accuracy": 0.9, "measured_ratio": 0.4,
+             "settled": "met"} for c in ("taylor", "tp-taylor")]
+    rows.append({"criterion": "taylor", "seed": 2, "budget": 0.5, "error": "out of reach"})
+    fill_estimates(rows, tmp_path, lut, teacher_ms)
+    half = estimate(build_demo(width=32), lut, 32, 1).total_ms / teacher_ms
+    assert rows[0]["estimated_ratio"] == pytest.approx(half) and 0.1 < half < 0.7
+    assert "estimated_ratio" not in rows[1] and "estimated_ratio" not in rows[2]
+    cells = {c["criterion"]: c for c in summarize(rows)}
+    assert cells["taylor"]["estimated_ratio"]["n"] == 1
+    assert cells["tp-taylor"]["estimated_ratio"]["mean"] is None
 
 
 @pytest.mark.slow
