@@ -194,6 +194,7 @@ def _ratio_line(rep: dict) -> str:
     """'measured ratio 66% of the teacher (63-69% at 96.9% confidence, 5 rounds); budget
     70%: met', the budget part only with --target-measured-ratio."""
     from hwprune.luts.verdict import RatioVerdict
+    from hwprune.pruner.run import table_ratio
 
     m = rep["measured"]
     v = RatioVerdict(m["ratio"], m["ratio_low"], m["ratio_high"], m["ratio_confidence"],
@@ -207,7 +208,8 @@ def _ratio_line(rep: dict) -> str:
         if loop:  # what stopped the loop, beside the fresh measurement that is the result
             at = 100 * loop[-1]["measured_ratio"]
             line += f" (the measured-target loop stopped at {at:.0f}%: {loop[-1]['stopped']})"
-    return line
+    said = table_ratio(rep)
+    return line + (f"; the table said {100 * said:.0f}%" if said else "")
 
 
 @click.command()
