@@ -27,10 +27,10 @@ criterion gets the same fine-tuning epochs afterwards. Per (budget, criterion): 
 95% t-interval over seeds of the accuracy, of the measured latency ratio and of the
 table's estimate of that ratio (how far the table misjudged the networks each criterion
 chose; a ``--resume`` fills it in for hwprune's runs from the students kept in OUT/runs,
-re-measuring nothing). Every run re-measures; OUT/table9.json holds each run and the summary with the machine's metadata,
-OUT/table9.png the figure. ``--resume`` keeps the runs already in OUT/table9.json (same
-settings) and does the rest; on a ``--setup-only`` file it reuses the regime's teacher,
-table and validation for runs at any budgets.
+re-measuring nothing). Every run re-measures; OUT/table9.json holds each run and the
+summary with the machine's metadata, OUT/table9.png the figure. ``--resume`` keeps the
+runs already in OUT/table9.json (same settings) and does the rest; on a ``--setup-only``
+file it reuses the regime's teacher, table and validation for runs at any budgets.
 
 Regimes (issue 32: a latency table can only help where latency does not follow a simple
 proxy): ``--runtime`` times the table and measures every budget in PyTorch, ONNX Runtime or
@@ -80,7 +80,7 @@ from hwprune.pruner.finetune import FineTuneConfig, finetune  # noqa: E402
 from hwprune.pruner.measure import measure_settled  # noqa: E402
 from hwprune.pruner.plan import PlanConfig  # noqa: E402
 from hwprune.pruner.proxies import plan_with_proxies  # noqa: E402
-from hwprune.pruner.run import PruneJob, run_job  # noqa: E402
+from hwprune.pruner.run import PruneJob, run_job, table_ratio  # noqa: E402
 from hwprune.zoo import load_checkpoint, resolve_model  # noqa: E402
 from hwprune.zoo.tasks import DESCRIPTIONS, TASKS, load_task  # noqa: E402
 
@@ -151,8 +151,7 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
         previous = run
         student = load_checkpoint(run / "pruned.pt").module
         rows.append(_row(rep["measured"], rep["accuracy"]["pruned"], conv_filters(student),
-                         time.perf_counter() - t0, **base, estimated_ratio=estimated_ratio(
-                             student, Lut.load(lut), est_teacher)))
+                         time.perf_counter() - t0, **base, estimated_ratio=table_ratio(rep)))
     return rows
 
 
@@ -199,7 +198,7 @@ def runtime_nets(cfg: DemoConfig, lut: Lut) -> RuntimeNets | None:
 
 def summarize(rows: list[dict]) -> list[dict]:
     """budget_cells, plus the mean and interval of the table's estimated ratio over the
-    runs that have one (``estimated_n`` of them)."""
+    runs that have one (its ``n``)."""
     cells = budget_cells(rows, CRITERIA)
     for c in cells:
         est = [r["estimated_ratio"] for r in rows if r["budget"] == c["budget"]

@@ -463,10 +463,10 @@ def _run_job(job: PruneJob, cleanup: contextlib.ExitStack) -> dict:
 
 
 # The table misjudging the pruned network's ratio to the teacher by more than this is worth
-# a line. In Table 9 (benchmarks/results/table9_*step4_cpu.json) ONNX Runtime's tables were
-# within 5% of every criterion's students on average; in OpenVINO the hardware-aware
-# students measured 14-23% above their table and the latency-blind ones 6-14%, and
-# hardware-aware pruning lost 10-15 points of accuracy there.
+# a line. In Table 9 (benchmarks/results/table9_*step4_cpu.json, means per budget) ONNX
+# Runtime's tables were within 5% of hwprune's students; in OpenVINO the hardware-aware
+# students measured 14-23% above their table, the latency-blind and FLOPs-aware ones 6-18%,
+# and hardware-aware pruning lost 10-15 points of accuracy there. Set between the two.
 MISJUDGED = 0.15
 
 
