@@ -33,8 +33,19 @@ def flatten_args(args: Sequence) -> list:
     return [a for x in args for a in (x if isinstance(x, (list, tuple)) else [x])]
 
 
+CONV = "conv2d"
+
+
+def is_conv(op: str) -> bool:
+    """A convolution, alone or with the epilogue a runtime fuses into it (``conv2d+bn+relu``,
+    ``profiler.fusion``)."""
+    return op == CONV or op.startswith(CONV + "+")
+
+
 def is_depthwise(op: str, c_in: int, groups: int) -> bool:
-    return op == "conv2d" and groups > 1 and groups == c_in
+    """A depthwise convolution, fused or not (a runtime table's keys are fused: a first
+    version missed ``conv2d+bn+hardswish`` and shrank its channels but not its groups)."""
+    return is_conv(op) and groups > 1 and groups == c_in
 
 
 def is_scalar(v) -> bool:

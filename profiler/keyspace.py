@@ -22,16 +22,9 @@ from torch.overrides import TorchFunctionMode
 from hwprune.errors import HwpruneError
 from hwprune.sizes import Size, hw
 from hwprune.profiler import calls
-from hwprune.profiler.coupling import ChannelTracker, flatten_args, is_scalar
+from hwprune.profiler.coupling import CONV, ChannelTracker, flatten_args, is_conv, is_scalar
 from hwprune.zoo.models import set_training
 
-CONV = "conv2d"
-
-
-def is_conv(op: str) -> bool:
-    """A convolution, alone or with the epilogue a runtime fuses into it (``conv2d+bn+relu``,
-    ``profiler.fusion``)."""
-    return op == CONV or op.startswith(CONV + "+")
 
 ACTIVATIONS = {"relu": "relu", "relu_": "relu", "relu6": "relu6", "silu": "silu",
                "hardswish": "hardswish", "hardsigmoid": "hardsigmoid", "gelu": "gelu",

@@ -75,3 +75,21 @@ def test_a_split_along_channels_freezes_them_and_one_along_the_width_does_not():
     assert prunable(1) == [["c"]]
     # b maps a's channels onto themselves (its output is added to a's other piece)
     assert prunable(3) == [["a"], ["c"]]
+
+
+def test_a_fused_depthwise_key_shrinks_its_groups_with_its_channels():
+    """A runtime table's keys carry the fused epilogue (``conv2d+bn+hardswish``); a first
+    version treated such a depthwise key as a plain conv, and the plan of the mobile demo
+    teacher on an ONNX Runtime table looked up groups 128 on 4 channels."""
+    from dataclasses import replace
+
+    from hwprune.profiler.coupling import is_depthwise
+    from hwprune.zoo import build_demo
+
+    trace = trace_model(build_demo(arch="mobile"), 32, 1)
+    key = next(r.key for r in trace.layers if r.key.groups > 1)
+    fused = replace(key, op="conv2d+bn+hardswish")
+    assert is_depthwise(fused.op, fused.c_in, fused.groups)
+    small = shrink(fused, key.c_in - 4, "both")
+    assert (small.c_in, small.c_out, small.groups, small.op) == (4, 4, 4, fused.op)
+    assert not is_depthwise("conv2d+bn+relu", 64, 1) and not is_depthwise("add", 64, 64)
