@@ -18,9 +18,10 @@ exit 1.
 Everything takes about 10 hours on the 2-vCPU development VM: table9 and its three full
 regime runs about an hour each plus 20-25 minutes of set-up each (table9_setup_* alone),
 synth_digits and prune_digits about an hour each, the runtime tables' validations and
-demo_runs about 20-30 minutes each. ``--subset`` runs the nine scripts that fit in an hour (32 minutes on
-2026-12-07, all ok): delta_query, prune_rank, profiler_cost, synth_speed, profile_eta,
-measure_rounds, lut_validation_repeat, torchvision_coverage and lut_validation.
+demo_runs about 20-30 minutes each. ``--subset`` runs the nine scripts that fit in an
+hour (32 minutes on 2026-12-07, all ok): delta_query, prune_rank, profiler_cost,
+synth_speed, profile_eta, measure_rounds, lut_validation_repeat, torchvision_coverage and
+lut_validation.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ hwprune's criteria train the student between pruning steps (part of the method);
 criterion gets the same fine-tuning epochs afterwards. Per (budget, criterion): mean and
 95% t-interval over seeds of the accuracy, of the measured latency ratio and of the
 table's estimate of that ratio (how far the table misjudged the networks each criterion
-chose; a ``--resume`` fills it in for hwprune's runs from the students kept in OUT/runs,
+chose; a ``--resume`` fills it in for hwprune's runs from the reports kept in OUT/runs,
 re-measuring nothing). Every run re-measures; OUT/table9.json holds each run and the
 summary with the machine's metadata, OUT/table9.png the figure. ``--resume`` keeps the
 runs already in OUT/table9.json (same settings) and does the rest; on a ``--setup-only``
@@ -116,13 +116,19 @@ def estimated_ratio(student: torch.nn.Module, lut: Lut, teacher_ms: float) -> fl
     return estimate(student, lut, 32, 1).total_ms / teacher_ms
 
 
-def fill_estimates(rows: list[dict], out: Path, lut: Lut, teacher_ms: float) -> None:
-    """Rows from before ``estimated_ratio`` existed: hwprune's from the student its run
-    kept (OUT/runs); Torch-Pruning's students were not kept and stay without one."""
+def run_dir(out: Path, crit: str, seed: int, budget: float) -> Path:
+    """Where one of hwprune's runs keeps its student and report."""
+    return out / "runs" / f"{crit}-s{seed}-{budget:.2f}"
+
+
+def fill_estimates(rows: list[dict], out: Path) -> None:
+    """Rows from before ``estimated_ratio`` existed: hwprune's from the report its run kept
+    (OUT/runs, the table's estimates of teacher and student, as new rows take it);
+    Torch-Pruning's runs kept none and stay without one."""
     for r in rows:
-        run = out / "runs" / f"{r['criterion']}-s{r['seed']}-{r['budget']:.2f}" / "pruned.pt"
-        if "estimated_ratio" not in r and "error" not in r and run.is_file():
-            r["estimated_ratio"] = estimated_ratio(load_checkpoint(run).module, lut, teacher_ms)
+        report = run_dir(out, r["criterion"], r["seed"], r["budget"]) / "report.json"
+        if "estimated_ratio" not in r and "error" not in r and report.is_file():
+            r["estimated_ratio"] = table_ratio(json.loads(report.read_text()))
 
 
 def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, out) -> list:
@@ -133,7 +139,7 @@ def hwprune_runs(cfg, ckpt, lut, images, est_teacher, fit, crit, seed, budgets, 
                   interval=cfg.interval, shift=2, seed=seed)
     for budget in budgets:
         t0 = time.perf_counter()
-        run = out / "runs" / f"{crit}-s{seed}-{budget:.2f}"
+        run = run_dir(out, crit, seed, budget)
         shutil.rmtree(run, ignore_errors=True)
         base = {"criterion": crit, "seed": seed, "budget": budget}
         try:
@@ -389,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             result["summary"] = summarize(result["rows"])
             result["seconds"] = time.perf_counter() - t0 + (old or {}).get("seconds", 0)
             write_json(args.out, "table9.json", result)
-    fill_estimates(result["rows"], args.out, lut, base["teacher_estimated_ms"])
+    fill_estimates(result["rows"], args.out)
     result["summary"] = summarize(result["rows"])
     write_json(args.out, "table9.json", result)
     plot(result, args.out / "table9.png")
